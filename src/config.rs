@@ -1,0 +1,271 @@
+//! Settings, read from TOML. Every field has a default that works; `validate` names the bad field.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub field: FieldConfig,
+    pub train: TrainConfig,
+}
+
+/// How images become training rays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Colour that transparent pixels are composited on, and the volume renderer's background.
+    pub background: [f32; 3],
+    /// For data without a test split: every Nth frame is held out.
+    pub holdout_every: u32,
+    /// Image pyramid depth: level l is 1/2^l of full resolution (5 levels: 1 .. 1/16).
+    pub pyramid_levels: u32,
+    /// Fraction of patches drawn from the coarser pyramid levels (the rest from full resolution).
+    pub coarse_fraction: f32,
+    /// Half-edge of the world-space box mapped onto the scene cube, when the format gives none.
+    pub scene_bound: f32,
+}
+
+/// The octree and each node's field (SPEC §1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FieldConfig {
+    /// Deepest octree level (the root is level 0).
+    pub max_depth: u32,
+    /// Hash-grid levels per node (2 features each).
+    pub hash_levels: u32,
+    /// log2 of the hash table size per level.
+    pub log2_table_size: u32,
+    /// Coarsest grid resolution across a node.
+    pub base_resolution: u32,
+    /// Finest grid resolution across a node; gsd = node edge / finest_resolution.
+    pub finest_resolution: u32,
+    /// Width of the hidden layers of both decoders.
+    pub hidden_width: u32,
+    /// Geometric features passed from the density decoder to the colour decoder.
+    pub geo_features: u32,
+    /// Degree of the spherical-harmonics view-direction encoding (1..=4).
+    pub sh_degree: u32,
+    /// Upper clamp on density.
+    pub max_density: f32,
+}
+
+/// The optimisation (MSE loss and Adam, for now).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: u32,
+    /// Edge of the square image patches a batch is made of.
+    pub patch_size: u32,
+    pub patches_per_batch: u32,
+    pub samples_per_ray: u32,
+    pub lr_hash: f32,
+    pub lr_mlp: f32,
+    pub adam_beta1: f32,
+    pub adam_beta2: f32,
+    pub adam_eps: f32,
+    /// Learning rate at the end of the decay, as a fraction of the initial one.
+    pub lr_final_ratio: f32,
+    pub lr_decay_start: u32,
+    pub lr_decay_steps: u32,
+    /// Steps between metric lines (and read-backs of the loss statistics).
+    pub log_every: u32,
+    pub seed: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            background: [1.0, 1.0, 1.0],
+            holdout_every: 8,
+            pyramid_levels: 5,
+            coarse_fraction: 0.2,
+            scene_bound: 1.5,
+        }
+    }
+}
+
+impl Default for FieldConfig {
+    fn default() -> Self {
+        Self {
+            max_depth: 2,
+            hash_levels: 8,
+            log2_table_size: 15,
+            base_resolution: 8,
+            finest_resolution: 128,
+            hidden_width: 32,
+            geo_features: 7,
+            sh_degree: 3,
+            max_density: 1.0e4,
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 5000,
+            patch_size: 16,
+            patches_per_batch: 16,
+            samples_per_ray: 64,
+            lr_hash: 1.0e-2,
+            lr_mlp: 1.0e-2,
+            adam_beta1: 0.9,
+            adam_beta2: 0.99,
+            adam_eps: 1.0e-15,
+            lr_final_ratio: 0.03,
+            lr_decay_start: 500,
+            lr_decay_steps: 20000,
+            log_every: 25,
+            seed: 1,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { data: DataConfig::default(), field: FieldConfig::default(), train: TrainConfig::default() }
+    }
+}
+
+/// A setting that cannot work, named by its TOML path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: {field} {message}")]
+    Invalid { file: String, field: &'static str, message: String },
+}
+
+impl Config {
+    /// The small, fast settings the tests use.
+    pub fn tiny() -> Self {
+        let mut config = Self::default();
+        config.field.max_depth = 1;
+        config.field.hash_levels = 4;
+        config.field.log2_table_size = 10;
+        config.field.base_resolution = 4;
+        config.field.finest_resolution = 32;
+        config.field.hidden_width = 16;
+        config.field.geo_features = 3;
+        config.field.sh_degree = 2;
+        config.train.patch_size = 8;
+        config.train.patches_per_batch = 4;
+        config.train.samples_per_ray = 32;
+        config
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+        Self::from_toml(&text, &file)
+    }
+
+    /// Parses and validates; `file` names the source in errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.message().to_string() + &span_hint(text, e.span()) })?;
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, message: &str| {
+            Err(ConfigError::Invalid { file: file.to_string(), field, message: message.to_string() })
+        };
+        let f = &self.field;
+        let t = &self.train;
+        let d = &self.data;
+        if !d.background.iter().all(|c| (0.0..=1.0).contains(c)) {
+            return bad("data.background", "must have components in [0, 1]");
+        }
+        if d.holdout_every < 2 {
+            return bad("data.holdout_every", "must be at least 2");
+        }
+        if !(1..=8).contains(&d.pyramid_levels) {
+            return bad("data.pyramid_levels", "must be in 1..=8");
+        }
+        if !(0.0..=1.0).contains(&d.coarse_fraction) {
+            return bad("data.coarse_fraction", "must be in [0, 1]");
+        }
+        if !(d.scene_bound.is_finite() && d.scene_bound > 0.0) {
+            return bad("data.scene_bound", "must be a positive number");
+        }
+        if f.max_depth > 6 {
+            return bad("field.max_depth", "must be at most 6");
+        }
+        if !(1..=16).contains(&f.hash_levels) {
+            return bad("field.hash_levels", "must be in 1..=16");
+        }
+        if !(4..=22).contains(&f.log2_table_size) {
+            return bad("field.log2_table_size", "must be in 4..=22");
+        }
+        if f.base_resolution < 2 {
+            return bad("field.base_resolution", "must be at least 2");
+        }
+        if f.finest_resolution < f.base_resolution {
+            return bad("field.finest_resolution", "must be at least field.base_resolution");
+        }
+        if !(1..=128).contains(&f.hidden_width) {
+            return bad("field.hidden_width", "must be in 1..=128");
+        }
+        if !(1..=32).contains(&f.geo_features) {
+            return bad("field.geo_features", "must be in 1..=32");
+        }
+        if !(1..=4).contains(&f.sh_degree) {
+            return bad("field.sh_degree", "must be in 1..=4");
+        }
+        if !(f.max_density.is_finite() && f.max_density > 0.0) {
+            return bad("field.max_density", "must be a positive number");
+        }
+        if t.steps == 0 {
+            return bad("train.steps", "must be positive");
+        }
+        if !(1..=64).contains(&t.patch_size) {
+            return bad("train.patch_size", "must be in 1..=64");
+        }
+        if t.patches_per_batch == 0 || t.patches_per_batch * t.patch_size * t.patch_size > 1 << 20 {
+            return bad("train.patches_per_batch", "must be positive, with at most 2^20 rays per batch");
+        }
+        if !(2..=1024).contains(&t.samples_per_ray) {
+            return bad("train.samples_per_ray", "must be in 2..=1024");
+        }
+        for (field, lr) in [("train.lr_hash", t.lr_hash), ("train.lr_mlp", t.lr_mlp)] {
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(field, "must be a positive number");
+            }
+        }
+        for (field, beta) in [("train.adam_beta1", t.adam_beta1), ("train.adam_beta2", t.adam_beta2)] {
+            if !(0.0..1.0).contains(&beta) {
+                return bad(field, "must be in [0, 1)");
+            }
+        }
+        if !(t.adam_eps.is_finite() && t.adam_eps > 0.0) {
+            return bad("train.adam_eps", "must be a positive number");
+        }
+        if !(t.lr_final_ratio > 0.0 && t.lr_final_ratio <= 1.0) {
+            return bad("train.lr_final_ratio", "must be in (0, 1]");
+        }
+        if t.log_every == 0 {
+            return bad("train.log_every", "must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
