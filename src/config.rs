@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub data: DataConfig,
@@ -89,7 +89,7 @@ impl Default for DataConfig {
 impl Default for FieldConfig {
     fn default() -> Self {
         Self {
-            max_depth: 2,
+            max_depth: 1,
             hash_levels: 8,
             log2_table_size: 15,
             base_resolution: 8,
@@ -120,12 +120,6 @@ impl Default for TrainConfig {
             log_every: 25,
             seed: 1,
         }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self { data: DataConfig::default(), field: FieldConfig::default(), train: TrainConfig::default() }
     }
 }
 

@@ -1,4 +1,17 @@
 //! infnerf: octree level-of-detail neural radiance fields trained by WGSL compute kernels.
+//!
+//! The pipeline, module by module: `data` (posed images) -> `octree` (level of detail) ->
+//! `field` (per-node parameters) -> `gpu` + `shaders/` (the passes) -> `trainer` (a step) ->
+//! `run` (train / eval) and `bench`.
 
+pub mod bench;
 pub mod config;
 pub mod data;
+pub mod field;
+pub mod gpu;
+pub mod io;
+pub mod metrics;
+pub mod octree;
+pub mod run;
+pub mod scene_gen;
+pub mod trainer;

@@ -1,1 +1,148 @@
-fn main() {}
+//! The `infnerf` command line.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use infnerf::gpu::GpuOptions;
+use infnerf::run::{self, TrainRequest};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "infnerf", version, about = "Train octree level-of-detail neural radiance fields (Inf-NeRF) on any GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Adapter to use: a case-insensitive part of its name (see the log); WGPU_BACKEND picks the backend.
+    #[arg(long, global = true)]
+    adapter: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train headless with a progress bar; writes metrics.jsonl, eval.json and a checkpoint.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint (PSNR, SSIM) on a split; prints the same JSON as eval.json.
+    Eval(EvalArgs),
+    /// Measure training throughput and memory bandwidth; prints JSON.
+    Bench(BenchArgs),
+    /// Render an analytic scene on the CPU into Blender format, with ground-truth depth and normals.
+    MakeScene(MakeSceneArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Dataset folder (Blender transforms_{train,val,test}.json or instant-ngp transforms.json); default: the bundled scene.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Settings file (TOML); default: the built-in defaults (assets/configs/default.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value = "runs/latest")]
+    out: PathBuf,
+    /// Training steps (default: train.steps of the config, or unlimited with --max-seconds).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Stop training after this many seconds.
+    #[arg(long)]
+    max_seconds: Option<f64>,
+    /// Evaluate on this many evenly spaced test views (default: all).
+    #[arg(long)]
+    eval_views: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Evaluate on this many evenly spaced views (default: all).
+    #[arg(long)]
+    views: Option<usize>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Dataset folder; default: the bundled scene.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+}
+
+#[derive(Args)]
+struct MakeSceneArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 100)]
+    width: u32,
+    #[arg(long, default_value_t = 100)]
+    height: u32,
+    #[arg(long, default_value_t = 60)]
+    train_views: u32,
+    #[arg(long, default_value_t = 20)]
+    test_views: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).format_timestamp(None).init();
+    let cli = Cli::parse();
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(cli: Cli) -> Result<()> {
+    let gpu = GpuOptions { adapter: cli.adapter, ..Default::default() };
+    match cli.command {
+        None => {
+            // No viewer yet: train the bundled scene headless.
+            let report = run::train(&TrainRequest { out: "runs/default".into(), gpu, progress: true, ..Default::default() })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(Command::Train(a)) => {
+            let request = TrainRequest {
+                data: a.data,
+                config: a.config,
+                out: a.out,
+                steps: a.steps,
+                max_seconds: a.max_seconds,
+                eval_views: a.eval_views,
+                gpu,
+                progress: true,
+            };
+            let report = run::train(&request)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(Command::Eval(a)) => {
+            let report = run::eval_checkpoint(&a.checkpoint, &a.data, &a.split, a.views, &gpu)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(Command::Bench(a)) => {
+            let report = infnerf::bench::bench(a.data.as_deref(), a.config.as_deref(), a.seconds, &gpu)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(Command::MakeScene(a)) => {
+            let options = infnerf::scene_gen::SceneOptions {
+                width: a.width,
+                height: a.height,
+                train_views: a.train_views,
+                test_views: a.test_views,
+                seed: a.seed,
+            };
+            infnerf::scene_gen::make_scene(&a.out, &options)?;
+            println!("wrote {}", a.out.display());
+        }
+    }
+    Ok(())
+}

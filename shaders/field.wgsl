@@ -1,0 +1,148 @@
+// One octree node's field (SPEC §1): a multiresolution hash encoding in node-local coordinates, a
+// density decoder (-> sigma and geometric features) and a colour decoder (features + SH(direction)).
+// Needs `params: array<f32>` and the constants of the generated header (src/gpu/shader.rs).
+
+struct Acts {
+    in1: array<f32, IN1>,
+    pre1: array<f32, HIDDEN>,
+    out1: array<f32, OUT1>,
+    in3: array<f32, IN3>,
+    pre3: array<f32, HIDDEN>,
+    out4: vec3<f32>,
+    rgb: vec3<f32>,
+    sigma: f32,
+}
+
+// Offset of corner c's two features inside a node's hash block.
+fn hash_index(l: u32, c: vec3<u32>) -> u32 {
+    let res = level_resolution(l);
+    var i: u32;
+    if level_dense(l) {
+        let n = res + 1u;
+        i = c.x + n * (c.y + n * c.z);
+    } else {
+        i = (c.x ^ (c.y * 2654435761u) ^ (c.z * 805459861u)) & (TABLE_SIZE - 1u);
+    }
+    return (l * TABLE_SIZE + i) * 2u;
+}
+
+// Cell of level l holding `local`, and the position inside it.
+fn grid_cell(l: u32, local: vec3<f32>) -> vec4<u32> {
+    let res = level_resolution(l);
+    let pg = clamp(local, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(res);
+    let cell = min(vec3<u32>(floor(pg)), vec3<u32>(res - 1u));
+    return vec4<u32>(cell, res);
+}
+
+fn corner_weight(c: u32, f: vec3<f32>) -> f32 {
+    let wx = select(1.0 - f.x, f.x, (c & 1u) != 0u);
+    let wy = select(1.0 - f.y, f.y, (c & 2u) != 0u);
+    let wz = select(1.0 - f.z, f.z, (c & 4u) != 0u);
+    return wx * wy * wz;
+}
+
+fn corner_offset(c: u32) -> vec3<u32> {
+    return vec3<u32>(c & 1u, (c >> 1u) & 1u, (c >> 2u) & 1u);
+}
+
+fn sh_encode(d: vec3<f32>) -> array<f32, 16> {
+    var out: array<f32, 16>;
+    let x = d.x;
+    let y = d.y;
+    let z = d.z;
+    out[0] = 0.28209479177387814;
+    if SH_DEGREE >= 2u {
+        out[1] = -0.48860251190291987 * y;
+        out[2] = 0.48860251190291987 * z;
+        out[3] = -0.48860251190291987 * x;
+    }
+    if SH_DEGREE >= 3u {
+        out[4] = 1.0925484305920792 * x * y;
+        out[5] = -1.0925484305920792 * y * z;
+        out[6] = 0.94617469575755997 * z * z - 0.31539156525251999;
+        out[7] = -1.0925484305920792 * x * z;
+        out[8] = 0.54627421529603959 * (x * x - y * y);
+    }
+    if SH_DEGREE >= 4u {
+        out[9] = 0.59004358992664352 * y * (3.0 * x * x - y * y);
+        out[10] = 2.8906114426405538 * x * y * z;
+        out[11] = 0.45704579946446572 * y * (5.0 * z * z - 1.0);
+        out[12] = 0.3731763325901154 * z * (5.0 * z * z - 3.0);
+        out[13] = 0.45704579946446572 * x * (5.0 * z * z - 1.0);
+        out[14] = 1.4453057213202769 * z * (x * x - y * y);
+        out[15] = 0.59004358992664352 * x * (x * x - 3.0 * y * y);
+    }
+    return out;
+}
+
+fn density_from_raw(raw: f32) -> f32 {
+    return min(exp(clamp(raw, -15.0, 15.0)), frame.max_density);
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
+    var a: Acts;
+    for (var l = 0u; l < HASH_LEVELS; l++) {
+        let cell = grid_cell(l, local);
+        let f = clamp(local, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(cell.w) - vec3<f32>(cell.xyz);
+        var f0 = 0.0;
+        var f1 = 0.0;
+        for (var c = 0u; c < 8u; c++) {
+            let w = corner_weight(c, f);
+            let idx = base + hash_index(l, cell.xyz + corner_offset(c));
+            f0 += w * params[idx];
+            f1 += w * params[idx + 1u];
+        }
+        a.in1[2u * l] = f0;
+        a.in1[2u * l + 1u] = f1;
+    }
+    for (var j = 0u; j < HIDDEN; j++) {
+        var acc = params[base + OFF_B1 + j];
+        let row = base + OFF_W1 + j * IN1;
+        for (var i = 0u; i < IN1; i++) {
+            acc += params[row + i] * a.in1[i];
+        }
+        a.pre1[j] = acc;
+    }
+    for (var k = 0u; k < OUT1; k++) {
+        var acc = params[base + OFF_B2 + k];
+        let row = base + OFF_W2 + k * HIDDEN;
+        for (var j = 0u; j < HIDDEN; j++) {
+            acc += params[row + j] * max(a.pre1[j], 0.0);
+        }
+        a.out1[k] = acc;
+    }
+    a.sigma = density_from_raw(a.out1[0]);
+    let sh = sh_encode(dir);
+    for (var g = 0u; g < GEO; g++) {
+        a.in3[g] = a.out1[g + 1u];
+    }
+    for (var k = 0u; k < SH_DIM; k++) {
+        a.in3[GEO + k] = sh[k];
+    }
+    for (var j = 0u; j < HIDDEN; j++) {
+        var acc = params[base + OFF_B3 + j];
+        let row = base + OFF_W3 + j * IN3;
+        for (var i = 0u; i < IN3; i++) {
+            acc += params[row + i] * a.in3[i];
+        }
+        a.pre3[j] = acc;
+    }
+    for (var c = 0u; c < 3u; c++) {
+        var acc = params[base + OFF_B4 + c];
+        let row = base + OFF_W4 + c * HIDDEN;
+        for (var j = 0u; j < HIDDEN; j++) {
+            acc += params[row + j] * max(a.pre3[j], 0.0);
+        }
+        a.out4[c] = acc;
+    }
+    a.rgb = vec3<f32>(sigmoid(a.out4.x), sigmoid(a.out4.y), sigmoid(a.out4.z));
+    return a;
+}
+
+fn node_local(node: Node, pos: vec3<f32>) -> vec3<f32> {
+    return (pos - node.min) / node.edge;
+}

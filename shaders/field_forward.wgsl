@@ -1,0 +1,23 @@
+// Pass 3: the field at every sample -> (rgb, sigma).
+
+@group(0) @binding(0) var<uniform> frame: Frame;
+@group(0) @binding(1) var<storage, read> rays: array<Ray>;
+@group(0) @binding(2) var<storage, read> nodes: array<Node>;
+@group(0) @binding(3) var<storage, read> samples: array<Sample>;
+@group(0) @binding(4) var<storage, read> params: array<f32>;
+@group(0) @binding(5) var<storage, read_write> field_out: array<vec4<f32>>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let s = flat_index(wg, nwg, local, 64u);
+    if s >= frame.n_rays * frame.samples_per_ray {
+        return;
+    }
+    let sample = samples[s];
+    var out = vec4<f32>(0.0);
+    if sample.node != NO_NODE {
+        let a = field_eval(sample.node * NODE_PARAMS, node_local(nodes[sample.node], sample.pos), rays[sample.ray].dir);
+        out = vec4<f32>(a.rgb, a.sigma);
+    }
+    field_out[s] = vec4<f32>(sanitize(out.x), sanitize(out.y), sanitize(out.z), sanitize(out.w));
+}

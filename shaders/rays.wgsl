@@ -1,0 +1,124 @@
+// Pass 1: one ray per pixel of the batch's patches (training) or of one view (rendering).
+
+struct Camera {
+    // rows of the camera-to-cube 3x4 matrix [R | position]
+    row0: vec4<f32>,
+    row1: vec4<f32>,
+    row2: vec4<f32>,
+    // fx, fy, cx, cy at full resolution
+    intrinsics: vec4<f32>,
+    // OpenCV k1, k2, p1, p2
+    distortion: vec4<f32>,
+    width: u32,
+    height: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+struct Patch {
+    view: u32,
+    level: u32,
+    x0: u32,
+    y0: u32,
+}
+
+@group(0) @binding(0) var<uniform> frame: Frame;
+@group(0) @binding(1) var<storage, read> cameras: array<Camera>;
+@group(0) @binding(2) var<storage, read> patches: array<Patch>;
+// offset of each (view, level) image in `pixels`, view-major
+@group(0) @binding(3) var<storage, read> image_offsets: array<u32>;
+// RGBA8 pixels, red in the low byte
+@group(0) @binding(4) var<storage, read> pixels: array<u32>;
+@group(0) @binding(5) var<storage, read_write> rays: array<Ray>;
+
+// Normalised image coordinates without lens distortion: Newton's method on the OpenCV model.
+fn undistort(xd: vec2<f32>, k: vec4<f32>) -> vec2<f32> {
+    var p = xd;
+    for (var i = 0; i < 10; i++) {
+        let r2 = p.x * p.x + p.y * p.y;
+        let radial = 1.0 + r2 * (k.x + r2 * k.y);
+        let fx = p.x * radial + 2.0 * k.z * p.x * p.y + k.w * (r2 + 2.0 * p.x * p.x) - xd.x;
+        let fy = p.y * radial + k.z * (r2 + 2.0 * p.y * p.y) + 2.0 * k.w * p.x * p.y - xd.y;
+        let dradial = k.x + 2.0 * r2 * k.y; // d(radial)/d(r2)
+        let fx_x = radial + 2.0 * p.x * p.x * dradial + 2.0 * k.z * p.y + 6.0 * k.w * p.x;
+        let fx_y = 2.0 * p.x * p.y * dradial + 2.0 * k.z * p.x + 2.0 * k.w * p.y;
+        let fy_x = 2.0 * p.x * p.y * dradial + 2.0 * k.z * p.x + 2.0 * k.w * p.y;
+        let fy_y = radial + 2.0 * p.y * p.y * dradial + 6.0 * k.z * p.y + 2.0 * k.w * p.x;
+        let det = fx_x * fy_y - fx_y * fy_x;
+        if abs(det) < 1e-12 {
+            break;
+        }
+        p -= vec2<f32>(fx * fy_y - fy * fx_y, fy * fx_x - fx * fy_x) / det;
+    }
+    return p;
+}
+
+fn unpack_rgb(v: u32) -> vec3<f32> {
+    return vec3<f32>(f32(v & 255u), f32((v >> 8u) & 255u), f32((v >> 16u) & 255u)) * (1.0 / 255.0);
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let r = flat_index(wg, nwg, local, 64u);
+    if r >= frame.n_rays {
+        return;
+    }
+    var view: u32;
+    var level: u32;
+    var px: u32;
+    var py: u32;
+    if frame.training != 0u {
+        let per_patch = frame.patch_size * frame.patch_size;
+        let tile = patches[r / per_patch];
+        let within = r % per_patch;
+        view = tile.view;
+        level = tile.level;
+        px = tile.x0 + within % frame.patch_size;
+        py = tile.y0 + within / frame.patch_size;
+    } else {
+        view = frame.view;
+        level = 0u;
+        let pixel = r + frame.ray_offset;
+        px = pixel % cameras[view].width;
+        py = pixel / cameras[view].width;
+    }
+    let cam = cameras[view];
+    let width = cam.width >> level;
+    let height = cam.height >> level;
+    var ray: Ray;
+    ray.pixel = py * width + px;
+    let inside = px < width && py < height;
+    var jitter = vec2<f32>(0.5, 0.5);
+    if frame.training != 0u {
+        jitter = vec2<f32>(rand01(frame.seed, 10u, r), rand01(frame.seed, 11u, r));
+    }
+    let scale = 1.0 / f32(1u << level);
+    let k = cam.intrinsics * scale;
+    var xy = vec2<f32>((f32(px) + jitter.x - k.z) / k.x, (f32(py) + jitter.y - k.w) / k.y);
+    if any(cam.distortion != vec4<f32>(0.0)) {
+        xy = undistort(xy, cam.distortion);
+    }
+    let d_cam = vec3<f32>(xy.x, -xy.y, -1.0);
+    let d = normalize(vec3<f32>(dot(cam.row0.xyz, d_cam), dot(cam.row1.xyz, d_cam), dot(cam.row2.xyz, d_cam)));
+    let o = vec3<f32>(cam.row0.w, cam.row1.w, cam.row2.w);
+    ray.origin = o;
+    ray.dir = d;
+    ray.pixel_radius = 0.5 / k.x;
+    // slab intersection with the scene cube [-1,1]^3
+    let inv = 1.0 / d;
+    let t0 = (vec3<f32>(-1.0) - o) * inv;
+    let t1 = (vec3<f32>(1.0) - o) * inv;
+    let tmin = max(max(min(t0.x, t1.x), min(t0.y, t1.y)), min(t0.z, t1.z));
+    let tmax = min(min(max(t0.x, t1.x), max(t0.y, t1.y)), max(t0.z, t1.z));
+    ray.near = max(tmin, 0.0);
+    ray.far = max(tmax, ray.near);
+    ray.target_rgb = vec4<f32>(0.0);
+    if inside && frame.training != 0u {
+        let offset = image_offsets[view * frame.pyramid_levels + level];
+        ray.target_rgb = vec4<f32>(unpack_rgb(pixels[offset + py * width + px]), 1.0);
+    }
+    if !inside {
+        ray.far = ray.near;
+    }
+    rays[r] = ray;
+}

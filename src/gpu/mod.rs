@@ -1,0 +1,231 @@
+//! The wgpu context: adapter choice, the features the kernels can use, buffers and read-back.
+
+pub mod records;
+pub mod shader;
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+use wgpu::util::DeviceExt;
+
+/// Features the kernels use when the adapter has them; each has a portable fallback.
+const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SHADER_FLOAT32_ATOMIC)
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a Vulkan driver for your GPU \
+     (on Linux without a GPU: `sudo apt-get install mesa-vulkan-drivers` for the lavapipe CPU driver)";
+
+/// How the adapter is chosen.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name (`--adapter`); `WGPU_BACKEND` narrows backends.
+    pub adapter: Option<String>,
+    /// Use the compare-and-swap gradient path even where native float atomics exist (tests).
+    pub force_cas_atomics: bool,
+}
+
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    /// Native `atomic<f32>` add (else a CAS loop on the bits).
+    pub float_atomics: bool,
+    allocated: AtomicU64,
+}
+
+impl Gpu {
+    pub fn new(options: &GpuOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let adapter = choose_adapter(adapters, options.adapter.as_deref())?;
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("infnerf device"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .with_context(|| format!("cannot open the GPU device on adapter {}", info.name))?;
+        let float_atomics = features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC) && !options.force_cas_atomics;
+        log::info!("adapter: {} ({:?}, {:?}); features: {:?}", info.name, info.backend, info.device_type, features);
+        Ok(Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0) })
+    }
+
+    /// Bytes of device memory this process allocated through `Gpu` (buffers only).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// A zeroed storage buffer that can be copied to and from.
+    pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
+        self.check_binding_size(label, size)?;
+        self.allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: size.max(16),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `contents`.
+    pub fn storage_init(&self, label: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
+        self.check_binding_size(label, contents.len() as u64)?;
+        self.allocated.fetch_add(contents.len() as u64, Ordering::Relaxed);
+        let padded;
+        let contents = if contents.len() < 16 {
+            padded = [contents, &[0u8; 16][contents.len()..]].concat();
+            &padded[..]
+        } else {
+            contents
+        };
+        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        }))
+    }
+
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str) -> wgpu::Buffer {
+        let size = std::mem::size_of::<T>() as u64;
+        self.allocated.fetch_add(size, Ordering::Relaxed);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn check_binding_size(&self, label: &str, size: u64) -> Result<()> {
+        let max = u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size);
+        if size > max {
+            bail!(
+                "{label} needs {} MiB, more than this adapter allows in one buffer ({} MiB): use a smaller \
+                 field (field.log2_table_size, field.max_depth), fewer rays per batch or smaller images",
+                size >> 20,
+                max >> 20
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies `count` values of T from the start of `buffer` to the host (blocks; not for the hot loop).
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        let size = (count * std::mem::size_of::<T>()) as u64;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("read-back staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let slice = staging.slice(..);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |result| {
+            let _ = sender.send(result);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        receiver.recv()?.map_err(|e| anyhow!("cannot map the read-back buffer: {e}"))?;
+        let view = slice.get_mapped_range().map_err(|e| anyhow!("cannot read the mapped buffer: {e:?}"))?;
+        let values = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(values)
+    }
+
+    pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, values: &[T]) {
+        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
+    }
+
+    /// Waits for all submitted work.
+    pub fn wait(&self) -> Result<()> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        Ok(())
+    }
+
+    /// Compiles one pass; a validation error becomes an error naming the pass.
+    pub fn compute_pipeline(&self, label: &str, source: &str) -> Result<wgpu::ComputePipeline> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(label),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(error) = pollster::block_on(scope.pop()) {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            bail!("shader pass {label} failed to compile: {message}");
+        }
+        Ok(pipeline)
+    }
+
+    /// A bind group for group 0 of `pipeline`, binding i to buffers[i].0.
+    pub fn bind(&self, label: &str, pipeline: &wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+}
+
+fn choose_adapter(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
+    if adapters.is_empty() {
+        bail!("{NO_ADAPTER_HELP}");
+    }
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let mut candidates: Vec<wgpu::Adapter> = match wanted {
+        Some(wanted) => {
+            let wanted = wanted.to_lowercase();
+            adapters.into_iter().filter(|a| a.get_info().name.to_lowercase().contains(&wanted)).collect()
+        }
+        None => adapters,
+    };
+    // Vulkan before the GL fallback for the same device kind: it has the compute features.
+    candidates.sort_by_key(|a| (rank(a), a.get_info().backend != wgpu::Backend::Vulkan));
+    candidates
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("--adapter {:?} matches none of the adapters: {}", wanted.unwrap_or(""), names.join(", ")))
+}
+
+/// Workgroup counts for `threads` invocations in groups of `size`, split over two dimensions.
+pub fn dispatch_size(threads: u32, size: u32) -> (u32, u32) {
+    let groups = threads.div_ceil(size).max(1);
+    let x = groups.min(65535);
+    (x, groups.div_ceil(x))
+}

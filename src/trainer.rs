@@ -1,0 +1,453 @@
+//! The training step as a sequence of WGSL passes, and rendering of whole views with the same passes.
+//!
+//! rays -> samples (octree level per sample) -> field forward -> render (+ MSE and its gradient per
+//! sample) -> field backward (gradients) -> Adam. One submit per step; the host reads back only the
+//! small loss-statistics buffer, every `log_every` steps.
+
+use crate::config::Config;
+use crate::data::{pyramid, Camera, Dataset, Image};
+use crate::field::{FieldLayout, SplitMix64};
+use crate::gpu::records::{Frame, GpuCamera, Patch, Ray, RayResult, Sample};
+use crate::gpu::shader::{KernelShape, Pass};
+use crate::gpu::{dispatch_size, Gpu};
+use crate::octree::Octree;
+use anyhow::{bail, Result};
+use std::sync::Arc;
+
+/// Compiled passes of one kernel shape.
+pub struct Pipelines {
+    pub rays: wgpu::ComputePipeline,
+    pub samples: wgpu::ComputePipeline,
+    pub field_forward: wgpu::ComputePipeline,
+    pub render: wgpu::ComputePipeline,
+    pub field_backward: wgpu::ComputePipeline,
+    pub adam: wgpu::ComputePipeline,
+    pub loss_stats: wgpu::ComputePipeline,
+}
+
+impl Pipelines {
+    pub fn new(gpu: &Gpu, shape: &KernelShape) -> Result<Self> {
+        let build = |pass: Pass| gpu.compute_pipeline(pass.name(), &shape.source(pass));
+        Ok(Self {
+            rays: build(Pass::Rays)?,
+            samples: build(Pass::Samples)?,
+            field_forward: build(Pass::FieldForward)?,
+            render: build(Pass::Render)?,
+            field_backward: build(Pass::FieldBackward)?,
+            adam: build(Pass::Adam)?,
+            loss_stats: build(Pass::LossStats)?,
+        })
+    }
+}
+
+/// Every device buffer of the trainer; public so tests can set inputs and read single passes.
+pub struct Buffers {
+    pub frame: wgpu::Buffer,
+    pub cameras: wgpu::Buffer,
+    pub patches: wgpu::Buffer,
+    pub image_offsets: wgpu::Buffer,
+    pub pixels: wgpu::Buffer,
+    pub nodes: wgpu::Buffer,
+    pub rays: wgpu::Buffer,
+    pub samples: wgpu::Buffer,
+    pub field_out: wgpu::Buffer,
+    pub results: wgpu::Buffer,
+    pub sample_grads: wgpu::Buffer,
+    pub params: wgpu::Buffer,
+    pub moments: wgpu::Buffer,
+    pub grads: wgpu::Buffer,
+    pub stats: wgpu::Buffer,
+}
+
+pub struct BindGroups {
+    pub rays: wgpu::BindGroup,
+    pub samples: wgpu::BindGroup,
+    pub field_forward: wgpu::BindGroup,
+    pub render: wgpu::BindGroup,
+    pub field_backward: wgpu::BindGroup,
+    pub adam: wgpu::BindGroup,
+    pub loss_stats: wgpu::BindGroup,
+}
+
+/// Size of one training view at each pyramid level.
+#[derive(Clone, Debug)]
+struct ViewLevels {
+    sizes: Vec<(u32, u32)>,
+}
+
+/// Loss statistics read back from the device.
+#[derive(Clone, Copy, Debug)]
+pub struct LossStats {
+    /// Mean squared error per channel, averaged over the steps since the last read.
+    pub mse: f64,
+    pub steps: u32,
+}
+
+/// A rendered view.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub rgb: Image,
+    pub depth: Vec<f32>,
+    pub opacity: Vec<f32>,
+}
+
+pub struct Trainer {
+    pub gpu: Arc<Gpu>,
+    pub config: Config,
+    pub layout: FieldLayout,
+    pub shape: KernelShape,
+    pub octree: Octree,
+    pub pipelines: Pipelines,
+    pub buffers: Buffers,
+    pub bind_groups: BindGroups,
+    /// Rays the buffers hold: one batch of patches.
+    pub max_rays: u32,
+    pub step: u32,
+    pub n_params: u32,
+    pyramid_levels: u32,
+    views: Vec<ViewLevels>,
+    rng: SplitMix64,
+}
+
+impl Trainer {
+    /// A fresh field on an octree built from the training cameras.
+    pub fn new(gpu: Arc<Gpu>, config: Config, dataset: &Dataset) -> Result<Self> {
+        let cameras: Vec<Camera> = dataset.train.iter().map(|v| v.camera).collect();
+        let octree = Octree::build(&cameras, config.field.max_depth, config.field.finest_resolution);
+        Self::with_octree(gpu, config, dataset, octree)
+    }
+
+    pub fn with_octree(gpu: Arc<Gpu>, config: Config, dataset: &Dataset, octree: Octree) -> Result<Self> {
+        if dataset.train.is_empty() {
+            bail!("the dataset has no training views");
+        }
+        let layout = FieldLayout::new(&config.field);
+        let shape = KernelShape::new(layout.clone(), gpu.float_atomics, gpu.limits.max_compute_workgroup_storage_size);
+        let cameras: Vec<Camera> = dataset.train.iter().map(|v| v.camera).collect();
+        let pipelines = Pipelines::new(&gpu, &shape)?;
+
+        // The image pyramid of every training view, packed as RGBA8.
+        let min_side = dataset.train.iter().map(|v| v.image.width.min(v.image.height)).min().unwrap_or(1);
+        let pyramid_levels = config.data.pyramid_levels.min(32 - min_side.leading_zeros()).max(1);
+        let mut pixels: Vec<u32> = Vec::new();
+        let mut offsets = Vec::new();
+        let mut views = Vec::new();
+        for view in &dataset.train {
+            let levels = pyramid(&view.image, pyramid_levels as usize);
+            let mut sizes = Vec::new();
+            for level in &levels {
+                offsets.push(pixels.len() as u32);
+                sizes.push((level.width, level.height));
+                pixels.extend(level.rgb.chunks_exact(3).map(pack_rgba8));
+            }
+            views.push(ViewLevels { sizes });
+        }
+        let gpu_cameras: Vec<GpuCamera> = cameras.iter().map(GpuCamera::from).collect();
+
+        let max_rays = config.train.patches_per_batch * config.train.patch_size * config.train.patch_size;
+        let n_samples = u64::from(max_rays) * u64::from(config.train.samples_per_ray);
+        let n_params = octree.nodes.len() as u64 * u64::from(layout.node_params);
+        if n_params > u64::from(u32::MAX / 2) {
+            bail!("the field has {n_params} parameters, too many: lower field.log2_table_size or field.max_depth");
+        }
+        let params = layout.init_params(octree.nodes.len(), config.train.seed);
+        let size_of = |n: u64, record: usize| n * record as u64;
+        let buffers = Buffers {
+            frame: gpu.uniform::<Frame>("frame"),
+            cameras: gpu.storage_init("cameras", bytemuck::cast_slice(&gpu_cameras))?,
+            patches: gpu.storage("patches", size_of(u64::from(config.train.patches_per_batch), 16))?,
+            image_offsets: gpu.storage_init("image offsets", bytemuck::cast_slice(&offsets))?,
+            pixels: gpu.storage_init("training pixels", bytemuck::cast_slice(&pixels))?,
+            nodes: gpu.storage_init("octree nodes", bytemuck::cast_slice(&octree.nodes))?,
+            rays: gpu.storage("rays", size_of(u64::from(max_rays), std::mem::size_of::<Ray>()))?,
+            samples: gpu.storage("samples", size_of(n_samples, std::mem::size_of::<Sample>()))?,
+            field_out: gpu.storage("field outputs", size_of(n_samples, 16))?,
+            results: gpu.storage("ray results", size_of(u64::from(max_rays), std::mem::size_of::<RayResult>()))?,
+            sample_grads: gpu.storage("sample gradients", size_of(n_samples, 16))?,
+            params: gpu.storage_init("parameters", bytemuck::cast_slice(&params))?,
+            moments: gpu.storage("adam moments", size_of(n_params, 8))?,
+            grads: gpu.storage("gradients", size_of(n_params, 4))?,
+            stats: gpu.storage("loss statistics", 16)?,
+        };
+        let bind_groups = bind_all(&gpu, &pipelines, &buffers);
+        let rng = SplitMix64(config.train.seed);
+        Ok(Self {
+            gpu,
+            layout,
+            shape,
+            octree,
+            pipelines,
+            buffers,
+            bind_groups,
+            max_rays,
+            step: 0,
+            n_params: n_params as u32,
+            pyramid_levels,
+            views,
+            rng,
+            config,
+        })
+    }
+
+    /// Learning-rate multiplier at `step`: exponential decay from lr_decay_start over lr_decay_steps
+    /// down to lr_final_ratio (never compounding), floored at 0.01.
+    pub fn lr_factor(&self, step: u32) -> f32 {
+        let t = &self.config.train;
+        let progress = (step.saturating_sub(t.lr_decay_start) as f32 / t.lr_decay_steps.max(1) as f32).min(1.0);
+        t.lr_final_ratio.powf(progress).max(0.01)
+    }
+
+    /// The uniforms of a training step.
+    pub fn training_frame(&self, step: u32, valid_rays: u32) -> Frame {
+        let t = &self.config.train;
+        let k = f64::from(step + 1);
+        let lr = self.lr_factor(step);
+        Frame {
+            n_rays: self.max_rays,
+            samples_per_ray: t.samples_per_ray,
+            step,
+            seed: step_seed(t.seed, step),
+            cut: self.config.field.max_depth,
+            training: 1,
+            patch_size: t.patch_size,
+            pyramid_levels: self.pyramid_levels,
+            background: self.config.data.background,
+            inv_count: 1.0 / (3.0 * valid_rays.max(1) as f32),
+            lr_hash: t.lr_hash * lr,
+            lr_mlp: t.lr_mlp * lr,
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            bias1: (1.0 - f64::from(t.adam_beta1).powf(k)) as f32,
+            bias2: (1.0 - f64::from(t.adam_beta2).powf(k)) as f32,
+            n_params: self.n_params,
+            max_density: self.config.field.max_density,
+            ray_offset: 0,
+            view: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Draws the step's patches: mostly full resolution, `coarse_fraction` from the coarser levels.
+    pub fn draw_patches(&mut self) -> (Vec<Patch>, u32) {
+        let t = &self.config.train;
+        let p = t.patch_size;
+        let mut valid = 0;
+        let patches = (0..t.patches_per_batch)
+            .map(|_| {
+                let view = self.rng.below(self.views.len() as u32);
+                let coarse = self.pyramid_levels > 1 && self.rng.next_f32() < self.config.data.coarse_fraction;
+                let level = if coarse { 1 + self.rng.below(self.pyramid_levels - 1) } else { 0 };
+                let (w, h) = self.views[view as usize].sizes[level as usize];
+                let x0 = self.rng.below(w.saturating_sub(p) + 1);
+                let y0 = self.rng.below(h.saturating_sub(p) + 1);
+                valid += p.min(w - x0) * p.min(h - y0);
+                Patch { view, level, x0, y0 }
+            })
+            .collect();
+        (patches, valid)
+    }
+
+    /// One training step: uploads the patch list and uniforms, records every pass, submits.
+    pub fn step(&mut self) -> Result<()> {
+        let (patches, valid) = self.draw_patches();
+        let frame = self.training_frame(self.step, valid);
+        self.gpu.write(&self.buffers.patches, &patches);
+        self.gpu.write(&self.buffers.frame, &[frame]);
+        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+        self.encode_forward(&mut encoder, self.max_rays, true);
+        self.encode_backward(&mut encoder, self.max_rays);
+        self.gpu.queue.submit([encoder.finish()]);
+        self.step += 1;
+        Ok(())
+    }
+
+    /// rays -> samples -> field forward -> render (with the loss gradient when training).
+    pub fn encode_forward(&self, encoder: &mut wgpu::CommandEncoder, n_rays: u32, training: bool) {
+        let n_samples = n_rays * self.config.train.samples_per_ray;
+        let p = &self.pipelines;
+        let b = &self.bind_groups;
+        dispatch(encoder, "rays", &p.rays, &b.rays, n_rays, 64);
+        dispatch(encoder, "samples", &p.samples, &b.samples, n_samples, 64);
+        dispatch(encoder, "field forward", &p.field_forward, &b.field_forward, n_samples, 64);
+        dispatch(encoder, "render", &p.render, &b.render, n_rays, 64);
+        if training {
+            dispatch(encoder, "loss statistics", &p.loss_stats, &b.loss_stats, 256, 256);
+        }
+    }
+
+    /// field backward -> Adam.
+    pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder, n_rays: u32) {
+        let n_samples = n_rays * self.config.train.samples_per_ray;
+        let p = &self.pipelines;
+        let b = &self.bind_groups;
+        dispatch(encoder, "field backward", &p.field_backward, &b.field_backward, n_samples, self.shape.backward_workgroup);
+        dispatch(encoder, "adam", &p.adam, &b.adam, self.n_params, 256);
+    }
+
+    /// One training step with a wait after every pass: milliseconds per pass (for `bench`; slow).
+    pub fn profile_step(&mut self) -> Result<Vec<(&'static str, f64)>> {
+        let (patches, valid) = self.draw_patches();
+        let frame = self.training_frame(self.step, valid);
+        self.gpu.write(&self.buffers.patches, &patches);
+        self.gpu.write(&self.buffers.frame, &[frame]);
+        self.gpu.wait()?;
+        let n_rays = self.max_rays;
+        let n_samples = n_rays * self.config.train.samples_per_ray;
+        let p = &self.pipelines;
+        let b = &self.bind_groups;
+        let passes = [
+            ("rays", &p.rays, &b.rays, n_rays, 64),
+            ("samples", &p.samples, &b.samples, n_samples, 64),
+            ("field_forward", &p.field_forward, &b.field_forward, n_samples, 64),
+            ("render", &p.render, &b.render, n_rays, 64),
+            ("loss_stats", &p.loss_stats, &b.loss_stats, 256, 256),
+            ("field_backward", &p.field_backward, &b.field_backward, n_samples, self.shape.backward_workgroup),
+            ("adam", &p.adam, &b.adam, self.n_params, 256),
+        ];
+        let mut times = Vec::new();
+        for (name, pipeline, group, threads, workgroup) in passes {
+            let started = std::time::Instant::now();
+            let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
+            dispatch(&mut encoder, name, pipeline, group, threads, workgroup);
+            self.gpu.queue.submit([encoder.finish()]);
+            self.gpu.wait()?;
+            times.push((name, started.elapsed().as_secs_f64() * 1e3));
+        }
+        self.step += 1;
+        Ok(times)
+    }
+
+    /// Reads and clears the loss statistics (a small read-back: call every few steps).
+    pub fn read_stats(&self) -> Result<LossStats> {
+        let stats: Vec<f32> = self.gpu.read(&self.buffers.stats, 2)?;
+        self.gpu.write(&self.buffers.stats, &[0.0f32; 4]);
+        let steps = stats[1].round() as u32;
+        Ok(LossStats { mse: f64::from(stats[0]) / f64::from(steps.max(1)), steps })
+    }
+
+    /// Renders a whole view at tree cut `cut`, in batches of the training buffers' size.
+    pub fn render(&self, camera: &Camera, cut: u32) -> Result<Rendered> {
+        let pixels = camera.width * camera.height;
+        let mut frame = self.training_frame(self.step, 1);
+        frame.training = 0;
+        frame.cut = cut;
+        frame.pyramid_levels = self.pyramid_levels;
+        // the view's camera goes in an extra slot after the training cameras
+        let cameras = self.gpu.storage_init("render camera", bytemuck::bytes_of(&GpuCamera::from(camera)))?;
+        let rays_group = self.gpu.bind(
+            "render rays",
+            &self.pipelines.rays,
+            &[
+                (0, &self.buffers.frame),
+                (1, &cameras),
+                (2, &self.buffers.patches),
+                (3, &self.buffers.image_offsets),
+                (4, &self.buffers.pixels),
+                (5, &self.buffers.rays),
+            ],
+        );
+        let result_size = std::mem::size_of::<RayResult>() as u64;
+        let out = self.gpu.storage("rendered view", u64::from(pixels) * result_size)?;
+        let n_samples_per_ray = self.config.train.samples_per_ray;
+        let mut offset = 0;
+        while offset < pixels {
+            let n = (pixels - offset).min(self.max_rays);
+            frame.n_rays = n;
+            frame.ray_offset = offset;
+            frame.view = 0;
+            self.gpu.write(&self.buffers.frame, &[frame]);
+            let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("render view") });
+            let p = &self.pipelines;
+            let b = &self.bind_groups;
+            dispatch(&mut encoder, "rays", &p.rays, &rays_group, n, 64);
+            dispatch(&mut encoder, "samples", &p.samples, &b.samples, n * n_samples_per_ray, 64);
+            dispatch(&mut encoder, "field forward", &p.field_forward, &b.field_forward, n * n_samples_per_ray, 64);
+            dispatch(&mut encoder, "render", &p.render, &b.render, n, 64);
+            encoder.copy_buffer_to_buffer(&self.buffers.results, 0, &out, u64::from(offset) * result_size, u64::from(n) * result_size);
+            self.gpu.queue.submit([encoder.finish()]);
+            offset += n;
+        }
+        let results: Vec<RayResult> = self.gpu.read(&out, pixels as usize)?;
+        let rgb = results.iter().flat_map(|r| r.rgb).collect();
+        Ok(Rendered {
+            rgb: Image { width: camera.width, height: camera.height, rgb },
+            depth: results.iter().map(|r| r.depth).collect(),
+            opacity: results.iter().map(|r| r.opacity).collect(),
+        })
+    }
+
+    pub fn read_params(&self) -> Result<Vec<f32>> {
+        self.gpu.read(&self.buffers.params, self.n_params as usize)
+    }
+
+    pub fn write_params(&self, params: &[f32]) -> Result<()> {
+        if params.len() != self.n_params as usize {
+            bail!("expected {} parameters, got {}", self.n_params, params.len());
+        }
+        self.gpu.write(&self.buffers.params, params);
+        Ok(())
+    }
+}
+
+fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
+    BindGroups {
+        rays: gpu.bind(
+            "rays",
+            &p.rays,
+            &[(0, &b.frame), (1, &b.cameras), (2, &b.patches), (3, &b.image_offsets), (4, &b.pixels), (5, &b.rays)],
+        ),
+        samples: gpu.bind("samples", &p.samples, &[(0, &b.frame), (1, &b.rays), (2, &b.nodes), (3, &b.samples)]),
+        field_forward: gpu.bind(
+            "field forward",
+            &p.field_forward,
+            &[(0, &b.frame), (1, &b.rays), (2, &b.nodes), (3, &b.samples), (4, &b.params), (5, &b.field_out)],
+        ),
+        render: gpu.bind(
+            "render",
+            &p.render,
+            &[(0, &b.frame), (1, &b.rays), (2, &b.samples), (3, &b.field_out), (4, &b.results), (5, &b.sample_grads)],
+        ),
+        field_backward: gpu.bind(
+            "field backward",
+            &p.field_backward,
+            &[
+                (0, &b.frame),
+                (1, &b.rays),
+                (2, &b.nodes),
+                (3, &b.samples),
+                (4, &b.params),
+                (5, &b.sample_grads),
+                (9, &b.grads),
+            ],
+        ),
+        adam: gpu.bind("adam", &p.adam, &[(0, &b.frame), (1, &b.params), (2, &b.moments), (3, &b.grads)]),
+        loss_stats: gpu.bind("loss statistics", &p.loss_stats, &[(0, &b.frame), (1, &b.results), (2, &b.stats)]),
+    }
+}
+
+pub fn dispatch(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    threads: u32,
+    workgroup: u32,
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    let (x, y) = dispatch_size(threads, workgroup);
+    pass.dispatch_workgroups(x, y, 1);
+}
+
+/// Per-step RNG seed for the kernels (the CPU reference derives the same).
+pub fn step_seed(seed: u64, step: u32) -> u32 {
+    let mut rng = SplitMix64(seed ^ (u64::from(step) << 32));
+    rng.next_u64() as u32
+}
+
+fn pack_rgba8(rgb: &[f32]) -> u32 {
+    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
+    q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (255 << 24)
+}

@@ -1,0 +1,227 @@
+//! Every WGSL pass against its CPU reference (tests/common/reference.rs), on whatever adapter is
+//! present (lavapipe in CI).
+
+mod common;
+
+use common::reference as cpu;
+use common::{gpu, max_diff, random_dataset, tiny_config};
+use infnerf::gpu::records::{Frame, GpuCamera, Patch, Ray, RayResult, Sample};
+use infnerf::trainer::{dispatch, Trainer};
+
+fn encode(trainer: &Trainer, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+    let mut encoder = trainer.gpu.device.create_command_encoder(&Default::default());
+    f(&mut encoder);
+    trainer.gpu.queue.submit([encoder.finish()]);
+}
+
+/// A trainer on a random scene with the step's patches and uniforms written, nothing run yet.
+fn prepared(seed: u64) -> (Trainer, Frame, Vec<Patch>) {
+    let mut dataset = random_dataset(4, 24, seed);
+    // one camera with lens distortion, so the undistortion runs in the kernel
+    dataset.train[1].camera.distortion = [-0.1, 0.02, 0.001, -0.002];
+    let mut config = tiny_config();
+    config.field.max_depth = 2;
+    config.field.finest_resolution = 16;
+    let mut trainer = Trainer::new(gpu(), config, &dataset).unwrap();
+    let (patches, valid) = trainer.draw_patches();
+    let frame = trainer.training_frame(7, valid);
+    trainer.gpu.write(&trainer.buffers.patches, &patches);
+    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    (trainer, frame, patches)
+}
+
+fn run_rays(trainer: &Trainer, frame: &Frame) -> Vec<Ray> {
+    encode(trainer, |e| dispatch(e, "rays", &trainer.pipelines.rays, &trainer.bind_groups.rays, frame.n_rays, 64));
+    trainer.gpu.read(&trainer.buffers.rays, frame.n_rays as usize).unwrap()
+}
+
+#[test]
+fn rays_match_reference() {
+    let (trainer, mut frame, _) = prepared(1);
+    // every view, full resolution and coarser levels, a patch that runs off the coarse image's edge
+    let patches = vec![
+        Patch { view: 0, level: 0, x0: 3, y0: 5 },
+        Patch { view: 1, level: 0, x0: 10, y0: 0 },
+        Patch { view: 1, level: 1, x0: 2, y0: 4 },
+        Patch { view: 2, level: 2, x0: 0, y0: 0 },
+    ];
+    frame.seed = 1234;
+    trainer.gpu.write(&trainer.buffers.patches, &patches);
+    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let gpu_rays = run_rays(&trainer, &frame);
+    let cameras: Vec<GpuCamera> = trainer.gpu.read(&trainer.buffers.cameras, 4).unwrap();
+    let offsets: Vec<u32> = trainer.gpu.read(&trainer.buffers.image_offsets, (4 * frame.pyramid_levels) as usize).unwrap();
+    let pixel_count = (trainer.buffers.pixels.size() / 4) as usize;
+    let pixels: Vec<u32> = trainer.gpu.read(&trainer.buffers.pixels, pixel_count).unwrap();
+    let cpu_rays = cpu::rays(&frame, &cameras, &patches, &offsets, &pixels);
+    let mut valid = 0;
+    for (g, c) in gpu_rays.iter().zip(&cpu_rays) {
+        for k in 0..3 {
+            assert!((g.origin[k] - c.origin[k]).abs() < 1e-5);
+            assert!((g.dir[k] - c.dir[k]).abs() < 1e-5, "dir {g:?} vs {c:?}");
+        }
+        assert!((g.near - c.near).abs() < 1e-4 && (g.far - c.far).abs() < 1e-4, "{g:?} vs {c:?}");
+        for k in 0..4 {
+            assert!((g.target_rgb[k] - c.target_rgb[k]).abs() < 1e-6, "target {g:?} vs {c:?}");
+        }
+        assert_eq!(g.pixel, c.pixel);
+        assert!((g.pixel_radius - c.pixel_radius).abs() < 1e-7);
+        valid += (c.far > c.near) as u32;
+    }
+    assert!(valid > frame.n_rays / 2, "most rays should hit the cube ({valid} of {})", frame.n_rays);
+}
+
+#[test]
+fn undistortion_inverts_the_opencv_model() {
+    let k = [-0.12, 0.03, 0.001, -0.002];
+    for p in [[0.1, -0.2], [0.4, 0.3], [-0.5, 0.05]] {
+        let back = cpu::undistort_for_test(cpu::distort(p, k), k);
+        assert!((back[0] - p[0]).abs() < 1e-9 && (back[1] - p[1]).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn samples_and_level_choice_match_reference() {
+    let (trainer, frame, _) = prepared(2);
+    let rays = run_rays(&trainer, &frame);
+    let n = (frame.n_rays * frame.samples_per_ray) as usize;
+    encode(&trainer, |e| dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n as u32, 64));
+    let gpu_samples: Vec<Sample> = trainer.gpu.read(&trainer.buffers.samples, n).unwrap();
+    let cpu_samples = cpu::samples(&frame, &rays, &trainer.octree);
+    let mut mismatched = 0;
+    let mut per_depth = vec![0usize; 4];
+    for (g, c) in gpu_samples.iter().zip(&cpu_samples) {
+        assert!((g.t - c.t).abs() < 1e-5 && (g.delta - c.delta).abs() < 1e-6);
+        mismatched += (g.node != c.node) as usize;
+        if c.node != cpu::NO_NODE {
+            per_depth[trainer.octree.nodes[c.node as usize].depth as usize] += 1;
+        }
+    }
+    // exp2 may round differently on the GPU: a sample exactly at a gsd boundary may flip level
+    assert!(mismatched * 1000 <= n, "{mismatched} of {n} samples chose another node");
+    assert!(per_depth.iter().filter(|&&c| c > 0).count() >= 2, "samples should use several levels: {per_depth:?}");
+}
+
+/// Random parameters that make every activation matter (the initial hash entries are tiny).
+fn randomize_params(trainer: &Trainer, seed: u64) -> Vec<f32> {
+    let mut rng = infnerf::field::SplitMix64(seed);
+    let l = &trainer.layout;
+    let params: Vec<f32> = (0..trainer.n_params)
+        .map(|i| {
+            let scale = if i % l.node_params < l.hash_params { 1.0 } else { 0.6 };
+            (rng.next_f32() * 2.0 - 1.0) * scale
+        })
+        .collect();
+    trainer.write_params(&params).unwrap();
+    params
+}
+
+fn forward_samples(trainer: &Trainer, frame: &Frame) -> (Vec<Ray>, Vec<Sample>) {
+    let rays = run_rays(trainer, frame);
+    let n = frame.n_rays * frame.samples_per_ray;
+    encode(trainer, |e| {
+        dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n, 64);
+        dispatch(e, "field", &trainer.pipelines.field_forward, &trainer.bind_groups.field_forward, n, 64);
+        dispatch(e, "render", &trainer.pipelines.render, &trainer.bind_groups.render, frame.n_rays, 64);
+    });
+    let samples = trainer.gpu.read(&trainer.buffers.samples, n as usize).unwrap();
+    (rays, samples)
+}
+
+#[test]
+fn field_forward_and_render_match_reference() {
+    let (trainer, frame, _) = prepared(3);
+    let params: Vec<f64> = randomize_params(&trainer, 5).into_iter().map(f64::from).collect();
+    let (rays, samples) = forward_samples(&trainer, &frame);
+    let n = samples.len();
+    let gpu_field: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.field_out, n).unwrap();
+    let cpu_field = cpu::field_forward(&trainer.layout, &params, &trainer.octree, &samples, &rays, f64::from(frame.max_density));
+    let flat_gpu: Vec<f64> = gpu_field.iter().flatten().map(|&v| f64::from(v)).collect();
+    let flat_cpu: Vec<f64> = cpu_field.iter().flatten().copied().collect();
+    for (g, c) in flat_gpu.iter().zip(&flat_cpu) {
+        assert!((g - c).abs() <= 1e-4 * (1.0 + c.abs()), "field {g} vs {c}");
+    }
+    assert!(cpu_field.iter().any(|f| f[3] > 1.0), "some samples should be dense");
+
+    // render from the GPU's own field outputs, so only the compositing is compared
+    let field64: Vec<[f64; 4]> = gpu_field.iter().map(|f| f.map(f64::from)).collect();
+    let bg = frame.background.map(f64::from);
+    let cpu_render = cpu::render_forward(&samples, &field64, frame.samples_per_ray as usize, bg);
+    let gpu_render: Vec<RayResult> = trainer.gpu.read(&trainer.buffers.results, frame.n_rays as usize).unwrap();
+    for (g, c) in gpu_render.iter().zip(&cpu_render) {
+        assert!(cpu::results_close(g, c, 2e-5), "render {g:?} vs {c:?}");
+    }
+    let cpu_loss = cpu::mse_loss(&cpu_render, &rays, f64::from(frame.inv_count));
+    let gpu_loss: f64 = gpu_render.iter().map(|r| f64::from(r.loss)).sum::<f64>() * f64::from(frame.inv_count);
+    assert!((cpu_loss - gpu_loss).abs() <= 1e-5 * cpu_loss, "loss {gpu_loss} vs {cpu_loss}");
+
+    let cpu_grads = cpu::render_backward(&samples, &field64, &rays, frame.samples_per_ray as usize, bg, f64::from(frame.inv_count));
+    let gpu_grads: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.sample_grads, n).unwrap();
+    let g: Vec<f64> = gpu_grads.iter().flatten().map(|&v| f64::from(v)).collect();
+    let c: Vec<f64> = cpu_grads.iter().flatten().copied().collect();
+    let (diff, scale) = max_diff(&g, &c);
+    assert!(scale > 0.0 && diff <= 1e-4 * scale, "render gradients differ by {diff} (scale {scale})");
+}
+
+fn field_backward_matches(trainer: Trainer, frame: Frame) {
+    let params: Vec<f64> = randomize_params(&trainer, 9).into_iter().map(f64::from).collect();
+    let (rays, samples) = forward_samples(&trainer, &frame);
+    let n = samples.len();
+    let sample_grads: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.sample_grads, n).unwrap();
+    encode(&trainer, |e| {
+        dispatch(e, "backward", &trainer.pipelines.field_backward, &trainer.bind_groups.field_backward, n as u32, trainer.shape.backward_workgroup)
+    });
+    let gpu_grads: Vec<f32> = trainer.gpu.read(&trainer.buffers.grads, trainer.n_params as usize).unwrap();
+    let g64: Vec<[f64; 4]> = sample_grads.iter().map(|g| g.map(f64::from)).collect();
+    let cpu_grads = cpu::field_backward(&trainer.layout, &params, &trainer.octree, &samples, &rays, &g64, f64::from(frame.max_density));
+    let g: Vec<f64> = gpu_grads.iter().map(|&v| f64::from(v)).collect();
+    let (diff, scale) = max_diff(&g, &cpu_grads);
+    assert!(scale > 0.0 && diff <= 2e-4 * scale, "field gradients differ by {diff} (scale {scale})");
+    let nonzero = cpu_grads.iter().filter(|v| **v != 0.0).count();
+    assert!(nonzero > 1000, "only {nonzero} parameters got gradients");
+}
+
+#[test]
+fn field_backward_matches_reference() {
+    let (trainer, frame, _) = prepared(4);
+    field_backward_matches(trainer, frame);
+}
+
+#[test]
+fn field_backward_cas_fallback_matches_reference() {
+    let dataset = random_dataset(4, 24, 4);
+    let mut config = tiny_config();
+    config.field.max_depth = 2;
+    config.field.finest_resolution = 16;
+    let mut trainer = Trainer::new(common::gpu_cas(), config, &dataset).unwrap();
+    assert!(!trainer.shape.float_atomics);
+    let (patches, valid) = trainer.draw_patches();
+    let frame = trainer.training_frame(7, valid);
+    trainer.gpu.write(&trainer.buffers.patches, &patches);
+    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    field_backward_matches(trainer, frame);
+}
+
+#[test]
+fn adam_matches_reference() {
+    let (trainer, frame, _) = prepared(5);
+    let mut rng = infnerf::field::SplitMix64(11);
+    let n = trainer.n_params as usize;
+    let mut params: Vec<f32> = (0..n).map(|_| rng.next_f32() - 0.5).collect();
+    let mut moments: Vec<[f32; 2]> = (0..n).map(|_| [rng.next_f32() * 0.1 - 0.05, rng.next_f32() * 0.01]).collect();
+    // a third of the entries without gradient: they must keep their moments
+    let grads: Vec<f32> = (0..n).map(|i| if i % 3 == 0 { 0.0 } else { rng.next_f32() - 0.5 }).collect();
+    trainer.write_params(&params).unwrap();
+    trainer.gpu.write(&trainer.buffers.moments, &moments);
+    trainer.gpu.write(&trainer.buffers.grads, &grads);
+    encode(&trainer, |e| dispatch(e, "adam", &trainer.pipelines.adam, &trainer.bind_groups.adam, n as u32, 256));
+    let gpu_params = trainer.read_params().unwrap();
+    let gpu_moments: Vec<[f32; 2]> = trainer.gpu.read(&trainer.buffers.moments, n).unwrap();
+    let gpu_grads: Vec<f32> = trainer.gpu.read(&trainer.buffers.grads, n).unwrap();
+    cpu::adam(&frame, &trainer.layout, &mut params, &mut moments, &grads);
+    for i in 0..n {
+        assert!((gpu_params[i] - params[i]).abs() <= 1e-6 * (1.0 + params[i].abs()), "param {i}");
+        assert!((gpu_moments[i][0] - moments[i][0]).abs() <= 1e-6 && (gpu_moments[i][1] - moments[i][1]).abs() <= 1e-6);
+    }
+    assert!(gpu_grads.iter().all(|&g| g == 0.0), "Adam clears the gradients");
+}
