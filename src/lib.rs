@@ -2,3 +2,6 @@
 
 pub mod config;
 pub mod data;
+pub mod io;
+pub mod metrics;
+pub mod octree;
