@@ -2,6 +2,23 @@
 //!
 //! Every camera leaves this module already mapped into the scene cube [-1,1]^3 (SPEC §1), in the
 //! OpenGL convention (the camera looks down -Z, +Y is up), so nothing downstream knows the format.
+//! Pixel (i, j) covers [i, i+1) x [j, j+1) with its centre at (i + 0.5, j + 0.5); j counts rows down.
+
+mod blender;
+mod decode;
+mod error;
+mod intrinsics;
+mod json;
+mod ngp;
+mod pose;
+mod pyramid;
+mod transforms;
+mod views;
+
+pub use error::DataError;
+pub use pyramid::{pyramid, scale_camera};
+
+use std::path::Path;
 
 /// An RGB image, linear row-major, values in [0,1], composited on the background already.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +33,8 @@ pub struct Image {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Camera {
     /// Camera-to-world rotation (columns are the camera's x, y, z axes in the cube frame).
+    /// Row-major like `transform_matrix`: `rotation[row][col]`, so the camera's z axis is
+    /// `[rotation[0][2], rotation[1][2], rotation[2][2]]` (glam: `Mat3::from_cols_array_2d` needs a transpose).
     pub rotation: [[f32; 3]; 3],
     /// Camera centre in the cube frame.
     pub position: [f32; 3],
@@ -48,4 +67,51 @@ pub struct Dataset {
     pub centre: [f32; 3],
     pub scale: f32,
     pub background: [f32; 3],
+}
+
+/// What loading needs from the settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadOptions {
+    /// Colour transparent pixels are composited on.
+    pub background: [f32; 3],
+    /// For data without a test split: frame i is held out when i % holdout_every == 0 (0: none).
+    pub holdout_every: u32,
+    /// Half-edge of the world box mapped onto the cube for Blender scenes (centred at the origin).
+    pub scene_bound: f32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self::from(&crate::config::DataConfig::default())
+    }
+}
+
+impl From<&crate::config::DataConfig> for LoadOptions {
+    fn from(c: &crate::config::DataConfig) -> Self {
+        Self { background: c.background, holdout_every: c.holdout_every, scene_bound: c.scene_bound }
+    }
+}
+
+/// Loads the dataset in `dir`: Blender when it holds `transforms_train.json`, instant-ngp / nerfstudio
+/// when it holds `transforms.json`. Images are decoded in parallel and composited on the background.
+pub fn load_dataset(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
+    if !(opts.scene_bound.is_finite() && opts.scene_bound > 0.0) {
+        let message = format!("must be a positive number, got {}", opts.scene_bound);
+        return Err(DataError::Options { field: "scene_bound", message });
+    }
+    if !opts.background.iter().all(|c| (0.0..=1.0).contains(c)) {
+        let message = format!("must have components in [0, 1], got {:?}", opts.background);
+        return Err(DataError::Options { field: "background", message });
+    }
+    if dir.join(blender::TRAIN_FILE).is_file() {
+        blender::load(dir, opts)
+    } else if dir.join(ngp::FILE).is_file() {
+        ngp::load(dir, opts)
+    } else if !dir.is_dir() {
+        let source = std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory");
+        Err(DataError::Read { file: dir.to_path_buf(), source })
+    } else {
+        let looked_for = format!("{} (Blender) or {} (instant-ngp / nerfstudio)", blender::TRAIN_FILE, ngp::FILE);
+        Err(DataError::NoDataset { dir: dir.to_path_buf(), looked_for })
+    }
 }

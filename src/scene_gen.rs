@@ -1,0 +1,210 @@
+//! A synthetic Blender-format scene rendered on the CPU by exact ray casting of an analytic scene, with
+//! ground-truth depth and normals: the tests' data and the embedded default scene.
+//!
+//! Layout written by [`make_scene`]:
+//! - `transforms_{train,val,test}.json`: `camera_angle_x`, frames with `file_path` (no extension) and an
+//!   OpenGL camera-to-world `transform_matrix`; val repeats the first few test frames (same files).
+//! - `{train,test}/r_<i>.png`: RGBA, straight alpha = pixel coverage (3x3 supersampling), alpha 0 on
+//!   the background.
+//! - `depth/<split>/r_<i>.png`: 16-bit grey z-depth (distance along the optical axis) of the pixel centre
+//!   in world units, value * `depth_scale` (per frame in the JSON) = depth; 0 on the background.
+//! - `normal/<split>/r_<i>.png`: 8-bit RGB world-frame normal at the pixel centre as n * 0.5 + 0.5;
+//!   black on the background.
+
+mod embedded;
+mod geometry;
+
+pub use embedded::default_scene_dir;
+
+use anyhow::Context;
+use geometry::{cross, dot, normalize, scale, Scene};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// What [`make_scene`] renders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SceneOptions {
+    pub width: u32,
+    pub height: u32,
+    pub train_views: u32,
+    pub test_views: u32,
+    /// Camera placement is a pure function of the seed.
+    pub seed: u64,
+}
+
+impl Default for SceneOptions {
+    fn default() -> Self {
+        Self { width: 100, height: 100, train_views: 60, test_views: 20, seed: 0 }
+    }
+}
+
+/// The NeRF synthetic scenes' horizontal field of view, radians.
+pub const CAMERA_ANGLE_X: f64 = 0.6911112070083618;
+/// Distance of every camera from the origin, world units.
+pub const CAMERA_RADIUS: f64 = 4.0;
+/// Metres (world units) per unit of the 16-bit depth images: 6.5 m of range at 0.1 mm steps.
+pub const DEPTH_SCALE: f64 = 1e-4;
+/// How many test views transforms_val.json repeats.
+const VAL_VIEWS: u32 = 5;
+/// Supersampling per pixel side: alpha is the covered fraction of SS x SS samples.
+const SS: u32 = 3;
+
+/// One camera: its pose rows (camera-to-world, top 3x4) and where its files go.
+struct Shot {
+    split: &'static str,
+    index: u32,
+    pose: [[f64; 4]; 3],
+}
+
+impl Shot {
+    fn name(&self) -> String {
+        format!("{}/r_{}", self.split, self.index)
+    }
+}
+
+/// Renders the scene into `out` (created if needed) in the Blender format described above.
+pub fn make_scene(out: &Path, opts: &SceneOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(opts.width > 0 && opts.height > 0, "make_scene: width and height must be positive");
+    anyhow::ensure!(opts.train_views > 0, "make_scene: train_views must be positive");
+    let mut shots = Vec::new();
+    for (split, count, stream) in [("train", opts.train_views, 1), ("test", opts.test_views, 2)] {
+        let mut rng = SplitMix64::new(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream));
+        shots.extend((0..count).map(|index| Shot { split, index, pose: random_pose(&mut rng) }));
+    }
+    for dir in ["train", "test", "depth/train", "depth/test", "normal/train", "normal/test"] {
+        std::fs::create_dir_all(out.join(dir))
+            .with_context(|| format!("{}: cannot create", out.join(dir).display()))?;
+    }
+    let scene = Scene::standard();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(shots.len().max(1));
+    let chunk = shots.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = shots
+            .chunks(chunk)
+            .map(|chunk| scope.spawn(|| chunk.iter().try_for_each(|shot| render_shot(out, &scene, opts, shot))))
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a render thread panicked"))))
+    })?;
+    let frames = |split: &str, take: u32| -> Vec<Value> {
+        shots.iter().filter(|s| s.split == split).take(take as usize).map(frame_json).collect()
+    };
+    for (split, list) in
+        [("train", frames("train", u32::MAX)), ("val", frames("test", VAL_VIEWS)), ("test", frames("test", u32::MAX))]
+    {
+        let file = out.join(format!("transforms_{split}.json"));
+        let text = serde_json::to_string_pretty(&json!({ "camera_angle_x": CAMERA_ANGLE_X, "frames": list }))?;
+        std::fs::write(&file, text + "\n").with_context(|| format!("{}: cannot write", file.display()))?;
+    }
+    Ok(())
+}
+
+fn frame_json(shot: &Shot) -> Value {
+    let name = shot.name();
+    let mut matrix: Vec<Vec<f64>> = shot.pose.iter().map(|row| row.to_vec()).collect();
+    matrix.push(vec![0.0, 0.0, 0.0, 1.0]);
+    json!({
+        "file_path": format!("./{name}"),
+        "transform_matrix": matrix,
+        "depth_file_path": format!("./depth/{name}.png"),
+        "normal_file_path": format!("./normal/{name}.png"),
+        "depth_scale": DEPTH_SCALE,
+    })
+}
+
+/// A camera on the upper hemisphere (10 to 70 degrees of elevation) looking at the origin, +Z up.
+fn random_pose(rng: &mut SplitMix64) -> [[f64; 4]; 3] {
+    // Uniform over the band's area: z uniform, azimuth uniform.
+    let z = 0.17 + (0.94 - 0.17) * rng.next_f64();
+    let azimuth = std::f64::consts::TAU * rng.next_f64();
+    let ring = (1.0 - z * z).sqrt();
+    let back = [ring * azimuth.cos(), ring * azimuth.sin(), z];
+    let right = normalize(cross([0.0, 0.0, 1.0], back));
+    let up = cross(back, right);
+    let p = scale(back, CAMERA_RADIUS);
+    [0, 1, 2].map(|r| [right[r], up[r], back[r], p[r]])
+}
+
+fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> anyhow::Result<()> {
+    let (w, h) = (opts.width, opts.height);
+    let focal = 0.5 * f64::from(w) / (0.5 * CAMERA_ANGLE_X).tan();
+    let origin = [0, 1, 2].map(|r| shot.pose[r][3]);
+    let axis = |c: usize| [0, 1, 2].map(|r| shot.pose[r][c]);
+    let (right, up, back) = (axis(0), axis(1), axis(2));
+    // Pixel (i, j) spans [i, i+1) x [j, j+1), rows going down; the principal point is the image centre.
+    let ray = |u: f64, v: f64| {
+        let (x, y) = ((u - 0.5 * f64::from(w)) / focal, -(v - 0.5 * f64::from(h)) / focal);
+        normalize([0, 1, 2].map(|k| x * right[k] + y * up[k] - back[k]))
+    };
+    let pixels = (w * h) as usize;
+    let (mut rgba, mut depth, mut normal) = (vec![0u8; pixels * 4], vec![0u16; pixels], vec![0u8; pixels * 3]);
+    for j in 0..h {
+        for i in 0..w {
+            let p = (j * w + i) as usize;
+            let (mut sum, mut hits) = ([0.0; 3], 0);
+            for s in 0..SS * SS {
+                let u = f64::from(i) + (f64::from(s % SS) + 0.5) / f64::from(SS);
+                let v = f64::from(j) + (f64::from(s / SS) + 0.5) / f64::from(SS);
+                if let Some(sample) = scene.trace(origin, ray(u, v)) {
+                    sum = [0, 1, 2].map(|k| sum[k] + sample.rgb[k]);
+                    hits += 1;
+                }
+            }
+            if hits > 0 {
+                for k in 0..3 {
+                    rgba[4 * p + k] = to_u8(sum[k] / f64::from(hits));
+                }
+                rgba[4 * p + 3] = to_u8(f64::from(hits) / f64::from(SS * SS));
+            }
+            let centre = ray(f64::from(i) + 0.5, f64::from(j) + 0.5);
+            if let Some(sample) = scene.trace(origin, centre) {
+                let z = sample.t * -dot(centre, back);
+                depth[p] = (z / DEPTH_SCALE).round().clamp(1.0, f64::from(u16::MAX)) as u16;
+                for k in 0..3 {
+                    normal[3 * p + k] = to_u8(sample.normal[k] * 0.5 + 0.5);
+                }
+            }
+        }
+    }
+    let name = shot.name();
+    save(out, &format!("{name}.png"), image::RgbaImage::from_raw(w, h, rgba))?;
+    save(out, &format!("depth/{name}.png"), image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth))?;
+    save(out, &format!("normal/{name}.png"), image::RgbImage::from_raw(w, h, normal))
+}
+
+fn save<P>(out: &Path, name: &str, image: Option<image::ImageBuffer<P, Vec<P::Subpixel>>>) -> anyhow::Result<()>
+where
+    P: image::PixelWithColorType,
+    [P::Subpixel]: image::EncodableLayout,
+{
+    let path = out.join(name);
+    let image = image.context("internal: image buffer of the wrong size")?;
+    image.save(&path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+fn to_u8(v: f64) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
+/// A tiny deterministic generator (Steele et al.'s SplitMix64): enough for camera placement.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
