@@ -30,7 +30,12 @@ pub struct BenchReport {
     pub pass_ms: Vec<(String, f64)>,
 }
 
-pub fn bench(data: Option<&Path>, config: Option<&Path>, seconds: f64, gpu_options: &GpuOptions) -> Result<BenchReport> {
+pub fn bench(
+    data: Option<&Path>,
+    config: Option<&Path>,
+    seconds: f64,
+    gpu_options: &GpuOptions,
+) -> Result<BenchReport> {
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("--seconds must be a positive number");
     }
@@ -109,7 +114,7 @@ pub fn mlp_flops_per_sample(trainer: &Trainer) -> f64 {
 
 /// GB/s of a plain copy kernel (read + write counted), best of a few runs.
 fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
-    let bytes = (64u64 << 20).min(u64::from(gpu.limits.max_storage_buffer_binding_size) / 2);
+    let bytes = (64u64 << 20).min(gpu.limits.max_storage_buffer_binding_size / 2);
     let src = gpu.storage("copy source", bytes)?;
     let dst = gpu.storage("copy destination", bytes)?;
     let pipeline = gpu.compute_pipeline("copy", include_str!("../shaders/copy.wgsl"))?;
@@ -117,7 +122,8 @@ fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
     let threads = (bytes / 16) as u32;
     let run = |iterations: u32| -> Result<f64> {
         let started = Instant::now();
-        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy bench") });
+        let mut encoder =
+            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy bench") });
         for _ in 0..iterations {
             dispatch(&mut encoder, "copy", &pipeline, &group, threads, 256);
         }

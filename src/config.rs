@@ -55,22 +55,33 @@ pub struct FieldConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
+    /// Training steps (`--steps` overrides; `--max-seconds` alone trains until the time is up).
     pub steps: u32,
     /// Edge of the square image patches a batch is made of.
     pub patch_size: u32,
+    /// Patches per step: rays per step = patches_per_batch * patch_size^2.
     pub patches_per_batch: u32,
+    /// Stratified samples per ray across the scene cube.
     pub samples_per_ray: u32,
+    /// Adam learning rate of the hash tables.
     pub lr_hash: f32,
+    /// Adam learning rate of the decoders.
     pub lr_mlp: f32,
+    /// Adam's first-moment decay.
     pub adam_beta1: f32,
+    /// Adam's second-moment decay.
     pub adam_beta2: f32,
+    /// Adam's epsilon.
     pub adam_eps: f32,
     /// Learning rate at the end of the decay, as a fraction of the initial one.
     pub lr_final_ratio: f32,
+    /// Step where the exponential learning-rate decay begins.
     pub lr_decay_start: u32,
+    /// Steps over which the rate decays to lr_final_ratio.
     pub lr_decay_steps: u32,
     /// Steps between metric lines (and read-backs of the loss statistics).
     pub log_every: u32,
+    /// Seed of the initialisation, the batches and the kernels' jitter.
     pub seed: u64,
 }
 
@@ -160,8 +171,10 @@ impl Config {
 
     /// Parses and validates; `file` names the source in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { file: file.to_string(), message: e.message().to_string() + &span_hint(text, e.span()) })?;
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.message().to_string() + &span_hint(text, e.span()),
+        })?;
         config.validate(file)?;
         Ok(config)
     }
@@ -254,12 +267,23 @@ impl Config {
     }
 }
 
+/// " (line N)" and, where the span sits on a `key = value` line, the key's TOML path first.
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-            format!(" (line {line})")
+    let Some(span) = span else { return String::new() };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let section = text
+        .lines()
+        .take(line_no)
+        .filter_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .last()
+        .map(|s| format!("{}.", s.trim()))
+        .unwrap_or_default();
+    match line.split_once('=') {
+        Some((key, _)) if !line.trim_start().starts_with('[') => {
+            format!(" (field {section}{}, line {line_no})", key.trim())
         }
-        None => String::new(),
+        _ => format!(" (line {line_no})"),
     }
 }

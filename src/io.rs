@@ -60,10 +60,7 @@ impl MetricsLog {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            out: BufWriter::new(File::create(path)?),
-        })
+        Ok(Self { path: path.to_path_buf(), out: BufWriter::new(File::create(path)?) })
     }
 
     /// Appends `record` (serialised on one line) and flushes.
@@ -92,19 +89,12 @@ pub fn save_checkpoint(
     for (name, shape, data) in tensors {
         let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         if count != Some(data.len()) {
-            bail!(
-                "checkpoint tensor {name}: shape {shape:?} does not match its {} values",
-                data.len()
-            );
+            bail!("checkpoint tensor {name}: shape {shape:?} does not match its {} values", data.len());
         }
         if bytes.iter().any(|(n, _, _)| n == name) {
             bail!("checkpoint tensor {name}: the name is used twice");
         }
-        bytes.push((
-            name.to_string(),
-            shape.clone(),
-            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ));
+        bytes.push((name.to_string(), shape.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect()));
     }
     let views = bytes
         .iter()
@@ -114,15 +104,12 @@ pub fn save_checkpoint(
             Ok((name.as_str(), view))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let file = safetensors::tensor::serialize(views, None)
-        .context("serialising the checkpoint tensors")?;
+    let file = safetensors::tensor::serialize(views, None).context("serialising the checkpoint tensors")?;
     let tensors_path = dir.join(CHECKPOINT_TENSORS);
-    write_atomic(&tensors_path, &file)
-        .with_context(|| format!("{}: cannot write", tensors_path.display()))?;
+    write_atomic(&tensors_path, &file).with_context(|| format!("{}: cannot write", tensors_path.display()))?;
     let sidecar_path = dir.join(CHECKPOINT_SIDECAR);
     let text = serde_json::to_vec_pretty(sidecar).context("serialising the checkpoint sidecar")?;
-    write_atomic(&sidecar_path, &text)
-        .with_context(|| format!("{}: cannot write", sidecar_path.display()))?;
+    write_atomic(&sidecar_path, &text).with_context(|| format!("{}: cannot write", sidecar_path.display()))?;
     Ok(())
 }
 
@@ -136,21 +123,13 @@ pub type LoadedTensor = (String, Vec<usize>, Vec<f32>);
 pub fn load_checkpoint(path: &Path) -> anyhow::Result<(Vec<LoadedTensor>, serde_json::Value)> {
     let shown = path.display();
     let file = std::fs::read(path).with_context(|| format!("{shown}: cannot read"))?;
-    let st = SafeTensors::deserialize(&file)
-        .map_err(|e| anyhow!("{shown}: not a valid safetensors file: {e}"))?;
+    let st = SafeTensors::deserialize(&file).map_err(|e| anyhow!("{shown}: not a valid safetensors file: {e}"))?;
     let mut tensors = Vec::with_capacity(st.len());
     for (name, view) in st.iter() {
         if view.dtype() != Dtype::F32 {
-            bail!(
-                "{shown}: tensor {name}: dtype {} where f32 was expected",
-                view.dtype()
-            );
+            bail!("{shown}: tensor {name}: dtype {} where f32 was expected", view.dtype());
         }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
         tensors.push((name.to_string(), view.shape().to_vec(), values));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -160,10 +139,9 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<(Vec<LoadedTensor>, serde_
             path.with_extension("json").display()
         )
     })?;
-    let text = std::fs::read(&sidecar_path)
-        .with_context(|| format!("{}: cannot read", sidecar_path.display()))?;
-    let sidecar = serde_json::from_slice(&text)
-        .with_context(|| format!("{}: not valid JSON", sidecar_path.display()))?;
+    let text = std::fs::read(&sidecar_path).with_context(|| format!("{}: cannot read", sidecar_path.display()))?;
+    let sidecar =
+        serde_json::from_slice(&text).with_context(|| format!("{}: not valid JSON", sidecar_path.display()))?;
     Ok((tensors, sidecar))
 }
 

@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "infnerf", version, about = "Train octree level-of-detail neural radiance fields (Inf-NeRF) on any GPU")]
+#[command(
+    name = "infnerf",
+    version,
+    about = "Train octree level-of-detail neural radiance fields (Inf-NeRF) on any GPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -43,7 +47,7 @@ struct TrainArgs {
     #[arg(long)]
     steps: Option<u32>,
     /// Stop training after this many seconds.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_seconds: Option<f64>,
     /// Evaluate on this many evenly spaced test views (default: all).
     #[arg(long)]
@@ -70,7 +74,7 @@ struct BenchArgs {
     data: Option<PathBuf>,
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     seconds: f64,
 }
 
@@ -107,7 +111,8 @@ fn execute(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
             // No viewer yet: train the bundled scene headless.
-            let report = run::train(&TrainRequest { out: "runs/default".into(), gpu, progress: true, ..Default::default() })?;
+            let report =
+                run::train(&TrainRequest { out: "runs/default".into(), gpu, progress: true, ..Default::default() })?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Train(a)) => {

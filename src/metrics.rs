@@ -26,11 +26,7 @@ pub fn mse(a: &[f32], b: &[f32]) -> f64 {
     if a.len() != b.len() || a.is_empty() {
         return f64::NAN;
     }
-    let sum: f64 = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum();
+    let sum: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
     sum / a.len() as f64
 }
 
@@ -42,10 +38,7 @@ pub fn mse(a: &[f32], b: &[f32]) -> f64 {
 pub fn ssim(a: &Image, b: &Image) -> f64 {
     let (w, h) = (a.width as usize, a.height as usize);
     let pixels = w * h;
-    if (a.width, a.height) != (b.width, b.height)
-        || a.rgb.len() != pixels * 3
-        || b.rgb.len() != pixels * 3
-    {
+    if (a.width, a.height) != (b.width, b.height) || a.rgb.len() != pixels * 3 || b.rgb.len() != pixels * 3 {
         return f64::NAN;
     }
     if w < SSIM_WINDOW || h < SSIM_WINDOW {
@@ -54,21 +47,12 @@ pub fn ssim(a: &Image, b: &Image) -> f64 {
     let kernel = gaussian_kernel();
     let mut total = 0.0;
     for channel in 0..3 {
-        let x: Vec<f64> = a.rgb[channel..]
-            .iter()
-            .step_by(3)
-            .map(|&v| v as f64)
-            .collect();
-        let y: Vec<f64> = b.rgb[channel..]
-            .iter()
-            .step_by(3)
-            .map(|&v| v as f64)
-            .collect();
+        let x: Vec<f64> = a.rgb[channel..].iter().step_by(3).map(|&v| v as f64).collect();
+        let y: Vec<f64> = b.rgb[channel..].iter().step_by(3).map(|&v| v as f64).collect();
         let xx: Vec<f64> = x.iter().map(|v| v * v).collect();
         let yy: Vec<f64> = y.iter().map(|v| v * v).collect();
         let xy: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p * q).collect();
-        let [mx, my, sxx, syy, sxy] =
-            [&x, &y, &xx, &yy, &xy].map(|img| filter_valid(img, w, h, &kernel));
+        let [mx, my, sxx, syy, sxy] = [&x, &y, &xx, &yy, &xy].map(|img| filter_valid(img, w, h, &kernel));
         let mut sum = 0.0;
         for i in 0..mx.len() {
             let (mux, muy) = (mx[i], my[i]);
@@ -107,9 +91,7 @@ fn filter_valid(img: &[f64], w: usize, h: usize, k: &[f64; SSIM_WINDOW]) -> Vec<
     let mut out = vec![0.0; ow * oh];
     for y in 0..oh {
         for x in 0..ow {
-            out[y * ow + x] = (0..SSIM_WINDOW)
-                .map(|i| k[i] * rows[(y + i) * ow + x])
-                .sum();
+            out[y * ow + x] = (0..SSIM_WINDOW).map(|i| k[i] * rows[(y + i) * ow + x]).sum();
         }
     }
     out

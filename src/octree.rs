@@ -40,15 +40,7 @@ pub struct Node {
 
 impl Node {
     fn new(min: [f32; 3], edge: f32, parent: u32, depth: u32, finest_resolution: u32) -> Self {
-        Self {
-            min,
-            edge,
-            children: [NO_CHILD; 8],
-            parent,
-            depth,
-            gsd: gsd(edge, finest_resolution),
-            _pad: 0,
-        }
+        Self { min, edge, children: [NO_CHILD; 8], parent, depth, gsd: gsd(edge, finest_resolution), _pad: 0 }
     }
 
     /// Corner of the child in octant `c` (same arithmetic as [`child_index`]'s centre).
@@ -77,9 +69,7 @@ pub fn gsd(edge: f32, finest_resolution: u32) -> f32 {
 /// Octant of `p` in `node`: bit a is set where p[a] >= the node centre on axis a (x = bit 0).
 pub fn child_index(node: &Node, p: [f32; 3]) -> usize {
     let half = 0.5 * node.edge;
-    (0..3)
-        .filter(|&axis| p[axis] >= node.min[axis] + half)
-        .fold(0, |c, axis| c | 1 << axis)
+    (0..3).filter(|&axis| p[axis] >= node.min[axis] + half).fold(0, |c, axis| c | 1 << axis)
 }
 
 /// Radius of a sample at distance `t` along a unit-length ray: t * pixel radius * 2^(u - 0.5).
@@ -105,9 +95,7 @@ pub struct Octree {
 impl Octree {
     /// The root alone.
     pub fn root(finest_resolution: u32) -> Self {
-        Self {
-            nodes: vec![Node::new([-1.0; 3], 2.0, NO_CHILD, 0, finest_resolution)],
-        }
+        Self { nodes: vec![Node::new([-1.0; 3], 2.0, NO_CHILD, 0, finest_resolution)] }
     }
 
     /// Every node down to `max_depth` (capped at 6: 8^6 nodes): for tests and small scenes.
@@ -123,27 +111,18 @@ impl Octree {
     /// Cameras with a non-positive or non-finite fx, or an empty image, are ignored.
     pub fn build(cameras: &[Camera], max_depth: u32, finest_resolution: u32) -> Self {
         let frusta: Vec<Frustum> = cameras.iter().filter_map(Frustum::new).collect();
-        Self::grow(
-            max_depth.min(DEPTH_LIMIT),
-            finest_resolution,
-            |parent, child_min| {
-                let edge = 0.5 * parent.edge;
-                // The nearest box point bounds the view depth from below: a cheap early reject.
-                frusta.iter().any(|f| {
-                    box_distance(f.centre, child_min, edge) * f.pixel_radius < parent.gsd
-                        && f.depth(child_min, edge)
-                            .is_some_and(|d| d * f.pixel_radius < parent.gsd)
-                })
-            },
-        )
+        Self::grow(max_depth.min(DEPTH_LIMIT), finest_resolution, |parent, child_min| {
+            let edge = 0.5 * parent.edge;
+            // The nearest box point bounds the view depth from below: a cheap early reject.
+            frusta.iter().any(|f| {
+                box_distance(f.centre, child_min, edge) * f.pixel_radius < parent.gsd
+                    && f.depth(child_min, edge).is_some_and(|d| d * f.pixel_radius < parent.gsd)
+            })
+        })
     }
 
     /// Breadth-first growth: `wanted(parent, child_min)` says whether a child is created.
-    fn grow(
-        max_depth: u32,
-        finest_resolution: u32,
-        mut wanted: impl FnMut(&Node, [f32; 3]) -> bool,
-    ) -> Self {
+    fn grow(max_depth: u32, finest_resolution: u32, mut wanted: impl FnMut(&Node, [f32; 3]) -> bool) -> Self {
         let mut tree = Self::root(finest_resolution);
         let mut level = 0..1;
         while level.start < level.end {
@@ -159,13 +138,7 @@ impl Octree {
                         let child = tree.nodes.len() as u32;
                         tree.nodes[index].children[c] = child;
                         let edge = 0.5 * node.edge;
-                        tree.nodes.push(Node::new(
-                            min,
-                            edge,
-                            index as u32,
-                            node.depth + 1,
-                            finest_resolution,
-                        ));
+                        tree.nodes.push(Node::new(min, edge, index as u32, node.depth + 1, finest_resolution));
                     }
                 }
             }
@@ -245,31 +218,19 @@ impl Octree {
     pub fn from_layout_json(value: &Value) -> Result<Self, LayoutError> {
         let version = value.get("version").and_then(Value::as_u64);
         if version != Some(LAYOUT_VERSION) {
-            return Err(LayoutError::new(
-                None,
-                "version",
-                format!("must be {LAYOUT_VERSION}"),
-            ));
+            return Err(LayoutError::new(None, "version", format!("must be {LAYOUT_VERSION}")));
         }
         let list = value
             .get("nodes")
             .and_then(Value::as_array)
             .ok_or_else(|| LayoutError::new(None, "nodes", "must be an array".into()))?;
         if list.is_empty() {
-            return Err(LayoutError::new(
-                None,
-                "nodes",
-                "must hold at least the root".into(),
-            ));
+            return Err(LayoutError::new(None, "nodes", "must hold at least the root".into()));
         }
         if list.len() >= NO_CHILD as usize {
             return Err(LayoutError::new(None, "nodes", "too many nodes".into()));
         }
-        let nodes = list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| parse_node(i, v))
-            .collect::<Result<Vec<_>, _>>()?;
+        let nodes = list.iter().enumerate().map(|(i, v)| parse_node(i, v)).collect::<Result<Vec<_>, _>>()?;
         let tree = Self { nodes };
         tree.validate()?;
         Ok(tree)
@@ -287,18 +248,12 @@ impl Octree {
         }
         let mut parent_of = vec![NO_CHILD; self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
-            let bad = |field: &'static str, message: String| {
-                Err(LayoutError::new(Some(i), field, message))
-            };
-            if !(node.edge.is_finite() && node.edge > 0.0 && node.gsd.is_finite() && node.gsd > 0.0)
-            {
+            let bad = |field: &'static str, message: String| Err(LayoutError::new(Some(i), field, message));
+            if !(node.edge.is_finite() && node.edge > 0.0 && node.gsd.is_finite() && node.gsd > 0.0) {
                 return bad("gsd", "edge and gsd must be positive numbers".into());
             }
             if i > 0 && node.depth < self.nodes[i - 1].depth {
-                return bad(
-                    "depth",
-                    "nodes must be in breadth-first order (depth never decreasing)".into(),
-                );
+                return bad("depth", "nodes must be in breadth-first order (depth never decreasing)".into());
             }
             for (c, &child) in node.children.iter().enumerate() {
                 if child == NO_CHILD {
@@ -309,26 +264,14 @@ impl Octree {
                     return bad(field, format!("[{c}] = {child} is past the last node"));
                 };
                 if child as usize <= i || parent_of[child as usize] != NO_CHILD {
-                    return bad(
-                        field,
-                        format!("[{c}] = {child} is the root, itself, earlier, or listed twice"),
-                    );
+                    return bad(field, format!("[{c}] = {child} is the root, itself, earlier, or listed twice"));
                 }
                 parent_of[child as usize] = i as u32;
                 if kid.parent != i as u32 || kid.depth != node.depth + 1 {
-                    return bad(
-                        field,
-                        format!("[{c}] = {child} does not name this node as parent one level up"),
-                    );
+                    return bad(field, format!("[{c}] = {child} does not name this node as parent one level up"));
                 }
-                if kid.edge != 0.5 * node.edge
-                    || kid.gsd != 0.5 * node.gsd
-                    || kid.min != node.child_min(c)
-                {
-                    return bad(
-                        field,
-                        format!("[{c}] = {child} is not octant {c} of this node's box and gsd"),
-                    );
+                if kid.edge != 0.5 * node.edge || kid.gsd != 0.5 * node.gsd || kid.min != node.child_min(c) {
+                    return bad(field, format!("[{c}] = {child} is not octant {c} of this node's box and gsd"));
                 }
             }
             if i > 0 && parent_of[i] == NO_CHILD {
@@ -353,24 +296,16 @@ pub struct LayoutError {
 
 impl LayoutError {
     fn new(node: Option<usize>, field: &'static str, message: String) -> Self {
-        Self {
-            node,
-            field,
-            message,
-        }
+        Self { node, field, message }
     }
 }
 
 fn parse_node(i: usize, v: &Value) -> Result<Node, LayoutError> {
-    let bad =
-        |field: &'static str, message: &str| LayoutError::new(Some(i), field, message.to_string());
+    let bad = |field: &'static str, message: &str| LayoutError::new(Some(i), field, message.to_string());
     let f32_of = |x: &Value| x.as_f64().map(|x| x as f32).filter(|x| x.is_finite());
     let index_of = |x: &Value| match x {
         Value::Null => Some(NO_CHILD),
-        _ => x
-            .as_u64()
-            .and_then(|x| u32::try_from(x).ok())
-            .filter(|&x| x != NO_CHILD),
+        _ => x.as_u64().and_then(|x| u32::try_from(x).ok()).filter(|&x| x != NO_CHILD),
     };
     let min = v
         .get("min")
@@ -378,23 +313,14 @@ fn parse_node(i: usize, v: &Value) -> Result<Node, LayoutError> {
         .filter(|a| a.len() == 3)
         .and_then(|a| Some([f32_of(&a[0])?, f32_of(&a[1])?, f32_of(&a[2])?]))
         .ok_or_else(|| bad("min", "must be 3 finite numbers"))?;
-    let edge = v
-        .get("edge")
-        .and_then(f32_of)
-        .ok_or_else(|| bad("edge", "must be a finite number"))?;
-    let gsd = v
-        .get("gsd")
-        .and_then(f32_of)
-        .ok_or_else(|| bad("gsd", "must be a finite number"))?;
+    let edge = v.get("edge").and_then(f32_of).ok_or_else(|| bad("edge", "must be a finite number"))?;
+    let gsd = v.get("gsd").and_then(f32_of).ok_or_else(|| bad("gsd", "must be a finite number"))?;
     let depth = v
         .get("depth")
         .and_then(Value::as_u64)
         .and_then(|d| u32::try_from(d).ok())
         .ok_or_else(|| bad("depth", "must be a non-negative integer"))?;
-    let parent = v
-        .get("parent")
-        .and_then(index_of)
-        .ok_or_else(|| bad("parent", "must be a node index or null"))?;
+    let parent = v.get("parent").and_then(index_of).ok_or_else(|| bad("parent", "must be a node index or null"))?;
     let list = v
         .get("children")
         .and_then(Value::as_array)
@@ -402,18 +328,9 @@ fn parse_node(i: usize, v: &Value) -> Result<Node, LayoutError> {
         .ok_or_else(|| bad("children", "must be 8 entries"))?;
     let mut children = [NO_CHILD; 8];
     for (slot, x) in children.iter_mut().zip(list) {
-        *slot =
-            index_of(x).ok_or_else(|| bad("children", "entries must be node indices or null"))?;
+        *slot = index_of(x).ok_or_else(|| bad("children", "entries must be node indices or null"))?;
     }
-    Ok(Node {
-        min,
-        edge,
-        children,
-        parent,
-        depth,
-        gsd,
-        _pad: 0,
-    })
+    Ok(Node { min, edge, children, parent, depth, gsd, _pad: 0 })
 }
 
 /// Distance from `camera`'s centre to the nearest point of the box that lies in its view
@@ -434,20 +351,9 @@ struct Frustum {
 impl Frustum {
     fn new(camera: &Camera) -> Option<Self> {
         let (w, h) = (camera.width as f32, camera.height as f32);
-        let finite = [camera.fx, camera.fy, camera.cx, camera.cy]
-            .iter()
-            .all(|x| x.is_finite())
-            && camera
-                .position
-                .iter()
-                .chain(camera.rotation.iter().flatten())
-                .all(|x| x.is_finite());
-        if !finite
-            || camera.fx <= 0.0
-            || camera.fy <= 0.0
-            || camera.width == 0
-            || camera.height == 0
-        {
+        let finite = [camera.fx, camera.fy, camera.cx, camera.cy].iter().all(|x| x.is_finite())
+            && camera.position.iter().chain(camera.rotation.iter().flatten()).all(|x| x.is_finite());
+        if !finite || camera.fx <= 0.0 || camera.fy <= 0.0 || camera.width == 0 || camera.height == 0 {
             return None;
         }
         // Camera frame: looks down -Z, so a visible point has s = -z > 0; u = cx + fx x / s,
@@ -466,11 +372,7 @@ impl Frustum {
             let nw = [0, 1, 2].map(|i| r[i][0] * n[0] + r[i][1] * n[1] + r[i][2] * n[2]);
             (nw, d - dot(nw, c))
         });
-        Some(Self {
-            centre: c,
-            planes,
-            pixel_radius: pixel_radius(camera),
-        })
+        Some(Self { centre: c, planes, pixel_radius: pixel_radius(camera) })
     }
 
     /// Nearest distance from the centre to box ∩ frustum (see [`view_depth`]).
@@ -508,10 +410,8 @@ impl Frustum {
                 if poly.is_empty() {
                     continue;
                 }
-                let in_plane = polygon_distance_2d(
-                    [c[u], c[v]],
-                    &poly.iter().map(|p| [p[u], p[v]]).collect::<Vec<_>>(),
-                );
+                let in_plane =
+                    polygon_distance_2d([c[u], c[v]], &poly.iter().map(|p| [p[u], p[v]]).collect::<Vec<_>>());
                 let off_plane = c[axis] - plane_value;
                 let dist = (in_plane * in_plane + off_plane * off_plane).sqrt();
                 best = Some(best.map_or(dist, |b| b.min(dist)));
@@ -551,8 +451,7 @@ fn clip(poly: &[[f32; 3]], n: [f32; 3], d: f32) -> Vec<[f32; 3]> {
 /// Distance from `p` to a convex polygon in the plane (0 inside).
 fn polygon_distance_2d(p: [f32; 2], poly: &[[f32; 2]]) -> f32 {
     let n = poly.len();
-    let cross =
-        |a: [f32; 2], b: [f32; 2]| (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]);
+    let cross = |a: [f32; 2], b: [f32; 2]| (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]);
     let sides: Vec<f32> = (0..n).map(|i| cross(poly[i], poly[(i + 1) % n])).collect();
     if n >= 3 && (sides.iter().all(|&s| s >= 0.0) || sides.iter().all(|&s| s <= 0.0)) {
         return 0.0;
@@ -563,11 +462,7 @@ fn polygon_distance_2d(p: [f32; 2], poly: &[[f32; 2]]) -> f32 {
             let ab = [b[0] - a[0], b[1] - a[1]];
             let ap = [p[0] - a[0], p[1] - a[1]];
             let len2 = ab[0] * ab[0] + ab[1] * ab[1];
-            let t = if len2 > 0.0 {
-                ((ap[0] * ab[0] + ap[1] * ab[1]) / len2).clamp(0.0, 1.0)
-            } else {
-                0.0
-            };
+            let t = if len2 > 0.0 { ((ap[0] * ab[0] + ap[1] * ab[1]) / len2).clamp(0.0, 1.0) } else { 0.0 };
             let q = [ap[0] - t * ab[0], ap[1] - t * ab[1]];
             (q[0] * q[0] + q[1] * q[1]).sqrt()
         })

@@ -118,7 +118,8 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
     loop {
         trainer.step()?;
         let step = trainer.step;
-        let done = step >= config.train.steps || request.max_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s);
+        let done =
+            step >= config.train.steps || request.max_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s);
         if step % config.train.log_every == 0 || done {
             let stats = trainer.read_stats()?;
             let elapsed = started.elapsed().as_secs_f64();
@@ -141,8 +142,15 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
             };
             metrics.append(&line)?;
             if let Some(bar) = &bar {
-                bar.set_position(if request.max_seconds.is_some() && config.train.steps == u32::MAX { elapsed as u64 } else { u64::from(step) });
-                bar.set_message(format!("step {step} loss {:.5} psnr {:.2} dB {:.0} rays/s", stats.mse, line.psnr_train, rays_per_s));
+                bar.set_position(if request.max_seconds.is_some() && config.train.steps == u32::MAX {
+                    elapsed as u64
+                } else {
+                    u64::from(step)
+                });
+                bar.set_message(format!(
+                    "step {step} loss {:.5} psnr {:.2} dB {:.0} rays/s",
+                    stats.mse, line.psnr_train, rays_per_s
+                ));
             }
             if !stats.mse.is_finite() {
                 bail!("training diverged at step {step}: the loss is not finite");
@@ -189,7 +197,13 @@ pub fn eval_split(dataset: &Dataset) -> (&'static str, &[View]) {
 }
 
 /// PSNR (mean over views) and SSIM of `limit` evenly spaced views (all when None).
-pub fn evaluate(trainer: &Trainer, views: &[View], split: &str, limit: Option<usize>, seconds: f64) -> Result<EvalReport> {
+pub fn evaluate(
+    trainer: &Trainer,
+    views: &[View],
+    split: &str,
+    limit: Option<usize>,
+    seconds: f64,
+) -> Result<EvalReport> {
     let chosen = evenly_spaced(views.len(), limit);
     if chosen.is_empty() {
         bail!("no {split} views to evaluate");
@@ -202,7 +216,14 @@ pub fn evaluate(trainer: &Trainer, views: &[View], split: &str, limit: Option<us
         ssim_sum += ssim(&rendered.rgb, &view.image);
     }
     let n = chosen.len() as f64;
-    Ok(EvalReport { psnr: psnr_sum / n, ssim: ssim_sum / n, views: chosen.len(), split: split.to_string(), steps: trainer.step, seconds })
+    Ok(EvalReport {
+        psnr: psnr_sum / n,
+        ssim: ssim_sum / n,
+        views: chosen.len(),
+        split: split.to_string(),
+        steps: trainer.step,
+        seconds,
+    })
 }
 
 /// `k` indices spread evenly over 0..n (the first is 0).
@@ -235,7 +256,10 @@ pub fn load_trainer(checkpoint: &Path, dataset: &Dataset, gpu: Arc<Gpu>) -> Resu
     config.validate(&format!("{name} (config)"))?;
     let tree = sidecar.get("tree").with_context(|| format!("{name}: sidecar field `tree` is missing"))?;
     let octree = Octree::from_layout_json(tree).with_context(|| format!("{name}: sidecar field `tree`"))?;
-    let step = sidecar.get("step").and_then(|s| s.as_u64()).with_context(|| format!("{name}: sidecar field `step` is missing"))?;
+    let step = sidecar
+        .get("step")
+        .and_then(|s| s.as_u64())
+        .with_context(|| format!("{name}: sidecar field `step` is missing"))?;
     let (_, _, params) = tensors
         .into_iter()
         .find(|(tensor, _, _)| tensor == "params")
@@ -250,7 +274,13 @@ pub fn load_trainer(checkpoint: &Path, dataset: &Dataset, gpu: Arc<Gpu>) -> Resu
 }
 
 /// `infnerf eval`: a checkpoint on one split of a dataset.
-pub fn eval_checkpoint(checkpoint: &Path, data: &Path, split: &str, views: Option<usize>, gpu: &GpuOptions) -> Result<EvalReport> {
+pub fn eval_checkpoint(
+    checkpoint: &Path,
+    data: &Path,
+    split: &str,
+    views: Option<usize>,
+    gpu: &GpuOptions,
+) -> Result<EvalReport> {
     let (_, sidecar) = load_checkpoint(checkpoint)?;
     let config: Config = serde_json::from_value(sidecar.get("config").cloned().unwrap_or_default())
         .with_context(|| format!("{}: sidecar field `config` is missing or malformed", checkpoint.display()))?;

@@ -254,7 +254,8 @@ impl Trainer {
         let frame = self.training_frame(self.step, valid);
         self.gpu.write(&self.buffers.patches, &patches);
         self.gpu.write(&self.buffers.frame, &[frame]);
-        let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+        let mut encoder =
+            self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
         self.encode_forward(&mut encoder, self.max_rays, true);
         self.encode_backward(&mut encoder, self.max_rays);
         self.gpu.queue.submit([encoder.finish()]);
@@ -281,7 +282,14 @@ impl Trainer {
         let n_samples = n_rays * self.config.train.samples_per_ray;
         let p = &self.pipelines;
         let b = &self.bind_groups;
-        dispatch(encoder, "field backward", &p.field_backward, &b.field_backward, n_samples, self.shape.backward_workgroup);
+        dispatch(
+            encoder,
+            "field backward",
+            &p.field_backward,
+            &b.field_backward,
+            n_samples,
+            self.shape.backward_workgroup,
+        );
         dispatch(encoder, "adam", &p.adam, &b.adam, self.n_params, 256);
     }
 
@@ -308,7 +316,8 @@ impl Trainer {
         let mut times = Vec::new();
         for (name, pipeline, group, threads, workgroup) in passes {
             let started = std::time::Instant::now();
-            let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
             dispatch(&mut encoder, name, pipeline, group, threads, workgroup);
             self.gpu.queue.submit([encoder.finish()]);
             self.gpu.wait()?;
@@ -357,14 +366,21 @@ impl Trainer {
             frame.ray_offset = offset;
             frame.view = 0;
             self.gpu.write(&self.buffers.frame, &[frame]);
-            let mut encoder = self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("render view") });
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("render view") });
             let p = &self.pipelines;
             let b = &self.bind_groups;
             dispatch(&mut encoder, "rays", &p.rays, &rays_group, n, 64);
             dispatch(&mut encoder, "samples", &p.samples, &b.samples, n * n_samples_per_ray, 64);
             dispatch(&mut encoder, "field forward", &p.field_forward, &b.field_forward, n * n_samples_per_ray, 64);
             dispatch(&mut encoder, "render", &p.render, &b.render, n, 64);
-            encoder.copy_buffer_to_buffer(&self.buffers.results, 0, &out, u64::from(offset) * result_size, u64::from(n) * result_size);
+            encoder.copy_buffer_to_buffer(
+                &self.buffers.results,
+                0,
+                &out,
+                u64::from(offset) * result_size,
+                u64::from(n) * result_size,
+            );
             self.gpu.queue.submit([encoder.finish()]);
             offset += n;
         }
@@ -434,7 +450,8 @@ pub fn dispatch(
     threads: u32,
     workgroup: u32,
 ) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+    let mut pass =
+        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
     pass.set_pipeline(pipeline);
     pass.set_bind_group(0, group, &[]);
     let (x, y) = dispatch_size(threads, workgroup);

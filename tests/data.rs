@@ -2,26 +2,11 @@
 
 use infnerf::data::{load_dataset, pyramid, scale_camera, Camera, DataError, Image, LoadOptions};
 use infnerf::scene_gen::{default_scene_dir, make_scene, SceneOptions, CAMERA_ANGLE_X};
+mod common;
+
+use common::TempDir;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-
-/// A fresh folder under the temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("infnerf-test-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const BACKGROUND: [f32; 3] = [0.2, 0.4, 0.6];
 

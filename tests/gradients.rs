@@ -127,7 +127,8 @@ fn field_backward_matches_finite_differences() {
             }
         }
     }
-    let mut hash: Vec<usize> = (0..grads.len()).filter(|&i| (i as u32) % layout.node_params < layout.hash_params && grads[i] != 0.0).collect();
+    let mut hash: Vec<usize> =
+        (0..grads.len()).filter(|&i| (i as u32) % layout.node_params < layout.hash_params && grads[i] != 0.0).collect();
     assert!(hash.len() > 50, "hash entries with gradient: {}", hash.len());
     hash.sort_by(|&a, &b| grads[b].abs().total_cmp(&grads[a].abs()));
     chosen.extend(hash.iter().take(12));

@@ -50,7 +50,8 @@ fn rays_match_reference() {
     trainer.gpu.write(&trainer.buffers.frame, &[frame]);
     let gpu_rays = run_rays(&trainer, &frame);
     let cameras: Vec<GpuCamera> = trainer.gpu.read(&trainer.buffers.cameras, 4).unwrap();
-    let offsets: Vec<u32> = trainer.gpu.read(&trainer.buffers.image_offsets, (4 * frame.pyramid_levels) as usize).unwrap();
+    let offsets: Vec<u32> =
+        trainer.gpu.read(&trainer.buffers.image_offsets, (4 * frame.pyramid_levels) as usize).unwrap();
     let pixel_count = (trainer.buffers.pixels.size() / 4) as usize;
     let pixels: Vec<u32> = trainer.gpu.read(&trainer.buffers.pixels, pixel_count).unwrap();
     let cpu_rays = cpu::rays(&frame, &cameras, &patches, &offsets, &pixels);
@@ -85,7 +86,9 @@ fn samples_and_level_choice_match_reference() {
     let (trainer, frame, _) = prepared(2);
     let rays = run_rays(&trainer, &frame);
     let n = (frame.n_rays * frame.samples_per_ray) as usize;
-    encode(&trainer, |e| dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n as u32, 64));
+    encode(&trainer, |e| {
+        dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n as u32, 64)
+    });
     let gpu_samples: Vec<Sample> = trainer.gpu.read(&trainer.buffers.samples, n).unwrap();
     let cpu_samples = cpu::samples(&frame, &rays, &trainer.octree);
     let mut mismatched = 0;
@@ -135,7 +138,8 @@ fn field_forward_and_render_match_reference() {
     let (rays, samples) = forward_samples(&trainer, &frame);
     let n = samples.len();
     let gpu_field: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.field_out, n).unwrap();
-    let cpu_field = cpu::field_forward(&trainer.layout, &params, &trainer.octree, &samples, &rays, f64::from(frame.max_density));
+    let cpu_field =
+        cpu::field_forward(&trainer.layout, &params, &trainer.octree, &samples, &rays, f64::from(frame.max_density));
     let flat_gpu: Vec<f64> = gpu_field.iter().flatten().map(|&v| f64::from(v)).collect();
     let flat_cpu: Vec<f64> = cpu_field.iter().flatten().copied().collect();
     for (g, c) in flat_gpu.iter().zip(&flat_cpu) {
@@ -155,7 +159,8 @@ fn field_forward_and_render_match_reference() {
     let gpu_loss: f64 = gpu_render.iter().map(|r| f64::from(r.loss)).sum::<f64>() * f64::from(frame.inv_count);
     assert!((cpu_loss - gpu_loss).abs() <= 1e-5 * cpu_loss, "loss {gpu_loss} vs {cpu_loss}");
 
-    let cpu_grads = cpu::render_backward(&samples, &field64, &rays, frame.samples_per_ray as usize, bg, f64::from(frame.inv_count));
+    let cpu_grads =
+        cpu::render_backward(&samples, &field64, &rays, frame.samples_per_ray as usize, bg, f64::from(frame.inv_count));
     let gpu_grads: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.sample_grads, n).unwrap();
     let g: Vec<f64> = gpu_grads.iter().flatten().map(|&v| f64::from(v)).collect();
     let c: Vec<f64> = cpu_grads.iter().flatten().copied().collect();
@@ -169,11 +174,26 @@ fn field_backward_matches(trainer: Trainer, frame: Frame) {
     let n = samples.len();
     let sample_grads: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.sample_grads, n).unwrap();
     encode(&trainer, |e| {
-        dispatch(e, "backward", &trainer.pipelines.field_backward, &trainer.bind_groups.field_backward, n as u32, trainer.shape.backward_workgroup)
+        dispatch(
+            e,
+            "backward",
+            &trainer.pipelines.field_backward,
+            &trainer.bind_groups.field_backward,
+            n as u32,
+            trainer.shape.backward_workgroup,
+        )
     });
     let gpu_grads: Vec<f32> = trainer.gpu.read(&trainer.buffers.grads, trainer.n_params as usize).unwrap();
     let g64: Vec<[f64; 4]> = sample_grads.iter().map(|g| g.map(f64::from)).collect();
-    let cpu_grads = cpu::field_backward(&trainer.layout, &params, &trainer.octree, &samples, &rays, &g64, f64::from(frame.max_density));
+    let cpu_grads = cpu::field_backward(
+        &trainer.layout,
+        &params,
+        &trainer.octree,
+        &samples,
+        &rays,
+        &g64,
+        f64::from(frame.max_density),
+    );
     let g: Vec<f64> = gpu_grads.iter().map(|&v| f64::from(v)).collect();
     let (diff, scale) = max_diff(&g, &cpu_grads);
     assert!(scale > 0.0 && diff <= 2e-4 * scale, "field gradients differ by {diff} (scale {scale})");

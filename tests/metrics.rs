@@ -9,8 +9,7 @@ fn pattern(width: u32, height: u32, phase: f32) -> Image {
     for y in 0..height {
         for x in 0..width {
             for c in 0..3 {
-                let v = 0.5
-                    + 0.4 * ((x as f32 * 0.3 + phase).sin() * (y as f32 * 0.2 + c as f32).cos());
+                let v = 0.5 + 0.4 * ((x as f32 * 0.3 + phase).sin() * (y as f32 * 0.2 + c as f32).cos());
                 rgb.push(v);
             }
         }
@@ -25,25 +24,18 @@ fn noisy(image: &Image, amp: f32, seed: u64) -> Image {
         .rgb
         .iter()
         .map(|&v| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let r = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
             (v + amp * r).clamp(0.0, 1.0)
         })
         .collect();
-    Image {
-        rgb,
-        ..image.clone()
-    }
+    Image { rgb, ..image.clone() }
 }
 
 /// SSIM by the definition: for each window position, 2D-weighted moments summed directly.
 fn naive_ssim(a: &Image, b: &Image) -> f64 {
     let (w, h) = (a.width as usize, a.height as usize);
-    let g: Vec<f64> = (-5..=5)
-        .map(|i: i32| (-(i * i) as f64 / 4.5).exp())
-        .collect();
+    let g: Vec<f64> = (-5..=5).map(|i: i32| (-(i * i) as f64 / 4.5).exp()).collect();
     let norm: f64 = g.iter().flat_map(|x| g.iter().map(move |y| x * y)).sum();
     let mut total = 0.0;
     let mut count = 0usize;
@@ -65,8 +57,7 @@ fn naive_ssim(a: &Image, b: &Image) -> f64 {
                 }
                 let (vx, vy, cov) = (xx - mx * mx, yy - my * my, xy - mx * my);
                 let (c1, c2) = (1e-4, 9e-4);
-                total += (2.0 * mx * my + c1) * (2.0 * cov + c2)
-                    / ((mx * mx + my * my + c1) * (vx + vy + c2));
+                total += (2.0 * mx * my + c1) * (2.0 * cov + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2));
                 count += 1;
             }
         }
@@ -79,10 +70,7 @@ fn psnr_known_values() {
     assert!((psnr(1.0) - 0.0).abs() < 1e-12);
     assert!((psnr(0.01) - 20.0).abs() < 1e-12);
     assert!((psnr(1e-3) - 30.0).abs() < 1e-12);
-    assert!(
-        (psnr(0.0) - 100.0).abs() < 1e-12,
-        "a perfect match is capped, finite"
-    );
+    assert!((psnr(0.0) - 100.0).abs() < 1e-12, "a perfect match is capped, finite");
     assert!(psnr(f64::NAN).is_nan());
     assert!(psnr(-1.0).is_nan());
 }
@@ -126,13 +114,7 @@ fn ssim_matches_naive_definition() {
 fn ssim_bad_sizes_are_nan() {
     let a = pattern(20, 20, 0.0);
     assert!(ssim(&a, &pattern(20, 21, 0.0)).is_nan());
-    assert!(
-        ssim(&pattern(10, 20, 0.0), &pattern(10, 20, 0.0)).is_nan(),
-        "smaller than the window"
-    );
-    let broken = Image {
-        rgb: vec![0.0; 5],
-        ..a.clone()
-    };
+    assert!(ssim(&pattern(10, 20, 0.0), &pattern(10, 20, 0.0)).is_nan(), "smaller than the window");
+    let broken = Image { rgb: vec![0.0; 5], ..a.clone() };
     assert!(ssim(&a, &broken).is_nan());
 }

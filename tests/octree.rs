@@ -6,23 +6,14 @@ use infnerf::octree::{child_index, pixel_radius, sample_radius, view_depth, Octr
 /// A camera at `position` looking at `target`, +Y roughly up, square image.
 fn look_at(position: [f32; 3], target: [f32; 3], fx: f32, size: u32) -> Camera {
     let sub = |a: [f32; 3], b: [f32; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-    let cross = |a: [f32; 3], b: [f32; 3]| {
-        [
-            a[1] * b[2] - a[2] * b[1],
-            a[2] * b[0] - a[0] * b[2],
-            a[0] * b[1] - a[1] * b[0],
-        ]
-    };
+    let cross =
+        |a: [f32; 3], b: [f32; 3]| [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
     let norm = |a: [f32; 3]| {
         let l = (a[0] * a[0] + a[1] * a[1] + a[2] * a[2]).sqrt();
         [a[0] / l, a[1] / l, a[2] / l]
     };
     let back = norm(sub(position, target)); // camera +Z points away from the view direction
-    let up_hint = if back[1].abs() > 0.9 {
-        [1.0, 0.0, 0.0]
-    } else {
-        [0.0, 1.0, 0.0]
-    };
+    let up_hint = if back[1].abs() > 0.9 { [1.0, 0.0, 0.0] } else { [0.0, 1.0, 0.0] };
     let right = norm(cross(up_hint, back));
     let up = cross(back, right);
     Camera {
@@ -40,17 +31,11 @@ fn look_at(position: [f32; 3], target: [f32; 3], fx: f32, size: u32) -> Camera {
 
 /// Distance from `p` to the box [min, min + edge].
 fn box_distance(p: [f32; 3], min: [f32; 3], edge: f32) -> f32 {
-    (0..3)
-        .map(|a| (min[a] - p[a]).max(p[a] - min[a] - edge).max(0.0).powi(2))
-        .sum::<f32>()
-        .sqrt()
+    (0..3).map(|a| (min[a] - p[a]).max(p[a] - min[a] - edge).max(0.0).powi(2)).sum::<f32>().sqrt()
 }
 
 fn assert_bfs(tree: &Octree) {
-    assert!(
-        tree.nodes.windows(2).all(|w| w[0].depth <= w[1].depth),
-        "depths must never decrease"
-    );
+    assert!(tree.nodes.windows(2).all(|w| w[0].depth <= w[1].depth), "depths must never decrease");
     for (i, node) in tree.nodes.iter().enumerate() {
         for (c, &child) in node.children.iter().enumerate() {
             if child != NO_CHILD {
@@ -77,11 +62,7 @@ fn camera_near_a_corner_splits_only_near_it() {
     let pr = pixel_radius(&camera);
     let tree = Octree::build(&[camera], 3, 32);
     assert_bfs(&tree);
-    assert_eq!(
-        tree.max_depth(),
-        3,
-        "the node holding the camera reaches max_depth"
-    );
+    assert_eq!(tree.max_depth(), 3, "the node holding the camera reaches max_depth");
     let root = &tree.nodes[0];
     assert_ne!(root.children[7], NO_CHILD, "octant holding the camera");
     assert_ne!(root.children[6], NO_CHILD, "octant 0.95 away");
@@ -90,17 +71,10 @@ fn camera_near_a_corner_splits_only_near_it() {
     for node in &tree.nodes[1..] {
         let parent = &tree.nodes[node.parent as usize];
         let d = box_distance(position, node.min, node.edge);
-        assert!(
-            d * pr < parent.gsd,
-            "node at depth {} is {d} away: too far to need",
-            node.depth
-        );
+        assert!(d * pr < parent.gsd, "node at depth {} is {d} away: too far to need", node.depth);
     }
     // Near the camera the tree is deep; at the far corner it stays the root.
-    assert_eq!(
-        tree.nodes[tree.level_node([0.94, 0.94, 0.94], 0.0, 10) as usize].depth,
-        3
-    );
+    assert_eq!(tree.nodes[tree.level_node([0.94, 0.94, 0.94], 0.0, 10) as usize].depth, 3);
     assert_eq!(tree.level_node([-0.9, -0.9, -0.9], 0.0, 10), 0);
     assert!(tree.nodes.len() < 8 + 64 + 512, "sparse, not full");
 }
@@ -175,11 +149,7 @@ fn level_choice_follows_radius() {
     let root_gsd = tree.nodes[0].gsd;
     // Coarser than the root's gsd: the root.
     assert_eq!(tree.level_node(p, root_gsd * 1.01, 10), 0);
-    assert_eq!(
-        tree.level_node(p, root_gsd, 10),
-        0,
-        "radius == gsd does not descend"
-    );
+    assert_eq!(tree.level_node(p, root_gsd, 10), 0, "radius == gsd does not descend");
     // Between depth-1 and root gsd: a depth-1 node containing p.
     let n = tree.level_node(p, root_gsd * 0.75, 10) as usize;
     assert_eq!(tree.nodes[n].depth, 1);
@@ -198,10 +168,7 @@ fn cut_limits_depth() {
     for cut in 0..5u32 {
         let n = tree.level_node(p, 1e-6, cut) as usize;
         assert_eq!(tree.nodes[n].depth, cut.min(3));
-        assert!(
-            n < tree.prefix_len(cut),
-            "a cut is a prefix of the node list"
-        );
+        assert!(n < tree.prefix_len(cut), "a cut is a prefix of the node list");
     }
 }
 
@@ -223,10 +190,7 @@ fn missing_child_keeps_sample_at_parent() {
         node = child as usize;
     }
     assert_eq!(tree.level_node(p, 1e-6, 3) as usize, node);
-    assert!(
-        tree.nodes[node].depth < 3,
-        "this path stops at a missing child"
-    );
+    assert!(tree.nodes[node].depth < 3, "this path stops at a missing child");
 }
 
 #[test]
@@ -237,11 +201,7 @@ fn child_index_bits() {
     assert_eq!(child_index(root, [0.5, -0.5, -0.5]), 1);
     assert_eq!(child_index(root, [-0.5, 0.5, -0.5]), 2);
     assert_eq!(child_index(root, [-0.5, -0.5, 0.5]), 4);
-    assert_eq!(
-        child_index(root, [0.0, 0.0, 0.0]),
-        7,
-        "the centre belongs to the upper octant"
-    );
+    assert_eq!(child_index(root, [0.0, 0.0, 0.0]), 7, "the centre belongs to the upper octant");
 }
 
 #[test]
@@ -273,34 +233,16 @@ fn malformed_layouts_are_errors() {
     };
     check(&|v| v["version"] = 99.into(), "version");
     check(&|v| v["nodes"] = serde_json::json!([]), "nodes");
-    check(
-        &|v| v["nodes"][3]["min"] = serde_json::json!([0.0, 1.0]),
-        "node 3: min",
-    );
+    check(&|v| v["nodes"][3]["min"] = serde_json::json!([0.0, 1.0]), "node 3: min");
     check(&|v| v["nodes"][2]["edge"] = "big".into(), "node 2: edge");
-    check(
-        &|v| v["nodes"][0]["children"][5] = 99.into(),
-        "node 0: children",
-    );
-    check(
-        &|v| v["nodes"][0]["children"][5] = 1.into(),
-        "node 0: children",
-    );
+    check(&|v| v["nodes"][0]["children"][5] = 99.into(), "node 0: children");
+    check(&|v| v["nodes"][0]["children"][5] = 1.into(), "node 0: children");
     check(&|v| v["nodes"][4]["parent"] = 2.into(), "node 0: children");
-    check(
-        &|v| v["nodes"][4]["min"] = serde_json::json!([0.0, 0.0, 0.0]),
-        "node 0: children",
-    );
-    check(
-        &|v| v["nodes"][0]["children"][7] = serde_json::Value::Null,
-        "node 8: parent",
-    );
+    check(&|v| v["nodes"][4]["min"] = serde_json::json!([0.0, 0.0, 0.0]), "node 0: children");
+    check(&|v| v["nodes"][0]["children"][7] = serde_json::Value::Null, "node 8: parent");
     check(&|v| v["nodes"][0]["edge"] = 3.0.into(), "node 0");
     check(&|v| v["nodes"][1]["depth"] = (-1).into(), "node 1: depth");
-    check(
-        &|v| v["nodes"][1]["children"] = serde_json::json!("none"),
-        "node 1: children",
-    );
+    check(&|v| v["nodes"][1]["children"] = serde_json::json!("none"), "node 1: children");
 }
 
 #[test]
@@ -308,9 +250,7 @@ fn view_depth_matches_brute_force_sampling() {
     // Deterministic LCG: random cameras and boxes, compared with a dense grid of box points.
     let mut state = 12345u64;
     let mut rand = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
     for _ in 0..200 {
@@ -336,8 +276,7 @@ fn view_depth_matches_brute_force_sampling() {
                     let u = camera.cx + camera.fx * local[0] / s;
                     let v = camera.cy - camera.fy * local[1] / s;
                     if (0.0..=64.0).contains(&u) && (0.0..=64.0).contains(&v) {
-                        nearest_seen =
-                            nearest_seen.min((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt());
+                        nearest_seen = nearest_seen.min((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt());
                     }
                 }
             }
@@ -345,15 +284,9 @@ fn view_depth_matches_brute_force_sampling() {
         let depth = view_depth(&camera, min, edge);
         if nearest_seen.is_finite() {
             let depth = depth.expect("a box with visible points is seen");
-            assert!(
-                depth <= nearest_seen + 1e-4,
-                "{depth} > sampled {nearest_seen}"
-            );
+            assert!(depth <= nearest_seen + 1e-4, "{depth} > sampled {nearest_seen}");
             assert!(depth >= box_distance(position, min, edge) - 1e-4);
-            assert!(
-                depth >= nearest_seen - 2.0 * edge / n as f32,
-                "{depth} far below sampled {nearest_seen}"
-            );
+            assert!(depth >= nearest_seen - 2.0 * edge / n as f32, "{depth} far below sampled {nearest_seen}");
         }
     }
 }

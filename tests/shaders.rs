@@ -5,10 +5,12 @@ use infnerf::config::Config;
 use infnerf::field::FieldLayout;
 use infnerf::gpu::shader::{KernelShape, Pass};
 
-const PASSES: [Pass; 7] = [Pass::Rays, Pass::Samples, Pass::FieldForward, Pass::Render, Pass::FieldBackward, Pass::Adam, Pass::LossStats];
+const PASSES: [Pass; 7] =
+    [Pass::Rays, Pass::Samples, Pass::FieldForward, Pass::Render, Pass::FieldBackward, Pass::Adam, Pass::LossStats];
 
 fn validate(source: &str, name: &str) -> naga::Module {
-    let module = naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    let module =
+        naga::front::wgsl::parse_str(source).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
     naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
@@ -34,7 +36,12 @@ fn every_pass_validates_for_several_shapes() {
 }
 
 fn struct_size(module: &naga::Module, name: &str) -> u32 {
-    let ty = module.types.iter().find(|(_, t)| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("no struct {name}")).1;
+    let ty = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no struct {name}"))
+        .1;
     match &ty.inner {
         naga::TypeInner::Struct { span, .. } => *span,
         _ => panic!("{name} is not a struct"),

@@ -104,7 +104,7 @@ impl Gpu {
     }
 
     fn check_binding_size(&self, label: &str, size: u64) -> Result<()> {
-        let max = u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size);
+        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if size > max {
             bail!(
                 "{label} needs {} MiB, more than this adapter allows in one buffer ({} MiB): use a smaller \
@@ -128,7 +128,8 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
+        let mut encoder =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
         let slice = staging.slice(..);
@@ -183,7 +184,12 @@ impl Gpu {
     }
 
     /// A bind group for group 0 of `pipeline`, binding i to buffers[i].0.
-    pub fn bind(&self, label: &str, pipeline: &wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+    pub fn bind(
+        &self,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        buffers: &[(u32, &wgpu::Buffer)],
+    ) -> wgpu::BindGroup {
         let entries: Vec<wgpu::BindGroupEntry> = buffers
             .iter()
             .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
@@ -217,10 +223,9 @@ fn choose_adapter(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<
     };
     // Vulkan before the GL fallback for the same device kind: it has the compute features.
     candidates.sort_by_key(|a| (rank(a), a.get_info().backend != wgpu::Backend::Vulkan));
-    candidates
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow!("--adapter {:?} matches none of the adapters: {}", wanted.unwrap_or(""), names.join(", ")))
+    candidates.into_iter().next().ok_or_else(|| {
+        anyhow!("--adapter {:?} matches none of the adapters: {}", wanted.unwrap_or(""), names.join(", "))
+    })
 }
 
 /// Workgroup counts for `threads` invocations in groups of `size`, split over two dimensions.

@@ -2,6 +2,8 @@
 //! specification the kernels must match.
 
 #![allow(dead_code)]
+// Index loops mirror the kernels line by line; the SH constants are written as the kernels write them.
+#![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use infnerf::field::FieldLayout;
 use infnerf::gpu::records::{Frame, GpuCamera, Patch, Ray, RayResult, Sample};
@@ -140,7 +142,11 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree) -> Vec<Sample> {
             let ray = &rays[r as usize];
             let mut sample = Sample { ray: r, node: NO_NODE, ..Default::default() };
             if ray.far > ray.near {
-                let (u, v) = if frame.training != 0 { (rand01(frame.seed, 20, s), rand01(frame.seed, 21, s)) } else { (0.5, 0.5) };
+                let (u, v) = if frame.training != 0 {
+                    (rand01(frame.seed, 20, s), rand01(frame.seed, 21, s))
+                } else {
+                    (0.5, 0.5)
+                };
                 sample.delta = (ray.far - ray.near) / n as f32;
                 sample.t = ray.near + (i as f32 + u) * sample.delta;
                 sample.pos = [0, 1, 2].map(|k| (ray.origin[k] + sample.t * ray.dir[k]).clamp(-1.0, 1.0));
@@ -219,7 +225,14 @@ pub fn sh_encode(degree: u32, d: [f64; 3]) -> Vec<f64> {
     all[..(degree * degree) as usize].to_vec()
 }
 
-pub fn field_eval(layout: &FieldLayout, params: &[f64], node: u32, local: [f64; 3], dir: [f64; 3], max_density: f64) -> Acts {
+pub fn field_eval(
+    layout: &FieldLayout,
+    params: &[f64],
+    node: u32,
+    local: [f64; 3],
+    dir: [f64; 3],
+    max_density: f64,
+) -> Acts {
     let base = (node * layout.node_params) as usize;
     let p = |i: u32| params[base + i as usize];
     let mut a = Acts::default();
@@ -232,16 +245,28 @@ pub fn field_eval(layout: &FieldLayout, params: &[f64], node: u32, local: [f64; 
         a.in1.extend([f0, f1]);
     }
     let (h, in1, out1, in3) = (layout.hidden, layout.in1, layout.out1, layout.in3);
-    a.pre1 = (0..h).map(|j| p(layout.off_b1 + j) + (0..in1).map(|i| p(layout.off_w1 + j * in1 + i) * a.in1[i as usize]).sum::<f64>()).collect();
+    a.pre1 = (0..h)
+        .map(|j| {
+            p(layout.off_b1 + j) + (0..in1).map(|i| p(layout.off_w1 + j * in1 + i) * a.in1[i as usize]).sum::<f64>()
+        })
+        .collect();
     a.out1 = (0..out1)
-        .map(|k| p(layout.off_b2 + k) + (0..h).map(|j| p(layout.off_w2 + k * h + j) * a.pre1[j as usize].max(0.0)).sum::<f64>())
+        .map(|k| {
+            p(layout.off_b2 + k)
+                + (0..h).map(|j| p(layout.off_w2 + k * h + j) * a.pre1[j as usize].max(0.0)).sum::<f64>()
+        })
         .collect();
     a.sigma = a.out1[0].clamp(-15.0, 15.0).exp().min(max_density);
     a.in3 = a.out1[1..].to_vec();
     a.in3.extend(sh_encode(layout.sh_degree, dir));
-    a.pre3 = (0..h).map(|j| p(layout.off_b3 + j) + (0..in3).map(|i| p(layout.off_w3 + j * in3 + i) * a.in3[i as usize]).sum::<f64>()).collect();
+    a.pre3 = (0..h)
+        .map(|j| {
+            p(layout.off_b3 + j) + (0..in3).map(|i| p(layout.off_w3 + j * in3 + i) * a.in3[i as usize]).sum::<f64>()
+        })
+        .collect();
     for c in 0..3u32 {
-        a.out4[c as usize] = p(layout.off_b4 + c) + (0..h).map(|j| p(layout.off_w4 + c * h + j) * a.pre3[j as usize].max(0.0)).sum::<f64>();
+        a.out4[c as usize] = p(layout.off_b4 + c)
+            + (0..h).map(|j| p(layout.off_w4 + c * h + j) * a.pre3[j as usize].max(0.0)).sum::<f64>();
         a.rgb[c as usize] = 1.0 / (1.0 + (-a.out4[c as usize]).exp());
     }
     a
@@ -253,7 +278,14 @@ pub fn node_local(octree: &Octree, node: u32, pos: [f32; 3]) -> [f64; 3] {
 }
 
 /// field_forward.wgsl: (rgb, sigma) per sample.
-pub fn field_forward(layout: &FieldLayout, params: &[f64], octree: &Octree, samples: &[Sample], rays: &[Ray], max_density: f64) -> Vec<[f64; 4]> {
+pub fn field_forward(
+    layout: &FieldLayout,
+    params: &[f64],
+    octree: &Octree,
+    samples: &[Sample],
+    rays: &[Ray],
+    max_density: f64,
+) -> Vec<[f64; 4]> {
     samples
         .iter()
         .map(|s| {
@@ -268,7 +300,12 @@ pub fn field_forward(layout: &FieldLayout, params: &[f64], octree: &Octree, samp
 }
 
 /// render.wgsl forward: per ray (colour, opacity, depth).
-pub fn render_forward(samples: &[Sample], field: &[[f64; 4]], n: usize, background: [f64; 3]) -> Vec<([f64; 3], f64, f64)> {
+pub fn render_forward(
+    samples: &[Sample],
+    field: &[[f64; 4]],
+    n: usize,
+    background: [f64; 3],
+) -> Vec<([f64; 3], f64, f64)> {
     field
         .chunks(n)
         .zip(samples.chunks(n))
@@ -295,13 +332,22 @@ pub fn mse_loss(colours: &[([f64; 3], f64, f64)], rays: &[Ray], inv_count: f64) 
     colours
         .iter()
         .zip(rays)
-        .map(|(c, r)| (0..3).map(|k| (c.0[k] - f64::from(r.target_rgb[k])).powi(2)).sum::<f64>() * f64::from(r.target_rgb[3]))
+        .map(|(c, r)| {
+            (0..3).map(|k| (c.0[k] - f64::from(r.target_rgb[k])).powi(2)).sum::<f64>() * f64::from(r.target_rgb[3])
+        })
         .sum::<f64>()
         * inv_count
 }
 
 /// render.wgsl backward: d loss / d (rgb, sigma) per sample.
-pub fn render_backward(samples: &[Sample], field: &[[f64; 4]], rays: &[Ray], n: usize, background: [f64; 3], inv_count: f64) -> Vec<[f64; 4]> {
+pub fn render_backward(
+    samples: &[Sample],
+    field: &[[f64; 4]],
+    rays: &[Ray],
+    n: usize,
+    background: [f64; 3],
+    inv_count: f64,
+) -> Vec<[f64; 4]> {
     let colours = render_forward(samples, field, n, background);
     let mut grads = vec![[0.0; 4]; field.len()];
     for (r, ray) in rays.iter().enumerate() {
@@ -321,7 +367,8 @@ pub fn render_backward(samples: &[Sample], field: &[[f64; 4]], rays: &[Ray], n: 
                 prefix[k] += w * f[k];
             }
             let t_next = t * (1.0 - alpha);
-            let mut d_sigma: f64 = (0..3).map(|k| dc[k] * (t_next * f[k] - (colour[k] - prefix[k]))).sum::<f64>() * delta;
+            let mut d_sigma: f64 =
+                (0..3).map(|k| dc[k] * (t_next * f[k] - (colour[k] - prefix[k]))).sum::<f64>() * delta;
             if tau >= MAX_TAU {
                 d_sigma = 0.0;
             }
@@ -353,8 +400,10 @@ pub fn field_backward(
         let local = node_local(octree, s.node, s.pos);
         let a = field_eval(layout, params, s.node, local, rays[s.ray as usize].dir.map(f64::from), max_density);
         let d_out4 = [0, 1, 2].map(|c| g[c] * a.rgb[c] * (1.0 - a.rgb[c]));
-        let (w1, b1, w2, b2) = (layout.off_w1 as usize, layout.off_b1 as usize, layout.off_w2 as usize, layout.off_b2 as usize);
-        let (w3, b3, w4, b4) = (layout.off_w3 as usize, layout.off_b3 as usize, layout.off_w4 as usize, layout.off_b4 as usize);
+        let (w1, b1, w2, b2) =
+            (layout.off_w1 as usize, layout.off_b1 as usize, layout.off_w2 as usize, layout.off_b2 as usize);
+        let (w3, b3, w4, b4) =
+            (layout.off_w3 as usize, layout.off_b3 as usize, layout.off_w4 as usize, layout.off_b4 as usize);
         let mut d_pre3 = vec![0.0; h];
         for c in 0..3 {
             grads[base + b4 + c] += d_out4[c];

@@ -1,0 +1,125 @@
+//! End to end: training on generated scenes, through the library and the command line, and the
+//! command line's answers to bad input.
+
+mod common;
+
+use common::TempDir;
+use infnerf::run::{train, EvalReport, TrainRequest};
+use infnerf::scene_gen::{make_scene, SceneOptions};
+use std::path::Path;
+use std::process::Command;
+
+fn tiny_config(dir: &Path, steps: u32) -> std::path::PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs/tiny.toml")).unwrap();
+    std::fs::write(&path, text.replace("steps = 300", &format!("steps = {steps}"))).unwrap();
+    path
+}
+
+#[test]
+fn training_raises_test_psnr_and_writes_every_output() {
+    let tmp = TempDir::new("train");
+    let scene = tmp.0.join("scene");
+    make_scene(&scene, &SceneOptions { width: 40, height: 40, train_views: 24, test_views: 4, seed: 3 }).unwrap();
+    let config = tiny_config(&tmp.0, 1);
+    let request = |out: &str, steps: u32| TrainRequest {
+        data: Some(scene.clone()),
+        config: Some(config.clone()),
+        out: tmp.0.join(out),
+        steps: Some(steps),
+        ..Default::default()
+    };
+    let untrained = train(&request("untrained", 1)).unwrap();
+    let trained = train(&request("trained", 300)).unwrap();
+    // the stated margin: 300 tiny steps lift test PSNR by at least 6 dB
+    assert!(trained.psnr >= untrained.psnr + 6.0, "PSNR {:.2} -> {:.2} dB", untrained.psnr, trained.psnr);
+    assert!(trained.ssim > untrained.ssim);
+    assert_eq!((trained.split.as_str(), trained.views, trained.steps), ("test", 4, 300));
+
+    let out = tmp.0.join("trained");
+    let eval: EvalReport = serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval, trained);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2);
+    for key in ["step", "elapsed_s", "loss_total", "psnr_train", "rays", "samples", "lr"] {
+        assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
+    }
+    let first = lines[0]["loss_total"].as_f64().unwrap();
+    let last = lines.last().unwrap()["loss_total"].as_f64().unwrap();
+    assert!(last < first * 0.5, "training loss {first} -> {last}");
+
+    // the checkpoint evaluates to the same numbers through `infnerf eval`
+    let output = Command::new(env!("CARGO_BIN_EXE_infnerf"))
+        .args(["eval", "--checkpoint"])
+        .arg(out.join("checkpoint.safetensors"))
+        .arg("--data")
+        .arg(&scene)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let again: EvalReport = serde_json::from_slice(&output.stdout).unwrap();
+    assert!((again.psnr - trained.psnr).abs() < 1e-3 && again.views == 4 && again.steps == 300);
+}
+
+fn infnerf(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_infnerf")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    (output.status.success(), stderr.lines().filter(|l| l.starts_with("error:")).collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_naming_file_and_field() {
+    let tmp = TempDir::new("bad");
+    let scene = tmp.0.join("scene");
+    make_scene(&scene, &SceneOptions { width: 16, height: 16, train_views: 3, test_views: 2, seed: 1 }).unwrap();
+    let scene_arg = scene.to_str().unwrap();
+    let out = tmp.0.join("out");
+    let out_arg = out.to_str().unwrap();
+
+    let bad_config = |name: &str, text: &str| {
+        let path = tmp.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    for (name, text, field) in [
+        ("zero.toml", "[field]\nhidden_width = 0\n", "field.hidden_width"),
+        ("negative.toml", "[train]\npatch_size = -8\n", "patch_size"),
+        ("unknown.toml", "[train]\nlearning_rate = 1.0\n", "learning_rate"),
+        ("nan.toml", "[train]\nlr_hash = nan\n", "train.lr_hash"),
+    ] {
+        let config = bad_config(name, text);
+        let (ok, error) =
+            infnerf(&["train", "--data", scene_arg, "--config", &config, "--out", out_arg, "--steps", "1"]);
+        assert!(!ok);
+        assert_eq!(error.lines().count(), 1, "{error}");
+        assert!(error.contains(name) && error.contains(field), "{error}");
+    }
+
+    // malformed JSON
+    let broken = tmp.0.join("broken");
+    make_scene(&broken, &SceneOptions { width: 16, height: 16, train_views: 3, test_views: 2, seed: 1 }).unwrap();
+    std::fs::write(broken.join("transforms_train.json"), "{\"frames\": [").unwrap();
+    let (ok, error) = infnerf(&["train", "--data", broken.to_str().unwrap(), "--out", out_arg, "--steps", "1"]);
+    assert!(!ok && error.contains("transforms_train.json"), "{error}");
+
+    // a missing image
+    std::fs::remove_file(scene.join("train/r_1.png")).unwrap();
+    let (ok, error) = infnerf(&["train", "--data", scene_arg, "--out", out_arg, "--steps", "1"]);
+    assert!(!ok && error.contains("r_1") && error.contains("frames[1].file_path"), "{error}");
+
+    // an image of the wrong size
+    image::RgbaImage::new(8, 8).save(scene.join("train/r_1.png")).unwrap();
+    let (ok, error) = infnerf(&["train", "--data", scene_arg, "--out", out_arg, "--steps", "1"]);
+    assert!(!ok && error.contains("r_1.png") && error.contains("8x8"), "{error}");
+
+    // absurd command-line values and a missing checkpoint
+    let (ok, error) = infnerf(&["train", "--data", scene_arg, "--max-seconds", "-3"]);
+    assert!(!ok && error.contains("--max-seconds"), "{error}");
+    let (ok, error) = infnerf(&["eval", "--checkpoint", "/nonexistent/checkpoint.safetensors", "--data", scene_arg]);
+    assert!(!ok && error.contains("/nonexistent/checkpoint.safetensors"), "{error}");
+}
