@@ -6,7 +6,7 @@ mod common;
 
 use common::TempDir;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const BACKGROUND: [f32; 3] = [0.2, 0.4, 0.6];
 
