@@ -25,7 +25,13 @@ struct Frame {
     max_density: f32,
     ray_offset: u32,
     view: u32,
-    _pad: u32,
+    // occupancy grid cells per axis (0: no grid), skip threshold on sigma * delta, update decay
+    occ_resolution: u32,
+    occ_threshold: f32,
+    occ_decay: f32,
+    occ_skip: u32,
+    // 1: training rays see a random background where the photo is transparent
+    random_background: u32,
 }
 
 struct Ray {
@@ -37,8 +43,9 @@ struct Ray {
     target_rgb: vec4<f32>,
     pixel_radius: f32,
     pixel: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // the background behind this ray in training, RGBA8 (see rays.wgsl)
+    background: u32,
+    _pad: u32,
 }
 
 struct Sample {
@@ -55,11 +62,22 @@ struct RayResult {
     opacity: f32,
     depth: f32,
     loss: f32,
-    _pad0: f32,
-    _pad1: f32,
+    // samples of the ray that the field evaluated (not skipped as empty space)
+    evaluated: f32,
+    _pad: f32,
 }
 
 const NO_NODE: u32 = 0xffffffffu;
+
+// Occupancy-grid cell holding a point of the scene cube.
+fn occupancy_cell(p: vec3<f32>, res: u32) -> u32 {
+    let c = min(vec3<u32>(clamp((p + vec3<f32>(1.0)) * 0.5, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(res)), vec3<u32>(res - 1u));
+    return c.x + res * (c.y + res * c.z);
+}
+
+fn unpack_rgb(v: u32) -> vec3<f32> {
+    return vec3<f32>(f32(v & 255u), f32((v >> 8u) & 255u), f32((v >> 16u) & 255u)) * (1.0 / 255.0);
+}
 
 // Flat invocation index of a 2D dispatch (a dispatch allows at most 65535 workgroups per dimension).
 fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, local: u32, size: u32) -> u32 {

@@ -83,8 +83,9 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
-    var a: Acts;
+// The hash encoding: trilinear interpolation of each level's 8 corner features.
+fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
+    var out: array<f32, IN1>;
     for (var l = 0u; l < HASH_LEVELS; l++) {
         let cell = grid_cell(l, local);
         let f = clamp(local, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(cell.w) - vec3<f32>(cell.xyz);
@@ -96,25 +97,50 @@ fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
             f0 += w * params[idx];
             f1 += w * params[idx + 1u];
         }
-        a.in1[2u * l] = f0;
-        a.in1[2u * l + 1u] = f1;
+        out[2u * l] = f0;
+        out[2u * l + 1u] = f1;
     }
+    return out;
+}
+
+// Density decoder, hidden pre-activations.
+fn density_hidden(base: u32, in1: array<f32, IN1>) -> array<f32, HIDDEN> {
+    var pre: array<f32, HIDDEN>;
     for (var j = 0u; j < HIDDEN; j++) {
         var acc = params[base + OFF_B1 + j];
         let row = base + OFF_W1 + j * IN1;
         for (var i = 0u; i < IN1; i++) {
-            acc += params[row + i] * a.in1[i];
+            acc += params[row + i] * in1[i];
         }
-        a.pre1[j] = acc;
+        pre[j] = acc;
     }
+    return pre;
+}
+
+// Density decoder, outputs: raw density then the geometric features.
+fn density_out(base: u32, pre1: array<f32, HIDDEN>) -> array<f32, OUT1> {
+    var out: array<f32, OUT1>;
     for (var k = 0u; k < OUT1; k++) {
         var acc = params[base + OFF_B2 + k];
         let row = base + OFF_W2 + k * HIDDEN;
         for (var j = 0u; j < HIDDEN; j++) {
-            acc += params[row + j] * max(a.pre1[j], 0.0);
+            acc += params[row + j] * max(pre1[j], 0.0);
         }
-        a.out1[k] = acc;
+        out[k] = acc;
     }
+    return out;
+}
+
+// Density alone (the occupancy grid's update needs no colour).
+fn field_density(base: u32, local: vec3<f32>) -> f32 {
+    return density_from_raw(density_out(base, density_hidden(base, encode(base, local)))[0]);
+}
+
+fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
+    var a: Acts;
+    a.in1 = encode(base, local);
+    a.pre1 = density_hidden(base, a.in1);
+    a.out1 = density_out(base, a.pre1);
     a.sigma = density_from_raw(a.out1[0]);
     let sh = sh_encode(dir);
     for (var g = 0u; g < GEO; g++) {

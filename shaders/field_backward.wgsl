@@ -1,4 +1,4 @@
-// Pass 5: gradients of the loss with respect to every node's parameters.
+// Pass 5: gradients of the loss with respect to every node's parameters, over the active samples.
 // The forward is recomputed per sample (no stored activations). Decoder weight gradients are summed
 // over the workgroup's samples in workgroup memory first, one atomic per weight per run of samples
 // that share a node (samples of a ray are contiguous, so runs are long); hash-table gradients are
@@ -10,10 +10,14 @@
 @group(0) @binding(3) var<storage, read> samples: array<Sample>;
 @group(0) @binding(4) var<storage, read> params: array<f32>;
 @group(0) @binding(5) var<storage, read> sample_grads: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> active_list: array<u32>;
+@group(0) @binding(7) var<storage, read> active_count: array<u32>;
 
 var<workgroup> wg_node: array<u32, WG_BACKWARD>;
 var<workgroup> wg_in: array<f32, WG_IN_SIZE>;
 var<workgroup> wg_delta: array<f32, WG_DELTA_SIZE>;
+// set when any sample of the workgroup has a gradient (workgroup memory starts zeroed)
+var<workgroup> wg_active: u32;
 
 // dL/dW[o][i] = sum over the workgroup's samples of delta[o] * input[i] (input n_in is the bias' 1).
 fn reduce_layer(local: u32, n_out: u32, n_in: u32, off_w: u32, off_b: u32) {
@@ -54,7 +58,7 @@ fn reduce_layer(local: u32, n_out: u32, n_in: u32, off_w: u32, off_b: u32) {
 
 @compute @workgroup_size(WG_BACKWARD)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let s = flat_index(wg, nwg, local, WG_BACKWARD);
+    let k = flat_index(wg, nwg, local, WG_BACKWARD);
     var node_index = NO_NODE;
     var a: Acts;
     var d_out4 = vec3<f32>(0.0);
@@ -63,7 +67,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var d_pre1: array<f32, HIDDEN>;
     var base = 0u;
     var local_pos = vec3<f32>(0.0);
-    if s < frame.n_rays * frame.samples_per_ray {
+    if k < active_count[0] {
+        let s = active_list[k];
         let sample = samples[s];
         let g = sample_grads[s];
         if sample.node != NO_NODE && any(g != vec4<f32>(0.0)) {
@@ -99,6 +104,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     wg_node[local] = node_index;
+    if node_index != NO_NODE {
+        wg_active = 1u;
+    }
+    // workgroups of skipped (empty-space) samples only: nothing to reduce
+    if workgroupUniformLoad(&wg_active) == 0u {
+        return;
+    }
 
     // colour output layer: input relu(pre3), delta d_out4
     for (var j = 0u; j < HIDDEN; j++) {

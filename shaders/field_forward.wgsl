@@ -1,4 +1,4 @@
-// Pass 3: the field at every sample -> (rgb, sigma).
+// Pass 3: the field at every active sample (the dense list the samples pass wrote) -> (rgb, sigma).
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(1) var<storage, read> rays: array<Ray>;
@@ -6,18 +6,18 @@
 @group(0) @binding(3) var<storage, read> samples: array<Sample>;
 @group(0) @binding(4) var<storage, read> params: array<f32>;
 @group(0) @binding(5) var<storage, read_write> field_out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> active_list: array<u32>;
+@group(0) @binding(7) var<storage, read> active_count: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let s = flat_index(wg, nwg, local, 64u);
-    if s >= frame.n_rays * frame.samples_per_ray {
+    let k = flat_index(wg, nwg, local, 64u);
+    if k >= active_count[0] {
         return;
     }
+    let s = active_list[k];
     let sample = samples[s];
-    var out = vec4<f32>(0.0);
-    if sample.node != NO_NODE {
-        let a = field_eval(sample.node * NODE_PARAMS, node_local(nodes[sample.node], sample.pos), rays[sample.ray].dir);
-        out = vec4<f32>(a.rgb, a.sigma);
-    }
+    let a = field_eval(sample.node * NODE_PARAMS, node_local(nodes[sample.node], sample.pos), rays[sample.ray].dir);
+    let out = vec4<f32>(a.rgb, a.sigma);
     field_out[s] = vec4<f32>(sanitize(out.x), sanitize(out.y), sanitize(out.z), sanitize(out.w));
 }

@@ -53,10 +53,6 @@ fn undistort(xd: vec2<f32>, k: vec4<f32>) -> vec2<f32> {
     return p;
 }
 
-fn unpack_rgb(v: u32) -> vec3<f32> {
-    return vec3<f32>(f32(v & 255u), f32((v >> 8u) & 255u), f32((v >> 16u) & 255u)) * (1.0 / 255.0);
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let r = flat_index(wg, nwg, local, 64u);
@@ -113,9 +109,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     ray.near = max(tmin, 0.0);
     ray.far = max(tmax, ray.near);
     ray.target_rgb = vec4<f32>(0.0);
+    ray.background = 0u;
     if inside && frame.training != 0u {
         let offset = image_offsets[view * frame.pyramid_levels + level];
-        ray.target_rgb = vec4<f32>(unpack_rgb(pixels[offset + py * width + px]), 1.0);
+        let packed = pixels[offset + py * width + px];
+        var target_rgb = unpack_rgb(packed);
+        if frame.random_background != 0u {
+            // the photo was composited on frame.background; swap in a random one behind its transparent part,
+            // so empty space must be learned as empty rather than painted in the background colour
+            let bg = vec3<u32>(pcg(frame.seed ^ (3u * r)) & 255u, pcg(frame.seed ^ (3u * r + 1u)) & 255u, pcg(frame.seed ^ (3u * r + 2u)) & 255u);
+            ray.background = bg.x | (bg.y << 8u) | (bg.z << 16u);
+            let transparency = 1.0 - f32(packed >> 24u) * (1.0 / 255.0);
+            let frame_bg = vec3<f32>(frame.background_r, frame.background_g, frame.background_b);
+            target_rgb += (unpack_rgb(ray.background) - frame_bg) * transparency;
+        }
+        ray.target_rgb = vec4<f32>(target_rgb, 1.0);
     }
     if !inside {
         ray.far = ray.near;

@@ -19,13 +19,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let n = frame.samples_per_ray;
     let base = r * n;
-    let background = vec3<f32>(frame.background_r, frame.background_g, frame.background_b);
+    var background = vec3<f32>(frame.background_r, frame.background_g, frame.background_b);
+    if frame.training != 0u && frame.random_background != 0u {
+        background = unpack_rgb(rays[r].background);
+    }
     var transmittance = 1.0;
     var rgb = vec3<f32>(0.0);
     var depth = 0.0;
+    var evaluated = 0u;
     for (var i = 0u; i < n; i++) {
-        let f = field_out[base + i];
         let sample = samples[base + i];
+        // skipped samples are empty space; their field_out slot holds stale values
+        let f = select(vec4<f32>(0.0), field_out[base + i], sample.node != NO_NODE);
+        evaluated += u32(sample.node != NO_NODE);
         let alpha = 1.0 - exp(-min(f.w * sample.delta, MAX_TAU));
         let w = transmittance * alpha;
         rgb += w * f.xyz;
@@ -38,6 +44,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     result.opacity = 1.0 - transmittance;
     result.depth = depth;
     result.loss = 0.0;
+    result.evaluated = f32(evaluated);
     if frame.training != 0u {
         let target_rgb = rays[r].target_rgb;
         let diff = colour - target_rgb.xyz;
@@ -46,8 +53,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var t = 1.0;
         var prefix = vec3<f32>(0.0);
         for (var i = 0u; i < n; i++) {
-            let f = field_out[base + i];
             let sample = samples[base + i];
+            let f = select(vec4<f32>(0.0), field_out[base + i], sample.node != NO_NODE);
             let tau = f.w * sample.delta;
             let alpha = 1.0 - exp(-min(tau, MAX_TAU));
             let w = t * alpha;

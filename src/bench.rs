@@ -18,6 +18,9 @@ pub struct BenchReport {
     pub seconds: f64,
     pub rays_per_s: f64,
     pub samples_per_s: f64,
+    /// Samples per step the field evaluated at the end of the run (the rest skipped as empty space).
+    pub samples_active_per_step: f64,
+    pub samples_per_step: f64,
     /// Modelled memory traffic of one sample through a whole training step (see `bytes_per_sample`).
     pub bytes_per_sample: f64,
     pub achieved_gbps: f64,
@@ -48,17 +51,19 @@ pub fn bench(
         trainer.step()?;
     }
     trainer.read_stats()?;
-    let pass_ms = trainer.profile_step()?.into_iter().map(|(name, ms)| (name.to_string(), ms)).collect();
     let started = Instant::now();
     let first = trainer.step;
+    let mut last_stats = trainer.read_stats()?;
     while started.elapsed().as_secs_f64() < seconds {
         for _ in 0..5 {
             trainer.step()?;
         }
-        trainer.read_stats()?;
+        last_stats = trainer.read_stats()?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let steps = trainer.step - first;
+    // pass by pass at the end, where the occupancy grid skips what it will skip in a long run
+    let pass_ms = trainer.profile_step()?.into_iter().map(|(name, ms)| (name.to_string(), ms)).collect();
     let rays_per_step = f64::from(trainer.max_rays);
     let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray);
     let samples_per_s = f64::from(steps) * samples_per_step / elapsed;
@@ -73,6 +78,8 @@ pub fn bench(
         seconds: elapsed,
         rays_per_s: f64::from(steps) * rays_per_step / elapsed,
         samples_per_s,
+        samples_active_per_step: last_stats.active_samples,
+        samples_per_step,
         bytes_per_sample: bytes,
         achieved_gbps,
         copy_gbps,

@@ -25,6 +25,9 @@ pub struct DataConfig {
     pub coarse_fraction: f32,
     /// Half-edge of the world-space box mapped onto the scene cube, when the format gives none.
     pub scene_bound: f32,
+    /// Train with a random background behind transparent pixels (photos with alpha), so empty space
+    /// is learned as empty; evaluation always uses `background`.
+    pub random_background: bool,
 }
 
 /// The octree and each node's field (SPEC §1).
@@ -79,6 +82,16 @@ pub struct TrainConfig {
     pub lr_decay_start: u32,
     /// Steps over which the rate decays to lr_final_ratio.
     pub lr_decay_steps: u32,
+    /// Cells per axis of the occupancy grid that lets samples skip empty space (0: no grid).
+    pub occupancy_resolution: u32,
+    /// A sample is skipped when its cell's density times its step length is below this.
+    pub occupancy_threshold: f32,
+    /// Each grid update keeps max(old * decay, new density).
+    pub occupancy_decay: f32,
+    /// Steps between grid updates.
+    pub occupancy_update_every: u32,
+    /// Steps before the grid is used to skip samples (it is updated from the start).
+    pub occupancy_warmup: u32,
     /// Steps between metric lines (and read-backs of the loss statistics).
     pub log_every: u32,
     /// Seed of the initialisation, the batches and the kernels' jitter.
@@ -93,6 +106,7 @@ impl Default for DataConfig {
             pyramid_levels: 5,
             coarse_fraction: 0.2,
             scene_bound: 1.5,
+            random_background: true,
         }
     }
 }
@@ -118,7 +132,7 @@ impl Default for TrainConfig {
         Self {
             steps: 5000,
             patch_size: 16,
-            patches_per_batch: 16,
+            patches_per_batch: 4,
             samples_per_ray: 64,
             lr_hash: 1.0e-2,
             lr_mlp: 1.0e-2,
@@ -128,6 +142,11 @@ impl Default for TrainConfig {
             lr_final_ratio: 0.03,
             lr_decay_start: 500,
             lr_decay_steps: 20000,
+            occupancy_resolution: 64,
+            occupancy_threshold: 0.01,
+            occupancy_decay: 0.6,
+            occupancy_update_every: 8,
+            occupancy_warmup: 64,
             log_every: 25,
             seed: 1,
         }
@@ -255,6 +274,18 @@ impl Config {
         }
         if !(t.lr_final_ratio > 0.0 && t.lr_final_ratio <= 1.0) {
             return bad("train.lr_final_ratio", "must be in (0, 1]");
+        }
+        if t.occupancy_resolution > 256 {
+            return bad("train.occupancy_resolution", "must be at most 256");
+        }
+        if !(t.occupancy_threshold.is_finite() && t.occupancy_threshold >= 0.0) {
+            return bad("train.occupancy_threshold", "must be a number >= 0");
+        }
+        if !(0.0..=1.0).contains(&t.occupancy_decay) {
+            return bad("train.occupancy_decay", "must be in [0, 1]");
+        }
+        if t.occupancy_update_every == 0 {
+            return bad("train.occupancy_update_every", "must be positive");
         }
         if t.log_every == 0 {
             return bad("train.log_every", "must be positive");

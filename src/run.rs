@@ -50,6 +50,8 @@ pub struct MetricsLine {
     pub psnr_train: f64,
     pub rays: u64,
     pub samples: u64,
+    /// Samples per step the field evaluated (the others were skipped as empty space).
+    pub samples_active: f64,
     pub rays_per_s: f64,
     pub lr: f64,
     pub lr_hash: f64,
@@ -120,7 +122,7 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
         let step = trainer.step;
         let done =
             step >= config.train.steps || request.max_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s);
-        if step % config.train.log_every == 0 || done {
+        if step.is_multiple_of(config.train.log_every) || done {
             let stats = trainer.read_stats()?;
             let elapsed = started.elapsed().as_secs_f64();
             let rays_per_s = (step - last.0) as f64 * rays_per_step as f64 / (elapsed - last.1).max(1e-9);
@@ -134,6 +136,7 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
                 psnr_train: psnr(stats.mse),
                 rays: u64::from(step) * rays_per_step,
                 samples: u64::from(step) * samples_per_step,
+                samples_active: stats.active_samples,
                 rays_per_s,
                 lr,
                 lr_hash: lr * f64::from(config.train.lr_hash),
@@ -244,7 +247,17 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, out: &Path) -> Result<()> {
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
     });
-    save_checkpoint(out, &[("params", vec![nodes, trainer.layout.node_params as usize], &params)], &sidecar)
+    let occupancy: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, trainer.occupancy_cells() as usize)?;
+    let mean: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy_mean, 1)?;
+    save_checkpoint(
+        out,
+        &[
+            ("params", vec![nodes, trainer.layout.node_params as usize], &params),
+            ("occupancy", vec![occupancy.len()], &occupancy),
+            ("occupancy_mean", vec![1], &mean),
+        ],
+        &sidecar,
+    )
 }
 
 /// Rebuilds a trainer from a checkpoint written by `save_trainer_checkpoint`.
@@ -260,15 +273,22 @@ pub fn load_trainer(checkpoint: &Path, dataset: &Dataset, gpu: Arc<Gpu>) -> Resu
         .get("step")
         .and_then(|s| s.as_u64())
         .with_context(|| format!("{name}: sidecar field `step` is missing"))?;
-    let (_, _, params) = tensors
-        .into_iter()
-        .find(|(tensor, _, _)| tensor == "params")
-        .with_context(|| format!("{name}: no tensor named `params`"))?;
+    let tensor = |wanted: &str, len: usize| -> Result<Vec<f32>> {
+        let (_, _, values) = tensors
+            .iter()
+            .find(|(tensor, _, _)| tensor == wanted)
+            .with_context(|| format!("{name}: no tensor named `{wanted}`"))?;
+        if values.len() != len {
+            bail!("{name}: tensor `{wanted}` holds {} values, the tree and config need {len}", values.len());
+        }
+        Ok(values.clone())
+    };
     let mut trainer = Trainer::with_octree(gpu, config, dataset, octree)?;
-    if params.len() != trainer.n_params as usize {
-        bail!("{name}: tensor `params` holds {} values, the tree and config need {}", params.len(), trainer.n_params);
+    trainer.write_params(&tensor("params", trainer.n_params as usize)?)?;
+    if trainer.config.train.occupancy_resolution > 0 {
+        trainer.gpu.write(&trainer.buffers.occupancy, &tensor("occupancy", trainer.occupancy_cells() as usize)?);
+        trainer.gpu.write(&trainer.buffers.occupancy_mean, &tensor("occupancy_mean", 1)?);
     }
-    trainer.write_params(&params)?;
     trainer.step = step as u32;
     Ok(trainer)
 }

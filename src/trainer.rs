@@ -23,6 +23,8 @@ pub struct Pipelines {
     pub field_backward: wgpu::ComputePipeline,
     pub adam: wgpu::ComputePipeline,
     pub loss_stats: wgpu::ComputePipeline,
+    pub occupancy: wgpu::ComputePipeline,
+    pub occupancy_mean: wgpu::ComputePipeline,
 }
 
 impl Pipelines {
@@ -36,6 +38,8 @@ impl Pipelines {
             field_backward: build(Pass::FieldBackward)?,
             adam: build(Pass::Adam)?,
             loss_stats: build(Pass::LossStats)?,
+            occupancy: build(Pass::Occupancy)?,
+            occupancy_mean: build(Pass::OccupancyMean)?,
         })
     }
 }
@@ -57,6 +61,11 @@ pub struct Buffers {
     pub moments: wgpu::Buffer,
     pub grads: wgpu::Buffer,
     pub stats: wgpu::Buffer,
+    pub occupancy: wgpu::Buffer,
+    pub occupancy_mean: wgpu::Buffer,
+    /// Indices of the samples the field evaluates, and their count.
+    pub active_list: wgpu::Buffer,
+    pub active_count: wgpu::Buffer,
 }
 
 pub struct BindGroups {
@@ -67,6 +76,8 @@ pub struct BindGroups {
     pub field_backward: wgpu::BindGroup,
     pub adam: wgpu::BindGroup,
     pub loss_stats: wgpu::BindGroup,
+    pub occupancy: wgpu::BindGroup,
+    pub occupancy_mean: wgpu::BindGroup,
 }
 
 /// Size of one training view at each pyramid level.
@@ -81,6 +92,8 @@ pub struct LossStats {
     /// Mean squared error per channel, averaged over the steps since the last read.
     pub mse: f64,
     pub steps: u32,
+    /// Samples per step the field evaluated (the rest were skipped as empty space).
+    pub active_samples: f64,
 }
 
 /// A rendered view.
@@ -138,7 +151,8 @@ impl Trainer {
             for level in &levels {
                 offsets.push(pixels.len() as u32);
                 sizes.push((level.width, level.height));
-                pixels.extend(level.rgb.chunks_exact(3).map(pack_rgba8));
+                let alpha = |i: usize| level.alpha.get(i).copied().unwrap_or(1.0);
+                pixels.extend(level.rgb.chunks_exact(3).enumerate().map(|(i, rgb)| pack_rgba8(rgb, alpha(i))));
             }
             views.push(ViewLevels { sizes });
         }
@@ -168,6 +182,10 @@ impl Trainer {
             moments: gpu.storage("adam moments", size_of(n_params, 8))?,
             grads: gpu.storage("gradients", size_of(n_params, 4))?,
             stats: gpu.storage("loss statistics", 16)?,
+            occupancy: gpu.storage("occupancy grid", u64::from(config.train.occupancy_resolution.max(1)).pow(3) * 4)?,
+            occupancy_mean: gpu.storage("occupancy mean", 16)?,
+            active_list: gpu.storage("active samples", n_samples * 4)?,
+            active_count: gpu.storage("active sample count", 16)?,
         };
         let bind_groups = bind_all(&gpu, &pipelines, &buffers);
         let rng = SplitMix64(config.train.seed);
@@ -224,7 +242,11 @@ impl Trainer {
             max_density: self.config.field.max_density,
             ray_offset: 0,
             view: 0,
-            _pad: 0,
+            occ_resolution: t.occupancy_resolution.max(1),
+            occ_threshold: t.occupancy_threshold,
+            occ_decay: t.occupancy_decay,
+            occ_skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
+            random_background: u32::from(self.config.data.random_background),
         }
     }
 
@@ -256,6 +278,9 @@ impl Trainer {
         self.gpu.write(&self.buffers.frame, &[frame]);
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
+        if self.occupancy_due(self.step) {
+            self.encode_occupancy(&mut encoder);
+        }
         self.encode_forward(&mut encoder, self.max_rays, true);
         self.encode_backward(&mut encoder, self.max_rays);
         self.gpu.queue.submit([encoder.finish()]);
@@ -269,12 +294,40 @@ impl Trainer {
         let p = &self.pipelines;
         let b = &self.bind_groups;
         dispatch(encoder, "rays", &p.rays, &b.rays, n_rays, 64);
-        dispatch(encoder, "samples", &p.samples, &b.samples, n_samples, 64);
+        self.encode_samples(encoder, n_samples);
         dispatch(encoder, "field forward", &p.field_forward, &b.field_forward, n_samples, 64);
         dispatch(encoder, "render", &p.render, &b.render, n_rays, 64);
         if training {
             dispatch(encoder, "loss statistics", &p.loss_stats, &b.loss_stats, 256, 256);
         }
+    }
+
+    /// The samples pass, after clearing the active-sample counter it appends to.
+    pub fn encode_samples(&self, encoder: &mut wgpu::CommandEncoder, n_samples: u32) {
+        encoder.clear_buffer(&self.buffers.active_count, 0, None);
+        dispatch(encoder, "samples", &self.pipelines.samples, &self.bind_groups.samples, n_samples, 64);
+    }
+
+    /// Whether the occupancy grid is refreshed before step `step`.
+    pub fn occupancy_due(&self, step: u32) -> bool {
+        let t = &self.config.train;
+        t.occupancy_resolution > 0 && step.is_multiple_of(t.occupancy_update_every)
+    }
+
+    pub fn occupancy_cells(&self) -> u32 {
+        self.config.train.occupancy_resolution.pow(3)
+    }
+
+    pub fn encode_occupancy(&self, encoder: &mut wgpu::CommandEncoder) {
+        dispatch(
+            encoder,
+            "occupancy",
+            &self.pipelines.occupancy,
+            &self.bind_groups.occupancy,
+            self.occupancy_cells(),
+            64,
+        );
+        dispatch(encoder, "occupancy mean", &self.pipelines.occupancy_mean, &self.bind_groups.occupancy_mean, 256, 256);
     }
 
     /// field backward -> Adam.
@@ -314,10 +367,22 @@ impl Trainer {
             ("adam", &p.adam, &b.adam, self.n_params, 256),
         ];
         let mut times = Vec::new();
+        if self.occupancy_due(self.step) {
+            let started = std::time::Instant::now();
+            let mut encoder =
+                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("occupancy") });
+            self.encode_occupancy(&mut encoder);
+            self.gpu.queue.submit([encoder.finish()]);
+            self.gpu.wait()?;
+            times.push(("occupancy", started.elapsed().as_secs_f64() * 1e3));
+        }
         for (name, pipeline, group, threads, workgroup) in passes {
             let started = std::time::Instant::now();
             let mut encoder =
                 self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
+            if name == "samples" {
+                encoder.clear_buffer(&self.buffers.active_count, 0, None);
+            }
             dispatch(&mut encoder, name, pipeline, group, threads, workgroup);
             self.gpu.queue.submit([encoder.finish()]);
             self.gpu.wait()?;
@@ -329,10 +394,11 @@ impl Trainer {
 
     /// Reads and clears the loss statistics (a small read-back: call every few steps).
     pub fn read_stats(&self) -> Result<LossStats> {
-        let stats: Vec<f32> = self.gpu.read(&self.buffers.stats, 2)?;
+        let stats: Vec<f32> = self.gpu.read(&self.buffers.stats, 3)?;
         self.gpu.write(&self.buffers.stats, &[0.0f32; 4]);
         let steps = stats[1].round() as u32;
-        Ok(LossStats { mse: f64::from(stats[0]) / f64::from(steps.max(1)), steps })
+        let per_step = f64::from(steps.max(1));
+        Ok(LossStats { mse: f64::from(stats[0]) / per_step, steps, active_samples: f64::from(stats[2]) / per_step })
     }
 
     /// Renders a whole view at tree cut `cut`, in batches of the training buffers' size.
@@ -371,7 +437,7 @@ impl Trainer {
             let p = &self.pipelines;
             let b = &self.bind_groups;
             dispatch(&mut encoder, "rays", &p.rays, &rays_group, n, 64);
-            dispatch(&mut encoder, "samples", &p.samples, &b.samples, n * n_samples_per_ray, 64);
+            self.encode_samples(&mut encoder, n * n_samples_per_ray);
             dispatch(&mut encoder, "field forward", &p.field_forward, &b.field_forward, n * n_samples_per_ray, 64);
             dispatch(&mut encoder, "render", &p.render, &b.render, n, 64);
             encoder.copy_buffer_to_buffer(
@@ -387,7 +453,7 @@ impl Trainer {
         let results: Vec<RayResult> = self.gpu.read(&out, pixels as usize)?;
         let rgb = results.iter().flat_map(|r| r.rgb).collect();
         Ok(Rendered {
-            rgb: Image { width: camera.width, height: camera.height, rgb },
+            rgb: Image { width: camera.width, height: camera.height, rgb, alpha: Vec::new() },
             depth: results.iter().map(|r| r.depth).collect(),
             opacity: results.iter().map(|r| r.opacity).collect(),
         })
@@ -413,11 +479,43 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
             &p.rays,
             &[(0, &b.frame), (1, &b.cameras), (2, &b.patches), (3, &b.image_offsets), (4, &b.pixels), (5, &b.rays)],
         ),
-        samples: gpu.bind("samples", &p.samples, &[(0, &b.frame), (1, &b.rays), (2, &b.nodes), (3, &b.samples)]),
+        samples: gpu.bind(
+            "samples",
+            &p.samples,
+            &[
+                (0, &b.frame),
+                (1, &b.rays),
+                (2, &b.nodes),
+                (3, &b.samples),
+                (4, &b.occupancy),
+                (5, &b.occupancy_mean),
+                (6, &b.active_list),
+                (7, &b.active_count),
+            ],
+        ),
+        occupancy_mean: gpu.bind(
+            "occupancy mean",
+            &p.occupancy_mean,
+            &[(0, &b.frame), (6, &b.occupancy), (7, &b.occupancy_mean)],
+        ),
+        occupancy: gpu.bind(
+            "occupancy",
+            &p.occupancy,
+            &[(0, &b.frame), (2, &b.nodes), (4, &b.params), (6, &b.occupancy)],
+        ),
         field_forward: gpu.bind(
             "field forward",
             &p.field_forward,
-            &[(0, &b.frame), (1, &b.rays), (2, &b.nodes), (3, &b.samples), (4, &b.params), (5, &b.field_out)],
+            &[
+                (0, &b.frame),
+                (1, &b.rays),
+                (2, &b.nodes),
+                (3, &b.samples),
+                (4, &b.params),
+                (5, &b.field_out),
+                (6, &b.active_list),
+                (7, &b.active_count),
+            ],
         ),
         render: gpu.bind(
             "render",
@@ -434,6 +532,8 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
                 (3, &b.samples),
                 (4, &b.params),
                 (5, &b.sample_grads),
+                (6, &b.active_list),
+                (7, &b.active_count),
                 (9, &b.grads),
             ],
         ),
@@ -464,7 +564,7 @@ pub fn step_seed(seed: u64, step: u32) -> u32 {
     rng.next_u64() as u32
 }
 
-fn pack_rgba8(rgb: &[f32]) -> u32 {
+fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
-    q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (255 << 24)
+    q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (q(alpha) << 24)
 }

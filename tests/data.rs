@@ -284,7 +284,7 @@ fn corrupt_image_and_no_dataset_are_errors() {
 #[test]
 fn pyramid_halves_with_floor_and_box_averages() {
     let rgb = (0..5 * 3 * 3).map(|i| i as f32).collect();
-    let image = Image { width: 5, height: 3, rgb };
+    let image = Image { width: 5, height: 3, rgb, alpha: Vec::new() };
     let levels = pyramid(&image, 5);
     let sizes: Vec<_> = levels.iter().map(|l| (l.width, l.height)).collect();
     assert_eq!(sizes, [(5, 3), (2, 1)]);

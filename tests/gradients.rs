@@ -34,7 +34,7 @@ fn scene() -> (Trainer, Vec<Ray>, Vec<Sample>) {
     let n = frame.n_rays * frame.samples_per_ray;
     let mut encoder = trainer.gpu.device.create_command_encoder(&Default::default());
     dispatch(&mut encoder, "rays", &trainer.pipelines.rays, &trainer.bind_groups.rays, frame.n_rays, 64);
-    dispatch(&mut encoder, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n, 64);
+    trainer.encode_samples(&mut encoder, n);
     trainer.gpu.queue.submit([encoder.finish()]);
     let rays = trainer.gpu.read(&trainer.buffers.rays, frame.n_rays as usize).unwrap();
     let samples = trainer.gpu.read(&trainer.buffers.samples, n as usize).unwrap();
@@ -53,7 +53,7 @@ fn random_params(trainer: &Trainer, seed: u64) -> Vec<f64> {
 fn render_backward_matches_finite_differences() {
     let (trainer, rays, samples) = scene();
     let n = trainer.config.train.samples_per_ray as usize;
-    let bg = [1.0, 1.0, 1.0];
+    let bg: Vec<[f64; 3]> = (0..rays.len()).map(|r| [0.1 * (r % 7) as f64, 0.5, 1.0]).collect();
     let mut rng = SplitMix64(3);
     // a field with real occlusion: densities up to ~40 over deltas of ~0.1
     let mut field: Vec<[f64; 4]> = samples
@@ -61,8 +61,8 @@ fn render_backward_matches_finite_differences() {
         .map(|_| [0, 1, 2, 3].map(|k| f64::from(rng.next_f32()) * if k == 3 { 40.0 } else { 1.0 }))
         .collect();
     let inv_count = 1.0 / (3.0 * rays.len() as f64);
-    let loss = |f: &[[f64; 4]]| cpu::mse_loss(&cpu::render_forward(&samples, f, n, bg), &rays, inv_count);
-    let grads = cpu::render_backward(&samples, &field, &rays, n, bg, inv_count);
+    let loss = |f: &[[f64; 4]]| cpu::mse_loss(&cpu::render_forward(&samples, f, n, &bg), &rays, inv_count);
+    let grads = cpu::render_backward(&samples, &field, &rays, n, &bg, inv_count);
     let scale = grads.iter().flatten().fold(0.0f64, |m, g| m.max(g.abs()));
     assert!(scale > 0.0);
     let mut checked = 0;
@@ -91,16 +91,16 @@ fn field_backward_matches_finite_differences() {
     let layout = trainer.layout.clone();
     let octree: &Octree = &trainer.octree;
     let n = trainer.config.train.samples_per_ray as usize;
-    let bg = [1.0, 1.0, 1.0];
+    let bg: Vec<[f64; 3]> = (0..rays.len()).map(|r| [0.1 * (r % 7) as f64, 0.5, 1.0]).collect();
     let max_density = f64::from(trainer.config.field.max_density);
     let inv_count = 1.0 / (3.0 * rays.len() as f64);
     let mut params = random_params(&trainer, 17);
     let loss = |p: &[f64]| {
         let field = cpu::field_forward(&layout, p, octree, &samples, &rays, max_density);
-        cpu::mse_loss(&cpu::render_forward(&samples, &field, n, bg), &rays, inv_count)
+        cpu::mse_loss(&cpu::render_forward(&samples, &field, n, &bg), &rays, inv_count)
     };
     let field = cpu::field_forward(&layout, &params, octree, &samples, &rays, max_density);
-    let sample_grads = cpu::render_backward(&samples, &field, &rays, n, bg, inv_count);
+    let sample_grads = cpu::render_backward(&samples, &field, &rays, n, &bg, inv_count);
     let grads = cpu::field_backward(&layout, &params, octree, &samples, &rays, &sample_grads, max_density);
     let scale = grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
     assert!(scale > 0.0);

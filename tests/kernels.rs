@@ -65,7 +65,7 @@ fn rays_match_reference() {
         for k in 0..4 {
             assert!((g.target_rgb[k] - c.target_rgb[k]).abs() < 1e-6, "target {g:?} vs {c:?}");
         }
-        assert_eq!(g.pixel, c.pixel);
+        assert_eq!((g.pixel, g.background), (c.pixel, c.background));
         assert!((g.pixel_radius - c.pixel_radius).abs() < 1e-7);
         valid += (c.far > c.near) as u32;
     }
@@ -86,11 +86,9 @@ fn samples_and_level_choice_match_reference() {
     let (trainer, frame, _) = prepared(2);
     let rays = run_rays(&trainer, &frame);
     let n = (frame.n_rays * frame.samples_per_ray) as usize;
-    encode(&trainer, |e| {
-        dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n as u32, 64)
-    });
+    encode(&trainer, |e| trainer.encode_samples(e, n as u32));
     let gpu_samples: Vec<Sample> = trainer.gpu.read(&trainer.buffers.samples, n).unwrap();
-    let cpu_samples = cpu::samples(&frame, &rays, &trainer.octree);
+    let cpu_samples = cpu::samples(&frame, &rays, &trainer.octree, &[], 0.0);
     let mut mismatched = 0;
     let mut per_depth = vec![0usize; 4];
     for (g, c) in gpu_samples.iter().zip(&cpu_samples) {
@@ -123,7 +121,7 @@ fn forward_samples(trainer: &Trainer, frame: &Frame) -> (Vec<Ray>, Vec<Sample>) 
     let rays = run_rays(trainer, frame);
     let n = frame.n_rays * frame.samples_per_ray;
     encode(trainer, |e| {
-        dispatch(e, "samples", &trainer.pipelines.samples, &trainer.bind_groups.samples, n, 64);
+        trainer.encode_samples(e, n);
         dispatch(e, "field", &trainer.pipelines.field_forward, &trainer.bind_groups.field_forward, n, 64);
         dispatch(e, "render", &trainer.pipelines.render, &trainer.bind_groups.render, frame.n_rays, 64);
     });
@@ -149,8 +147,9 @@ fn field_forward_and_render_match_reference() {
 
     // render from the GPU's own field outputs, so only the compositing is compared
     let field64: Vec<[f64; 4]> = gpu_field.iter().map(|f| f.map(f64::from)).collect();
-    let bg = frame.background.map(f64::from);
-    let cpu_render = cpu::render_forward(&samples, &field64, frame.samples_per_ray as usize, bg);
+    let bg = cpu::ray_backgrounds(&frame, &rays);
+    assert!(bg.iter().any(|b| b[0] != 1.0), "training rays get random backgrounds");
+    let cpu_render = cpu::render_forward(&samples, &field64, frame.samples_per_ray as usize, &bg);
     let gpu_render: Vec<RayResult> = trainer.gpu.read(&trainer.buffers.results, frame.n_rays as usize).unwrap();
     for (g, c) in gpu_render.iter().zip(&cpu_render) {
         assert!(cpu::results_close(g, c, 2e-5), "render {g:?} vs {c:?}");
@@ -159,8 +158,14 @@ fn field_forward_and_render_match_reference() {
     let gpu_loss: f64 = gpu_render.iter().map(|r| f64::from(r.loss)).sum::<f64>() * f64::from(frame.inv_count);
     assert!((cpu_loss - gpu_loss).abs() <= 1e-5 * cpu_loss, "loss {gpu_loss} vs {cpu_loss}");
 
-    let cpu_grads =
-        cpu::render_backward(&samples, &field64, &rays, frame.samples_per_ray as usize, bg, f64::from(frame.inv_count));
+    let cpu_grads = cpu::render_backward(
+        &samples,
+        &field64,
+        &rays,
+        frame.samples_per_ray as usize,
+        &bg,
+        f64::from(frame.inv_count),
+    );
     let gpu_grads: Vec<[f32; 4]> = trainer.gpu.read(&trainer.buffers.sample_grads, n).unwrap();
     let g: Vec<f64> = gpu_grads.iter().flatten().map(|&v| f64::from(v)).collect();
     let c: Vec<f64> = cpu_grads.iter().flatten().copied().collect();
@@ -244,4 +249,72 @@ fn adam_matches_reference() {
         assert!((gpu_moments[i][0] - moments[i][0]).abs() <= 1e-6 && (gpu_moments[i][1] - moments[i][1]).abs() <= 1e-6);
     }
     assert!(gpu_grads.iter().all(|&g| g == 0.0), "Adam clears the gradients");
+}
+
+#[test]
+fn occupancy_update_matches_reference() {
+    let (trainer, mut frame, _) = prepared(6);
+    let params: Vec<f64> = randomize_params(&trainer, 13).into_iter().map(f64::from).collect();
+    frame.occ_resolution = 16;
+    frame.occ_decay = 0.5;
+    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let cells = 16 * 16 * 16;
+    let old: Vec<f32> = (0..cells).map(|i| (i % 7) as f32).collect();
+    trainer.gpu.write(&trainer.buffers.occupancy, &old);
+    encode(&trainer, |e| {
+        dispatch(e, "occupancy", &trainer.pipelines.occupancy, &trainer.bind_groups.occupancy, cells as u32, 64);
+        dispatch(e, "mean", &trainer.pipelines.occupancy_mean, &trainer.bind_groups.occupancy_mean, 256, 256);
+    });
+    let gpu_grid: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, cells).unwrap();
+    let cpu_grid = cpu::occupancy_update(&frame, &trainer.layout, &params, &trainer.octree, &old);
+    for (g, c) in gpu_grid.iter().zip(&cpu_grid) {
+        assert!((f64::from(*g) - c).abs() <= 1e-4 * (1.0 + c.abs()), "cell {g} vs {c}");
+    }
+    assert!(cpu_grid.iter().zip(&old).any(|(c, o)| *c > f64::from(*o) * 0.5), "some cells take the new density");
+    let mean: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy_mean, 1).unwrap();
+    let cpu_mean = cpu_grid.iter().sum::<f64>() / cells as f64;
+    assert!((f64::from(mean[0]) - cpu_mean).abs() <= 1e-4 * cpu_mean, "mean {} vs {cpu_mean}", mean[0]);
+}
+
+#[test]
+fn occupancy_skips_empty_cells_and_compacts_the_rest() {
+    let (trainer, mut frame, _) = prepared(7);
+    let rays = run_rays(&trainer, &frame);
+    let res = trainer.config.train.occupancy_resolution;
+    let mut rng = infnerf::field::SplitMix64(5);
+    // a blob of dense cells in a grid of mostly empty ones
+    let grid: Vec<f32> = (0..res * res * res)
+        .map(|c| {
+            let (x, y, z) = (c % res, (c / res) % res, c / (res * res));
+            let inside = [x, y, z].iter().all(|&v| v > res / 4 && v < 3 * res / 4);
+            if inside {
+                5.0 + rng.next_f32()
+            } else {
+                0.01 * rng.next_f32()
+            }
+        })
+        .collect();
+    let mean = grid.iter().sum::<f32>() / grid.len() as f32;
+    trainer.gpu.write(&trainer.buffers.occupancy, &grid);
+    trainer.gpu.write(&trainer.buffers.occupancy_mean, &[mean]);
+    frame.occ_skip = 1;
+    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let n = (frame.n_rays * frame.samples_per_ray) as usize;
+    encode(&trainer, |e| trainer.encode_samples(e, n as u32));
+    let gpu_samples: Vec<Sample> = trainer.gpu.read(&trainer.buffers.samples, n).unwrap();
+    let cpu_samples = cpu::samples(&frame, &rays, &trainer.octree, &grid, mean);
+    let mismatched = gpu_samples.iter().zip(&cpu_samples).filter(|(g, c)| g.node != c.node).count();
+    assert!(mismatched * 1000 <= n, "{mismatched} of {n} samples differ");
+    let active: Vec<u32> = (0..n as u32).filter(|&s| gpu_samples[s as usize].node != cpu::NO_NODE).collect();
+    assert!(!active.is_empty() && active.len() < n / 2, "{} of {n} active", active.len());
+
+    let count: Vec<u32> = trainer.gpu.read(&trainer.buffers.active_count, 1).unwrap();
+    assert_eq!(count[0] as usize, active.len());
+    let list: Vec<u32> = trainer.gpu.read(&trainer.buffers.active_list, active.len()).unwrap();
+    let mut sorted = list.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, active, "the list holds exactly the active samples");
+    // each workgroup's samples stay in order (rays stay contiguous for the backward's runs)
+    let ordered_pairs = list.windows(2).filter(|w| w[0] / 64 == w[1] / 64).all(|w| w[0] < w[1]);
+    assert!(ordered_pairs);
 }

@@ -14,7 +14,7 @@ fn pattern(width: u32, height: u32, phase: f32) -> Image {
             }
         }
     }
-    Image { width, height, rgb }
+    Image { width, height, rgb, alpha: Vec::new() }
 }
 
 /// Adds deterministic pseudo-random noise of amplitude `amp`, clamped to [0,1].

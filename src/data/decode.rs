@@ -39,11 +39,16 @@ pub(crate) fn decode_image(path: &Path, background: [f32; 3]) -> Result<Image, D
     let rgba = reader.decode().map_err(decode_error)?.into_rgba32f();
     let (width, height) = rgba.dimensions();
     let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+    let mut alpha = Vec::with_capacity(width as usize * height as usize);
     for pixel in rgba.pixels() {
         let [r, g, b, a] = pixel.0.map(|v| v.clamp(0.0, 1.0));
+        alpha.push(a);
         for (c, bg) in [r, g, b].into_iter().zip(background) {
             rgb.push(c * a + bg * (1.0 - a));
         }
     }
-    Ok(Image { width, height, rgb })
+    if alpha.iter().all(|&a| a == 1.0) {
+        alpha.clear();
+    }
+    Ok(Image { width, height, rgb, alpha })
 }

@@ -27,6 +27,9 @@ pub struct Image {
     pub height: u32,
     /// `width * height * 3` floats, row-major, RGB interleaved.
     pub rgb: Vec<f32>,
+    /// `width * height` coverage values of the photo's alpha channel; empty for opaque images.
+    /// Training uses it to put random backgrounds behind transparent pixels.
+    pub alpha: Vec<f32>,
 }
 
 /// A pinhole camera with optional OpenCV radial-tangential distortion.

@@ -29,7 +29,17 @@ fn downsample(image: &Image) -> Option<Image> {
             }
         }
     }
-    Some(Image { width, height, rgb })
+    let mut alpha = Vec::new();
+    if !image.alpha.is_empty() {
+        let w = image.width as usize;
+        for y in 0..height as usize {
+            for x in 0..width as usize {
+                let at = |dx: usize, dy: usize| image.alpha[(2 * y + dy) * w + 2 * x + dx];
+                alpha.push(0.25 * (at(0, 0) + at(1, 0) + at(0, 1) + at(1, 1)));
+            }
+        }
+    }
+    Some(Image { width, height, rgb, alpha })
 }
 
 /// The camera for pyramid level `level`: pixel coordinates scale by 1/2^l (pixel centres at i + 0.5 stay

@@ -27,7 +27,12 @@ pub struct Frame {
     pub max_density: f32,
     pub ray_offset: u32,
     pub view: u32,
-    pub _pad: u32,
+    pub occ_resolution: u32,
+    pub occ_threshold: f32,
+    pub occ_decay: f32,
+    /// 1 once the grid is trusted to skip empty space
+    pub occ_skip: u32,
+    pub random_background: u32,
 }
 
 #[repr(C)]
@@ -41,7 +46,9 @@ pub struct Ray {
     pub target_rgb: [f32; 4],
     pub pixel_radius: f32,
     pub pixel: u32,
-    pub _pad: [u32; 2],
+    /// training background behind the ray, RGBA8
+    pub background: u32,
+    pub _pad: u32,
 }
 
 #[repr(C)]
@@ -62,7 +69,9 @@ pub struct RayResult {
     pub opacity: f32,
     pub depth: f32,
     pub loss: f32,
-    pub _pad: [f32; 2],
+    /// samples the field evaluated (not skipped as empty space)
+    pub active: f32,
+    pub _pad: f32,
 }
 
 #[repr(C)]

@@ -19,6 +19,8 @@ pub enum Pass {
     FieldBackward,
     Adam,
     LossStats,
+    Occupancy,
+    OccupancyMean,
 }
 
 impl Pass {
@@ -31,6 +33,8 @@ impl Pass {
             Pass::FieldBackward => "field_backward",
             Pass::Adam => "adam",
             Pass::LossStats => "loss_stats",
+            Pass::Occupancy => "occupancy",
+            Pass::OccupancyMean => "occupancy_mean",
         }
     }
 
@@ -43,6 +47,8 @@ impl Pass {
             Pass::FieldBackward => include_str!("../../shaders/field_backward.wgsl"),
             Pass::Adam => include_str!("../../shaders/adam.wgsl"),
             Pass::LossStats => include_str!("../../shaders/loss_stats.wgsl"),
+            Pass::Occupancy => include_str!("../../shaders/occupancy.wgsl"),
+            Pass::OccupancyMean => include_str!("../../shaders/occupancy_mean.wgsl"),
         }
     }
 }
@@ -70,10 +76,10 @@ impl KernelShape {
     pub fn source(&self, pass: Pass) -> String {
         let mut source = self.header();
         source.push_str(COMMON);
-        if matches!(pass, Pass::Samples | Pass::FieldForward | Pass::FieldBackward) {
+        if matches!(pass, Pass::Samples | Pass::FieldForward | Pass::FieldBackward | Pass::Occupancy) {
             source.push_str(OCTREE);
         }
-        if matches!(pass, Pass::FieldForward | Pass::FieldBackward) {
+        if matches!(pass, Pass::FieldForward | Pass::FieldBackward | Pass::Occupancy) {
             source.push_str(FIELD);
         }
         if pass == Pass::FieldBackward {

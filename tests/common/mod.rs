@@ -52,7 +52,9 @@ pub fn random_dataset(views: usize, size: u32, seed: u64) -> Dataset {
     let make = |rng: &mut SplitMix64, i: usize| {
         let a = i as f32 * 2.4 + 0.3;
         let position = [2.2 * a.cos(), 0.8 + 0.3 * (i as f32).sin(), 2.2 * a.sin()];
-        let image = Image { width: size, height: size, rgb: (0..size * size * 3).map(|_| rng.next_f32()).collect() };
+        let rgb = (0..size * size * 3).map(|_| rng.next_f32()).collect();
+        let alpha = (0..size * size).map(|i| if i % 3 == 0 { rng.next_f32() } else { 1.0 }).collect();
+        let image = Image { width: size, height: size, rgb, alpha };
         View { name: format!("view{i}"), camera: look_at(position, size, size as f32 * 1.2), image }
     };
     let train = (0..views).map(|i| make(&mut rng, i)).collect();

@@ -110,9 +110,20 @@ pub fn rays(frame: &Frame, cameras: &[GpuCamera], patches: &[Patch], offsets: &[
             let near = tmin.max(0.0);
             let mut far = tmax.max(near);
             let mut target = [0.0; 4];
+            let mut background = 0;
             if inside && frame.training != 0 {
                 let off = offsets[(view * frame.pyramid_levels + level) as usize];
-                let c = unpack(pixels[(off + py * width + px) as usize]);
+                let packed = pixels[(off + py * width + px) as usize];
+                let mut c = unpack(packed);
+                if frame.random_background != 0 {
+                    let bg = [0, 1, 2].map(|k| pcg(frame.seed ^ (3 * r + k)) & 255);
+                    background = bg[0] | (bg[1] << 8) | (bg[2] << 16);
+                    let transparency = 1.0 - (packed >> 24) as f32 * (1.0 / 255.0);
+                    let new_bg = unpack(background);
+                    for k in 0..3 {
+                        c[k] += (new_bg[k] - frame.background[k]) * transparency;
+                    }
+                }
                 target = [c[0], c[1], c[2], 1.0];
             }
             if !inside {
@@ -126,14 +137,15 @@ pub fn rays(frame: &Frame, cameras: &[GpuCamera], patches: &[Patch], offsets: &[
                 target_rgb: target,
                 pixel_radius: (0.5 / k[0]) as f32,
                 pixel: py * width + px,
-                _pad: [0; 2],
+                background,
+                _pad: 0,
             }
         })
         .collect()
 }
 
 /// samples.wgsl (f32 arithmetic in the same order, so node choices match exactly)
-pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree) -> Vec<Sample> {
+pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], occupancy_mean: f32) -> Vec<Sample> {
     let n = frame.samples_per_ray;
     (0..frame.n_rays * n)
         .map(|s| {
@@ -152,6 +164,15 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree) -> Vec<Sample> {
                 sample.pos = [0, 1, 2].map(|k| (ray.origin[k] + sample.t * ray.dir[k]).clamp(-1.0, 1.0));
                 let radius = sample.t * ray.pixel_radius * (v - 0.5).exp2();
                 sample.node = octree.level_node(sample.pos, radius, frame.cut);
+                if frame.occ_skip != 0 {
+                    let res = frame.occ_resolution;
+                    let cell =
+                        sample.pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
+                    let threshold = (frame.occ_threshold / sample.delta).min(occupancy_mean);
+                    if occupancy[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < threshold {
+                        sample.node = NO_NODE;
+                    }
+                }
             }
             sample
         })
@@ -299,17 +320,31 @@ pub fn field_forward(
         .collect()
 }
 
+/// The background each ray is rendered on (random per ray in training, see rays.wgsl).
+pub fn ray_backgrounds(frame: &Frame, rays: &[Ray]) -> Vec<[f64; 3]> {
+    rays.iter()
+        .map(|r| {
+            if frame.training != 0 && frame.random_background != 0 {
+                unpack(r.background).map(f64::from)
+            } else {
+                frame.background.map(f64::from)
+            }
+        })
+        .collect()
+}
+
 /// render.wgsl forward: per ray (colour, opacity, depth).
 pub fn render_forward(
     samples: &[Sample],
     field: &[[f64; 4]],
     n: usize,
-    background: [f64; 3],
+    backgrounds: &[[f64; 3]],
 ) -> Vec<([f64; 3], f64, f64)> {
     field
         .chunks(n)
         .zip(samples.chunks(n))
-        .map(|(f, s)| {
+        .zip(backgrounds)
+        .map(|((f, s), background)| {
             let mut t = 1.0;
             let mut rgb = [0.0; 3];
             let mut depth = 0.0;
@@ -345,10 +380,10 @@ pub fn render_backward(
     field: &[[f64; 4]],
     rays: &[Ray],
     n: usize,
-    background: [f64; 3],
+    backgrounds: &[[f64; 3]],
     inv_count: f64,
 ) -> Vec<[f64; 4]> {
-    let colours = render_forward(samples, field, n, background);
+    let colours = render_forward(samples, field, n, backgrounds);
     let mut grads = vec![[0.0; 4]; field.len()];
     for (r, ray) in rays.iter().enumerate() {
         let colour = colours[r].0;
@@ -478,4 +513,25 @@ pub fn results_close(a: &RayResult, b: &([f64; 3], f64, f64), tol: f64) -> bool 
     (0..3).all(|k| (f64::from(a.rgb[k]) - b.0[k]).abs() <= tol)
         && (f64::from(a.opacity) - b.1).abs() <= tol
         && (f64::from(a.depth) - b.2).abs() <= tol * (1.0 + b.2.abs())
+}
+
+/// Density alone at a node-local point (occupancy.wgsl).
+pub fn field_density(layout: &FieldLayout, params: &[f64], node: u32, local: [f64; 3], max_density: f64) -> f64 {
+    field_eval(layout, params, node, local, [0.0, 0.0, 1.0], max_density).sigma
+}
+
+/// occupancy.wgsl: max(old * decay, density at a jittered point of each cell).
+pub fn occupancy_update(frame: &Frame, layout: &FieldLayout, params: &[f64], octree: &Octree, old: &[f32]) -> Vec<f64> {
+    let res = frame.occ_resolution;
+    (0..res * res * res)
+        .map(|cell| {
+            let c = [cell % res, (cell / res) % res, cell / (res * res)];
+            let jitter = [30, 31, 32].map(|stream| rand01(frame.seed, stream, cell));
+            let pos = [0, 1, 2].map(|k| (c[k] as f32 + jitter[k]) * (2.0 / res as f32) - 1.0);
+            let node = octree.level_node(pos, 0.0, frame.cut);
+            let sigma =
+                field_density(layout, params, node, node_local(octree, node, pos), f64::from(frame.max_density));
+            (f64::from(old[cell as usize]) * f64::from(frame.occ_decay)).max(sigma)
+        })
+        .collect()
 }

@@ -1,0 +1,22 @@
+// Occupancy-grid update (SPEC §5): each cell takes the density at a random point inside it, from the
+// deepest node there, and keeps the maximum of that and its decayed old value.
+
+@group(0) @binding(0) var<uniform> frame: Frame;
+@group(0) @binding(2) var<storage, read> nodes: array<Node>;
+@group(0) @binding(4) var<storage, read> params: array<f32>;
+@group(0) @binding(6) var<storage, read_write> occupancy: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let cell = flat_index(wg, nwg, local, 64u);
+    let res = frame.occ_resolution;
+    if cell >= res * res * res {
+        return;
+    }
+    let c = vec3<u32>(cell % res, (cell / res) % res, cell / (res * res));
+    let jitter = vec3<f32>(rand01(frame.seed, 30u, cell), rand01(frame.seed, 31u, cell), rand01(frame.seed, 32u, cell));
+    let pos = (vec3<f32>(c) + jitter) * (2.0 / f32(res)) - vec3<f32>(1.0);
+    let node = level_node(pos, 0.0, frame.cut);
+    let sigma = sanitize(field_density(node * NODE_PARAMS, node_local(nodes[node], pos)));
+    occupancy[cell] = max(occupancy[cell] * frame.occ_decay, sigma);
+}
