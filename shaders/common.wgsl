@@ -32,7 +32,15 @@ struct Frame {
     occ_skip: u32,
     // 1: training rays see a random background where the photo is transparent
     random_background: u32,
+    // which of the OCC_PHASES subsets of cells this step's occupancy update visits
+    occ_phase: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
+
+// The occupancy grid is refreshed a quarter at a time.
+const OCC_PHASES: u32 = 4u;
 
 struct Ray {
     origin: vec3<f32>,

@@ -1,5 +1,6 @@
-// Occupancy-grid update (SPEC §5): each cell takes the density at a random point inside it, from the
-// deepest node there, and keeps the maximum of that and its decayed old value.
+// Occupancy-grid update (SPEC §5): a cell takes the density at a random point inside it, from the
+// deepest node there, and keeps the maximum of that and its decayed old value. Each update visits one
+// of OCC_PHASES interleaved subsets of the cells (frame.step picks which), to spread the cost.
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(2) var<storage, read> nodes: array<Node>;
@@ -8,8 +9,8 @@
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let cell = flat_index(wg, nwg, local, 64u);
     let res = frame.occ_resolution;
+    let cell = flat_index(wg, nwg, local, 64u) * OCC_PHASES + frame.occ_phase;
     if cell >= res * res * res {
         return;
     }

@@ -2,7 +2,7 @@
 
 use crate::gpu::{Gpu, GpuOptions};
 use crate::run::{data_dir, load_config, load_data};
-use crate::trainer::{dispatch, Trainer};
+use crate::trainer::{dispatch, Trainer, OCC_PHASES};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -26,7 +26,8 @@ pub struct BenchReport {
     pub achieved_gbps: f64,
     pub copy_gbps: f64,
     pub bandwidth_fraction: f64,
-    /// Multiply-adds of the decoders per sample, forward + backward (recomputed forward included).
+    /// Decoder FLOPs per sample, forward + backward (recomputed forward included), averaged over all
+    /// samples (skipped ones cost none).
     pub mlp_flops_per_sample: f64,
     pub mlp_gflops: f64,
     /// Milliseconds per pass of one step run pass by pass (each followed by a wait).
@@ -47,7 +48,9 @@ pub fn bench(
     let gpu = Arc::new(Gpu::new(gpu_options)?);
     let copy_gbps = copy_bandwidth(&gpu)?;
     let mut trainer = Trainer::new(gpu.clone(), config, &dataset)?;
-    for _ in 0..3 {
+    // untimed warm-up past the occupancy grid's warm-up, so the timing sees steady-state skipping
+    let warmup = trainer.config.train.occupancy_warmup + 2 * trainer.config.train.occupancy_update_every * OCC_PHASES;
+    for _ in 0..warmup.max(3) {
         trainer.step()?;
     }
     trainer.read_stats()?;
@@ -67,9 +70,10 @@ pub fn bench(
     let rays_per_step = f64::from(trainer.max_rays);
     let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray);
     let samples_per_s = f64::from(steps) * samples_per_step / elapsed;
-    let bytes = bytes_per_sample(&trainer, samples_per_step);
+    let active = (last_stats.active_samples / samples_per_step).clamp(0.0, 1.0);
+    let bytes = bytes_per_sample(&trainer, samples_per_step, active);
     let achieved_gbps = samples_per_s * bytes / 1e9;
-    let flops = mlp_flops_per_sample(&trainer);
+    let flops = active * mlp_flops_per_sample(&trainer);
     Ok(BenchReport {
         adapter: gpu.info.name.clone(),
         backend: format!("{:?}", gpu.info.backend),
@@ -90,23 +94,25 @@ pub fn bench(
     })
 }
 
-/// What one sample must move through memory in one step, f32 everywhere:
-/// sample records written and read by each pass, the hash corners gathered forward and again in the
-/// recomputed backward, scattered read-modify-write gradients, the decoder-gradient atomics per
-/// workgroup run, and the optimizer's traffic shared over the step's samples.
-pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64) -> f64 {
+/// What one sample must move through memory in one step, f32 everywhere, averaged over all samples of
+/// which the fraction `active` is not skipped as empty space: for every sample its record written,
+/// read by the render pass and its gradient written; for active ones the hash corners gathered forward
+/// and again in the recomputed backward, scattered read-modify-write gradients, the decoder-gradient
+/// atomics per workgroup run; and the optimizer's traffic shared over the step's samples.
+pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -> f64 {
     let l = &trainer.layout;
     let s = f64::from(trainer.config.train.samples_per_ray);
     let ray_record = 64.0 / s;
     let sample = 32.0;
     let corners = f64::from(l.hash_levels) * 8.0 * 2.0 * 4.0;
-    let samples_pass = sample + ray_record;
-    let forward = sample + ray_record + corners + 16.0;
+    let samples_pass = sample + ray_record + active * 4.0;
+    let forward = active * (4.0 + sample + ray_record + corners + 16.0);
     let render = 16.0 + sample + 16.0;
-    let backward = sample + 16.0 + ray_record + corners + 2.0 * corners;
-    let decoder_atomics = f64::from(l.mlp_params()) * 8.0 / f64::from(trainer.shape.backward_workgroup);
+    let backward = active * (4.0 + sample + 16.0 + ray_record + corners + 2.0 * corners);
+    let decoder_atomics = active * f64::from(l.mlp_params()) * 8.0 / f64::from(trainer.shape.backward_workgroup);
     let nodes = trainer.octree.nodes.len() as f64;
-    let touched_hash = (samples_per_step * f64::from(l.hash_levels) * 16.0).min(nodes * f64::from(l.hash_params));
+    let touched_hash =
+        (active * samples_per_step * f64::from(l.hash_levels) * 16.0).min(nodes * f64::from(l.hash_params));
     let touched = touched_hash + nodes * f64::from(l.mlp_params());
     let adam = (f64::from(trainer.n_params) * 4.0 + touched * 28.0) / samples_per_step;
     samples_pass + forward + render + backward + decoder_atomics + adam

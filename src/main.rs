@@ -110,9 +110,15 @@ fn execute(cli: Cli) -> Result<()> {
     let gpu = GpuOptions { adapter: cli.adapter, ..Default::default() };
     match cli.command {
         None => {
-            // No viewer yet: train the bundled scene headless.
-            let report =
-                run::train(&TrainRequest { out: "runs/default".into(), gpu, progress: true, ..Default::default() })?;
+            // No viewer yet: a two-minute headless demo on the bundled scene.
+            let request = TrainRequest {
+                out: "runs/default".into(),
+                max_seconds: Some(120.0),
+                gpu,
+                progress: true,
+                ..Default::default()
+            };
+            let report = run::train(&request)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Train(a)) => {

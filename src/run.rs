@@ -1,7 +1,7 @@
 //! Headless runs behind the command line: train, eval and bench.
 
 use crate::config::Config;
-use crate::data::{load_dataset, Dataset, LoadOptions, View};
+use crate::data::{load_dataset, Dataset, Image, LoadOptions, View};
 use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{load_checkpoint, save_checkpoint, write_atomic, MetricsLog};
 use crate::metrics::{mse, psnr, ssim};
@@ -169,7 +169,8 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
     }
     save_trainer_checkpoint(&trainer, &request.out)?;
     let (split, views) = eval_split(&dataset);
-    let report = evaluate(&trainer, views, split, request.eval_views, seconds)?;
+    let renders = request.out.join("renders");
+    let report = evaluate(&trainer, views, split, request.eval_views, seconds, Some(&renders))?;
     write_atomic(&request.out.join("eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
 }
@@ -206,6 +207,7 @@ pub fn evaluate(
     split: &str,
     limit: Option<usize>,
     seconds: f64,
+    renders: Option<&Path>,
 ) -> Result<EvalReport> {
     let chosen = evenly_spaced(views.len(), limit);
     if chosen.is_empty() {
@@ -217,6 +219,9 @@ pub fn evaluate(
         let rendered = trainer.render(&view.camera, trainer.config.field.max_depth)?;
         psnr_sum += psnr(mse(&rendered.rgb.rgb, &view.image.rgb));
         ssim_sum += ssim(&rendered.rgb, &view.image);
+        if let Some(dir) = renders.filter(|_| i == chosen[0] || chosen.len() < 4 || i == chosen[chosen.len() / 2]) {
+            save_comparison(&dir.join(format!("{split}_{i:03}.png")), &view.image, &rendered.rgb)?;
+        }
     }
     let n = chosen.len() as f64;
     Ok(EvalReport {
@@ -227,6 +232,30 @@ pub fn evaluate(
         steps: trainer.step,
         seconds,
     })
+}
+
+/// Ground truth | render | 4x absolute error, side by side, as a PNG (written atomically).
+fn save_comparison(path: &Path, truth: &Image, render: &Image) -> Result<()> {
+    let (w, h) = (truth.width, truth.height);
+    let mut out = image::RgbImage::new(3 * w, h);
+    let byte = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+    for y in 0..h {
+        for x in 0..w {
+            let i = 3 * (y * w + x) as usize;
+            let t = [0, 1, 2].map(|c| truth.rgb[i + c]);
+            let r = [0, 1, 2].map(|c| render.rgb[i + c]);
+            out.put_pixel(x, y, image::Rgb(t.map(byte)));
+            out.put_pixel(w + x, y, image::Rgb(r.map(byte)));
+            out.put_pixel(2 * w + x, y, image::Rgb([0, 1, 2].map(|c| byte(4.0 * (t[c] - r[c]).abs()))));
+        }
+    }
+    let mut png = Vec::new();
+    out.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_atomic(path, &png).with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
 }
 
 /// `k` indices spread evenly over 0..n (the first is 0).
@@ -313,7 +342,7 @@ pub fn eval_checkpoint(
     };
     let trainer = load_trainer(checkpoint, &dataset, Arc::new(Gpu::new(gpu)?))?;
     let started = Instant::now();
-    let mut report = evaluate(&trainer, chosen, split, views, 0.0)?;
+    let mut report = evaluate(&trainer, chosen, split, views, 0.0, None)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

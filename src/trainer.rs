@@ -247,6 +247,8 @@ impl Trainer {
             occ_decay: t.occupancy_decay,
             occ_skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
             random_background: u32::from(self.config.data.random_background),
+            occ_phase: (step / t.occupancy_update_every) % OCC_PHASES,
+            _pad: [0; 3],
         }
     }
 
@@ -314,6 +316,7 @@ impl Trainer {
         t.occupancy_resolution > 0 && step.is_multiple_of(t.occupancy_update_every)
     }
 
+    /// Cells of the occupancy grid (each update visits 1 / OCC_PHASES of them).
     pub fn occupancy_cells(&self) -> u32 {
         self.config.train.occupancy_resolution.pow(3)
     }
@@ -324,7 +327,7 @@ impl Trainer {
             "occupancy",
             &self.pipelines.occupancy,
             &self.bind_groups.occupancy,
-            self.occupancy_cells(),
+            self.occupancy_cells().div_ceil(OCC_PHASES),
             64,
         );
         dispatch(encoder, "occupancy mean", &self.pipelines.occupancy_mean, &self.bind_groups.occupancy_mean, 256, 256);
@@ -557,6 +560,9 @@ pub fn dispatch(
     let (x, y) = dispatch_size(threads, workgroup);
     pass.dispatch_workgroups(x, y, 1);
 }
+
+/// The occupancy grid is refreshed in this many interleaved parts, one per update (occupancy.wgsl).
+pub const OCC_PHASES: u32 = 4;
 
 /// Per-step RNG seed for the kernels (the CPU reference derives the same).
 pub fn step_seed(seed: u64, step: u32) -> u32 {

@@ -257,12 +257,14 @@ fn occupancy_update_matches_reference() {
     let params: Vec<f64> = randomize_params(&trainer, 13).into_iter().map(f64::from).collect();
     frame.occ_resolution = 16;
     frame.occ_decay = 0.5;
+    frame.occ_phase = 3;
     trainer.gpu.write(&trainer.buffers.frame, &[frame]);
     let cells = 16 * 16 * 16;
     let old: Vec<f32> = (0..cells).map(|i| (i % 7) as f32).collect();
     trainer.gpu.write(&trainer.buffers.occupancy, &old);
     encode(&trainer, |e| {
-        dispatch(e, "occupancy", &trainer.pipelines.occupancy, &trainer.bind_groups.occupancy, cells as u32, 64);
+        let visited = (cells as u32).div_ceil(infnerf::trainer::OCC_PHASES);
+        dispatch(e, "occupancy", &trainer.pipelines.occupancy, &trainer.bind_groups.occupancy, visited, 64);
         dispatch(e, "mean", &trainer.pipelines.occupancy_mean, &trainer.bind_groups.occupancy_mean, 256, 256);
     });
     let gpu_grid: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, cells).unwrap();

@@ -46,6 +46,7 @@ fn training_raises_test_psnr_and_writes_every_output() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert!(lines.len() >= 2);
+    assert!(out.join("renders/test_000.png").exists(), "evaluation writes comparison images");
     for key in ["step", "elapsed_s", "loss_total", "psnr_train", "rays", "samples", "lr"] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
     }

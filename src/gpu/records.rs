@@ -33,6 +33,8 @@ pub struct Frame {
     /// 1 once the grid is trusted to skip empty space
     pub occ_skip: u32,
     pub random_background: u32,
+    pub occ_phase: u32,
+    pub _pad: [u32; 3],
 }
 
 #[repr(C)]

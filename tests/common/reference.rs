@@ -525,6 +525,9 @@ pub fn occupancy_update(frame: &Frame, layout: &FieldLayout, params: &[f64], oct
     let res = frame.occ_resolution;
     (0..res * res * res)
         .map(|cell| {
+            if cell % infnerf::trainer::OCC_PHASES != frame.occ_phase {
+                return f64::from(old[cell as usize]);
+            }
             let c = [cell % res, (cell / res) % res, cell / (res * res)];
             let jitter = [30, 31, 32].map(|stream| rand01(frame.seed, stream, cell));
             let pos = [0, 1, 2].map(|k| (c[k] as f32 + jitter[k]) * (2.0 / res as f32) - 1.0);
