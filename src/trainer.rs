@@ -411,7 +411,7 @@ impl Trainer {
         frame.training = 0;
         frame.cut = cut;
         frame.pyramid_levels = self.pyramid_levels;
-        // the view's camera goes in an extra slot after the training cameras
+        // the view's camera in a buffer of its own, bound in place of the training cameras
         let cameras = self.gpu.storage_init("render camera", bytemuck::bytes_of(&GpuCamera::from(camera)))?;
         let rays_group = self.gpu.bind(
             "render rays",
@@ -454,6 +454,8 @@ impl Trainer {
             offset += n;
         }
         let results: Vec<RayResult> = self.gpu.read(&out, pixels as usize)?;
+        self.gpu.free(out);
+        self.gpu.free(cameras);
         let rgb = results.iter().flat_map(|r| r.rgb).collect();
         Ok(Rendered {
             rgb: Image { width: camera.width, height: camera.height, rgb, alpha: Vec::new() },

@@ -65,10 +65,11 @@ impl Gpu {
     /// A zeroed storage buffer that can be copied to and from.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
         self.check_binding_size(label, size)?;
+        let size = size.max(16);
         self.allocated.fetch_add(size, Ordering::Relaxed);
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: size.max(16),
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
@@ -77,7 +78,7 @@ impl Gpu {
     /// A storage buffer holding `contents`.
     pub fn storage_init(&self, label: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
         self.check_binding_size(label, contents.len() as u64)?;
-        self.allocated.fetch_add(contents.len() as u64, Ordering::Relaxed);
+        self.allocated.fetch_add(contents.len().max(16) as u64, Ordering::Relaxed);
         let padded;
         let contents = if contents.len() < 16 {
             padded = [contents, &[0u8; 16][contents.len()..]].concat();
@@ -90,6 +91,12 @@ impl Gpu {
             contents,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         }))
+    }
+
+    /// Releases a buffer made by `storage` or `storage_init` (and its count in `allocated_bytes`).
+    pub fn free(&self, buffer: wgpu::Buffer) {
+        self.allocated.fetch_sub(buffer.size(), Ordering::Relaxed);
+        buffer.destroy();
     }
 
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str) -> wgpu::Buffer {
