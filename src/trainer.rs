@@ -272,12 +272,18 @@ impl Trainer {
         (patches, valid)
     }
 
-    /// One training step: uploads the patch list and uniforms, records every pass, submits.
-    pub fn step(&mut self) -> Result<()> {
+    /// Draws the patches of step `step` and uploads them with the step's uniforms.
+    pub fn prepare_step(&mut self, step: u32) -> (Frame, Vec<Patch>) {
         let (patches, valid) = self.draw_patches();
-        let frame = self.training_frame(self.step, valid);
+        let frame = self.training_frame(step, valid);
         self.gpu.write(&self.buffers.patches, &patches);
         self.gpu.write(&self.buffers.frame, &[frame]);
+        (frame, patches)
+    }
+
+    /// One training step: uploads the patch list and uniforms, records every pass, submits.
+    pub fn step(&mut self) -> Result<()> {
+        self.prepare_step(self.step);
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
         if self.occupancy_due(self.step) {
@@ -351,10 +357,7 @@ impl Trainer {
 
     /// One training step with a wait after every pass: milliseconds per pass (for `bench`; slow).
     pub fn profile_step(&mut self) -> Result<Vec<(&'static str, f64)>> {
-        let (patches, valid) = self.draw_patches();
-        let frame = self.training_frame(self.step, valid);
-        self.gpu.write(&self.buffers.patches, &patches);
-        self.gpu.write(&self.buffers.frame, &[frame]);
+        self.prepare_step(self.step);
         self.gpu.wait()?;
         let n_rays = self.max_rays;
         let n_samples = n_rays * self.config.train.samples_per_ray;

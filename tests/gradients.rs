@@ -27,10 +27,7 @@ fn scene() -> (Trainer, Vec<Ray>, Vec<Sample>) {
     config.train.patch_size = 4;
     config.train.samples_per_ray = 16;
     let mut trainer = Trainer::new(gpu(), config, &dataset).unwrap();
-    let (patches, valid) = trainer.draw_patches();
-    let frame = trainer.training_frame(3, valid);
-    trainer.gpu.write(&trainer.buffers.patches, &patches);
-    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let (frame, _) = trainer.prepare_step(3);
     let n = frame.n_rays * frame.samples_per_ray;
     let mut encoder = trainer.gpu.device.create_command_encoder(&Default::default());
     dispatch(&mut encoder, "rays", &trainer.pipelines.rays, &trainer.bind_groups.rays, frame.n_rays, 64);

@@ -23,10 +23,7 @@ fn prepared(seed: u64) -> (Trainer, Frame, Vec<Patch>) {
     config.field.max_depth = 2;
     config.field.finest_resolution = 16;
     let mut trainer = Trainer::new(gpu(), config, &dataset).unwrap();
-    let (patches, valid) = trainer.draw_patches();
-    let frame = trainer.training_frame(7, valid);
-    trainer.gpu.write(&trainer.buffers.patches, &patches);
-    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let (frame, patches) = trainer.prepare_step(7);
     (trainer, frame, patches)
 }
 
@@ -220,10 +217,7 @@ fn field_backward_cas_fallback_matches_reference() {
     config.field.finest_resolution = 16;
     let mut trainer = Trainer::new(common::gpu_cas(), config, &dataset).unwrap();
     assert!(!trainer.shape.float_atomics);
-    let (patches, valid) = trainer.draw_patches();
-    let frame = trainer.training_frame(7, valid);
-    trainer.gpu.write(&trainer.buffers.patches, &patches);
-    trainer.gpu.write(&trainer.buffers.frame, &[frame]);
+    let (frame, _) = trainer.prepare_step(7);
     field_backward_matches(trainer, frame);
 }
 
