@@ -155,6 +155,15 @@ fn field_forward_and_render_match_reference() {
     let gpu_loss: f64 = gpu_render.iter().map(|r| f64::from(r.loss)).sum::<f64>() * f64::from(frame.inv_count);
     assert!((cpu_loss - gpu_loss).abs() <= 1e-5 * cpu_loss, "loss {gpu_loss} vs {cpu_loss}");
 
+    // loss_stats.wgsl: the step's loss and evaluated-sample count, summed into the statistics buffer
+    encode(&trainer, |e| {
+        dispatch(e, "stats", &trainer.pipelines.loss_stats, &trainer.bind_groups.loss_stats, 256, 256)
+    });
+    let stats: Vec<f32> = trainer.gpu.read(&trainer.buffers.stats, 3).unwrap();
+    let evaluated = samples.iter().filter(|s| s.node != cpu::NO_NODE).count() as f32;
+    assert!((f64::from(stats[0]) - cpu_loss).abs() <= 1e-5 * cpu_loss, "stats loss {} vs {cpu_loss}", stats[0]);
+    assert_eq!((stats[1], stats[2]), (1.0, evaluated));
+
     let cpu_grads = cpu::render_backward(
         &samples,
         &field64,

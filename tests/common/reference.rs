@@ -414,6 +414,21 @@ pub fn render_backward(
     grads
 }
 
+/// One dense layer y = W x + b (W row-major [out][in] at `w`, b at `b`): adds dL/dW and dL/db for
+/// `d_out` = dL/dy into `grads` and returns dL/dx.
+fn dense_backward(grads: &mut [f64], params: &[f64], w: usize, b: usize, d_out: &[f64], input: &[f64]) -> Vec<f64> {
+    let n_in = input.len();
+    let mut d_in = vec![0.0; n_in];
+    for (k, d) in d_out.iter().enumerate() {
+        grads[b + k] += d;
+        for i in 0..n_in {
+            grads[w + k * n_in + i] += d * input[i];
+            d_in[i] += params[w + k * n_in + i] * d;
+        }
+    }
+    d_in
+}
+
 /// field_backward.wgsl: d loss / d params, given d loss / d (rgb, sigma) per sample.
 pub fn field_backward(
     layout: &FieldLayout,
@@ -425,65 +440,27 @@ pub fn field_backward(
     max_density: f64,
 ) -> Vec<f64> {
     let mut grads = vec![0.0; params.len()];
-    let (h, in1, out1, in3) = (layout.hidden as usize, layout.in1 as usize, layout.out1 as usize, layout.in3 as usize);
     for (s, g) in samples.iter().zip(sample_grads) {
         if s.node == NO_NODE || g.iter().all(|&v| v == 0.0) {
             continue;
         }
         let base = (s.node * layout.node_params) as usize;
-        let p = |i: usize| params[base + i];
         let local = node_local(octree, s.node, s.pos);
         let a = field_eval(layout, params, s.node, local, rays[s.ray as usize].dir.map(f64::from), max_density);
         let d_out4 = [0, 1, 2].map(|c| g[c] * a.rgb[c] * (1.0 - a.rgb[c]));
-        let (w1, b1, w2, b2) =
-            (layout.off_w1 as usize, layout.off_b1 as usize, layout.off_w2 as usize, layout.off_b2 as usize);
-        let (w3, b3, w4, b4) =
-            (layout.off_w3 as usize, layout.off_b3 as usize, layout.off_w4 as usize, layout.off_b4 as usize);
-        let mut d_pre3 = vec![0.0; h];
-        for c in 0..3 {
-            grads[base + b4 + c] += d_out4[c];
-            for j in 0..h {
-                grads[base + w4 + c * h + j] += d_out4[c] * a.pre3[j].max(0.0);
-                d_pre3[j] += p(w4 + c * h + j) * d_out4[c];
-            }
-        }
-        for j in 0..h {
-            if a.pre3[j] <= 0.0 {
-                d_pre3[j] = 0.0;
-            }
-        }
-        let mut d_out1 = vec![0.0; out1];
-        for j in 0..h {
-            grads[base + b3 + j] += d_pre3[j];
-            for i in 0..in3 {
-                grads[base + w3 + j * in3 + i] += d_pre3[j] * a.in3[i];
-                if i < out1 - 1 {
-                    d_out1[i + 1] += p(w3 + j * in3 + i) * d_pre3[j];
-                }
-            }
-        }
-        d_out1[0] = g[3] * a.sigma;
-        let mut d_pre1 = vec![0.0; h];
-        for k in 0..out1 {
-            grads[base + b2 + k] += d_out1[k];
-            for j in 0..h {
-                grads[base + w2 + k * h + j] += d_out1[k] * a.pre1[j].max(0.0);
-                d_pre1[j] += p(w2 + k * h + j) * d_out1[k];
-            }
-        }
-        for j in 0..h {
-            if a.pre1[j] <= 0.0 {
-                d_pre1[j] = 0.0;
-            }
-        }
-        let mut d_in1 = vec![0.0; in1];
-        for j in 0..h {
-            grads[base + b1 + j] += d_pre1[j];
-            for i in 0..in1 {
-                grads[base + w1 + j * in1 + i] += d_pre1[j] * a.in1[i];
-                d_in1[i] += p(w1 + j * in1 + i) * d_pre1[j];
-            }
-        }
+        let o = |offset: u32| base + offset as usize;
+        let relu = |v: &[f64]| v.iter().map(|x| x.max(0.0)).collect::<Vec<f64>>();
+        let relu_mask =
+            |d: Vec<f64>, pre: &[f64]| d.iter().zip(pre).map(|(d, p)| if *p > 0.0 { *d } else { 0.0 }).collect();
+        // colour decoder, then density decoder (d sigma / d raw is sigma: the exp activation)
+        let d_h3 = dense_backward(&mut grads, params, o(layout.off_w4), o(layout.off_b4), &d_out4, &relu(&a.pre3));
+        let d_pre3: Vec<f64> = relu_mask(d_h3, &a.pre3);
+        let d_in3 = dense_backward(&mut grads, params, o(layout.off_w3), o(layout.off_b3), &d_pre3, &a.in3);
+        let mut d_out1 = vec![g[3] * a.sigma];
+        d_out1.extend(&d_in3[..layout.geo as usize]);
+        let d_h1 = dense_backward(&mut grads, params, o(layout.off_w2), o(layout.off_b2), &d_out1, &relu(&a.pre1));
+        let d_pre1: Vec<f64> = relu_mask(d_h1, &a.pre1);
+        let d_in1 = dense_backward(&mut grads, params, o(layout.off_w1), o(layout.off_b1), &d_pre1, &a.in1);
         for (l, (idx, w)) in corners(layout, local).iter().enumerate() {
             for c in 0..8 {
                 grads[base + idx[c]] += w[c] * d_in1[2 * l];
