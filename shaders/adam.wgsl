@@ -1,18 +1,33 @@
 // Pass 6: Adam over every parameter, with one learning rate for the hash tables and one for the
 // decoders (SPEC §4). Entries without gradient this step keep their moments (sparse hash updates).
-// Clears the gradient for the next step.
+// Clears the gradient for the next step. Each invocation takes ADAM_RUN (header) consecutive
+// parameters and skips them at once when none has a gradient (most hash entries, most steps).
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(1) var<storage, read_write> params: array<f32>;
 @group(0) @binding(2) var<storage, read_write> moments: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> grads: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let i = flat_index(wg, nwg, local, 256u);
-    if i >= frame.n_params {
+    let first = flat_index(wg, nwg, local, 64u) * ADAM_RUN;
+    if first >= frame.n_params {
         return;
     }
+    let last = min(first + ADAM_RUN, frame.n_params);
+    var any_grad = false;
+    for (var i = first; i < last; i++) {
+        any_grad = any_grad || bitcast<u32>(grads[i]) != 0u;
+    }
+    if !any_grad {
+        return;
+    }
+    for (var i = first; i < last; i++) {
+        update(i);
+    }
+}
+
+fn update(i: u32) {
     let raw = grads[i];
     if bitcast<u32>(raw) == 0u {
         return;

@@ -34,7 +34,7 @@ struct Frame {
     random_background: u32,
     // which of the OCC_PHASES subsets of cells this step's occupancy update visits
     occ_phase: u32,
-    _pad0: u32,
+    n_nodes: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -62,7 +62,8 @@ struct Sample {
     t: f32,
     delta: f32,
     ray: u32,
-    _pad: u32,
+    // place among the active samples of its node (samples.wgsl)
+    rank: u32,
 }
 
 struct RayResult {

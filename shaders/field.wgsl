@@ -1,6 +1,7 @@
 // One octree node's field (SPEC §1): a multiresolution hash encoding in node-local coordinates, a
 // density decoder (-> sigma and geometric features) and a colour decoder (features + SH(direction)).
-// Needs `params: array<f32>` and the constants of the generated header (src/gpu/shader.rs).
+// Needs `params: array<f32>` and the constants of the generated header (src/gpu/shader.rs); the dense
+// layers density_hidden, density_out, colour_hidden and colour_out are generated (src/gpu/unrolled.rs).
 
 struct Acts {
     in1: array<f32, IN1>,
@@ -103,34 +104,6 @@ fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
     return out;
 }
 
-// Density decoder, hidden pre-activations.
-fn density_hidden(base: u32, in1: array<f32, IN1>) -> array<f32, HIDDEN> {
-    var pre: array<f32, HIDDEN>;
-    for (var j = 0u; j < HIDDEN; j++) {
-        var acc = params[base + OFF_B1 + j];
-        let row = base + OFF_W1 + j * IN1;
-        for (var i = 0u; i < IN1; i++) {
-            acc += params[row + i] * in1[i];
-        }
-        pre[j] = acc;
-    }
-    return pre;
-}
-
-// Density decoder, outputs: raw density then the geometric features.
-fn density_out(base: u32, pre1: array<f32, HIDDEN>) -> array<f32, OUT1> {
-    var out: array<f32, OUT1>;
-    for (var k = 0u; k < OUT1; k++) {
-        var acc = params[base + OFF_B2 + k];
-        let row = base + OFF_W2 + k * HIDDEN;
-        for (var j = 0u; j < HIDDEN; j++) {
-            acc += params[row + j] * max(pre1[j], 0.0);
-        }
-        out[k] = acc;
-    }
-    return out;
-}
-
 // Density alone (the occupancy grid's update needs no colour).
 fn field_density(base: u32, local: vec3<f32>) -> f32 {
     return density_from_raw(density_out(base, density_hidden(base, encode(base, local)))[0]);
@@ -149,22 +122,9 @@ fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     for (var k = 0u; k < SH_DIM; k++) {
         a.in3[GEO + k] = sh[k];
     }
-    for (var j = 0u; j < HIDDEN; j++) {
-        var acc = params[base + OFF_B3 + j];
-        let row = base + OFF_W3 + j * IN3;
-        for (var i = 0u; i < IN3; i++) {
-            acc += params[row + i] * a.in3[i];
-        }
-        a.pre3[j] = acc;
-    }
-    for (var c = 0u; c < 3u; c++) {
-        var acc = params[base + OFF_B4 + c];
-        let row = base + OFF_W4 + c * HIDDEN;
-        for (var j = 0u; j < HIDDEN; j++) {
-            acc += params[row + j] * max(a.pre3[j], 0.0);
-        }
-        a.out4[c] = acc;
-    }
+    a.pre3 = colour_hidden(base, a.in3);
+    let out4 = colour_out(base, a.pre3);
+    a.out4 = vec3<f32>(out4[0], out4[1], out4[2]);
     a.rgb = vec3<f32>(sigmoid(a.out4.x), sigmoid(a.out4.y), sigmoid(a.out4.z));
     return a;
 }

@@ -1,6 +1,7 @@
 // Pass 2: stratified samples along each ray, each assigned its octree node by footprint (SPEC §1);
-// samples in cells the occupancy grid marks empty are skipped (node NO_NODE). The others are appended
-// to a dense list, in order within each workgroup, so the field passes run only on them with full lanes.
+// samples in cells the occupancy grid marks empty are skipped (node NO_NODE). Each other sample takes
+// a rank among its node's samples, from which scatter_samples.wgsl builds the node-sorted list that
+// the field passes run over (one dispatch per node, with full lanes and the node's weights uniform).
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(1) var<storage, read> rays: array<Ray>;
@@ -9,41 +10,19 @@
 // max-decayed density per cell of a grid over the cube (occupancy.wgsl)
 @group(0) @binding(4) var<storage, read> occupancy: array<f32>;
 @group(0) @binding(5) var<storage, read> occupancy_mean: array<f32>;
-@group(0) @binding(6) var<storage, read_write> active_list: array<u32>;
-// [0]: length of active_list (cleared before the pass)
-@group(0) @binding(7) var<storage, read_write> active_count: array<atomic<u32>>;
-
-var<workgroup> wg_flags: array<u32, 64>;
-var<workgroup> wg_base: u32;
+// active samples per node (cleared before the pass)
+@group(0) @binding(7) var<storage, read_write> node_counts: array<atomic<u32>>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let s = flat_index(wg, nwg, local, 64u);
-    let in_range = s < frame.n_rays * frame.samples_per_ray;
-    var node = NO_NODE;
-    if in_range {
-        node = make_sample(s);
-    }
-    // append the active samples of this workgroup, in order, with one atomic per workgroup
-    wg_flags[local] = u32(node != NO_NODE);
-    workgroupBarrier();
-    if local == 0u {
-        var total = 0u;
-        for (var k = 0u; k < 64u; k++) {
-            let flag = wg_flags[k];
-            wg_flags[k] = total;
-            total += flag;
-        }
-        wg_base = atomicAdd(&active_count[0], total);
-    }
-    workgroupBarrier();
-    if node != NO_NODE {
-        active_list[wg_base + wg_flags[local]] = s;
+    if s < frame.n_rays * frame.samples_per_ray {
+        make_sample(s);
     }
 }
 
-// Writes sample s; returns its node (NO_NODE when it is skipped).
-fn make_sample(s: u32) -> u32 {
+// Writes sample s (node NO_NODE when it is skipped).
+fn make_sample(s: u32) {
     let r = s / frame.samples_per_ray;
     let i = s % frame.samples_per_ray;
     let ray = rays[r];
@@ -71,6 +50,8 @@ fn make_sample(s: u32) -> u32 {
             }
         }
     }
+    if sample.node != NO_NODE {
+        sample.rank = atomicAdd(&node_counts[sample.node], 1u);
+    }
     samples[s] = sample;
-    return sample.node;
 }

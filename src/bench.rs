@@ -96,16 +96,17 @@ pub fn bench(
 
 /// What one sample must move through memory in one step, f32 everywhere, averaged over all samples of
 /// which the fraction `active` is not skipped as empty space: for every sample its record written,
-/// read by the render pass and its gradient written; for active ones the hash corners gathered forward
-/// and again in the recomputed backward, scattered read-modify-write gradients, the decoder-gradient
-/// atomics per workgroup run; and the optimizer's traffic shared over the step's samples.
+/// read again to sort the active ones by node, read by the render pass and its gradient written; for
+/// active ones the hash corners gathered forward and again in the recomputed backward, scattered
+/// read-modify-write gradients, the decoder-gradient atomics per workgroup; and the copy of the
+/// decoders into their uniform blocks and the optimizer's traffic, shared over the step's samples.
 pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -> f64 {
     let l = &trainer.layout;
     let s = f64::from(trainer.config.train.samples_per_ray);
     let ray_record = 64.0 / s;
     let sample = 32.0;
     let corners = f64::from(l.hash_levels) * 8.0 * 2.0 * 4.0;
-    let samples_pass = sample + ray_record + active * 4.0;
+    let samples_pass = 2.0 * sample + ray_record + active * 4.0;
     let forward = active * (4.0 + sample + ray_record + corners + 16.0);
     let render = 16.0 + sample + 16.0;
     let backward = active * (4.0 + sample + 16.0 + ray_record + corners + 2.0 * corners);
@@ -115,7 +116,8 @@ pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -
         (active * samples_per_step * f64::from(l.hash_levels) * 16.0).min(nodes * f64::from(l.hash_params));
     let touched = touched_hash + nodes * f64::from(l.mlp_params());
     let adam = (f64::from(trainer.n_params) * 4.0 + touched * 28.0) / samples_per_step;
-    samples_pass + forward + render + backward + decoder_atomics + adam
+    let decoder_copy = nodes * f64::from(l.mlp_params()) * 8.0 / samples_per_step;
+    samples_pass + forward + render + backward + decoder_atomics + adam + decoder_copy
 }
 
 /// Multiply-adds x2 of the decoders: forward, the recomputed forward, input and weight gradients.

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::data::{pyramid, Camera, Dataset, Image};
 use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::records::{Frame, GpuCamera, Patch, Ray, RayResult, Sample};
-use crate::gpu::shader::{KernelShape, Pass};
+use crate::gpu::shader::{KernelShape, Pass, ADAM_RUN};
 use crate::gpu::{dispatch_size, Gpu};
 use crate::octree::Octree;
 use anyhow::{bail, Result};
@@ -25,6 +25,9 @@ pub struct Pipelines {
     pub loss_stats: wgpu::ComputePipeline,
     pub occupancy: wgpu::ComputePipeline,
     pub occupancy_mean: wgpu::ComputePipeline,
+    pub node_lists: wgpu::ComputePipeline,
+    pub scatter_samples: wgpu::ComputePipeline,
+    pub decoders: wgpu::ComputePipeline,
 }
 
 impl Pipelines {
@@ -40,6 +43,9 @@ impl Pipelines {
             loss_stats: build(Pass::LossStats)?,
             occupancy: build(Pass::Occupancy)?,
             occupancy_mean: build(Pass::OccupancyMean)?,
+            node_lists: build(Pass::NodeLists)?,
+            scatter_samples: build(Pass::ScatterSamples)?,
+            decoders: build(Pass::Decoders)?,
         })
     }
 }
@@ -63,17 +69,28 @@ pub struct Buffers {
     pub stats: wgpu::Buffer,
     pub occupancy: wgpu::Buffer,
     pub occupancy_mean: wgpu::Buffer,
-    /// Indices of the samples the field evaluates, and their count.
+    /// Indices of the samples the field evaluates, sorted by node, and their count.
     pub active_list: wgpu::Buffer,
     pub active_count: wgpu::Buffer,
+    /// Active samples per node.
+    pub node_counts: wgpu::Buffer,
+    /// Per node: the field passes' indirect dispatch sizes, forward then backward.
+    pub dispatch_args: wgpu::Buffer,
+    /// Per node, `KernelShape::decoder_stride` bytes: where its samples are in `active_list` and a
+    /// copy of its decoder parameters, bound as a uniform block by the field passes.
+    pub decoders: wgpu::Buffer,
 }
 
 pub struct BindGroups {
     pub rays: wgpu::BindGroup,
     pub samples: wgpu::BindGroup,
-    pub field_forward: wgpu::BindGroup,
+    pub node_lists: wgpu::BindGroup,
+    pub scatter_samples: wgpu::BindGroup,
+    pub decoders: wgpu::BindGroup,
+    /// One per node (its decoder block bound).
+    pub field_forward: Vec<wgpu::BindGroup>,
     pub render: wgpu::BindGroup,
-    pub field_backward: wgpu::BindGroup,
+    pub field_backward: Vec<wgpu::BindGroup>,
     pub adam: wgpu::BindGroup,
     pub loss_stats: wgpu::BindGroup,
     pub occupancy: wgpu::BindGroup,
@@ -160,9 +177,18 @@ impl Trainer {
 
         let max_rays = config.train.patches_per_batch * config.train.patch_size * config.train.patch_size;
         let n_samples = u64::from(max_rays) * u64::from(config.train.samples_per_ray);
-        let n_params = octree.nodes.len() as u64 * u64::from(layout.node_params);
+        let n_nodes = octree.nodes.len() as u64;
+        let n_params = n_nodes * u64::from(layout.node_params);
         if n_params > u64::from(u32::MAX / 2) {
             bail!("the field has {n_params} parameters, too many: lower field.log2_table_size or field.max_depth");
+        }
+        let decoder_stride = u64::from(shape.decoder_stride());
+        if decoder_stride > gpu.limits.max_uniform_buffer_binding_size {
+            bail!(
+                "one node's decoders take {decoder_stride} bytes, more than this adapter binds as a uniform block \
+                 ({}): lower field.hidden_width",
+                gpu.limits.max_uniform_buffer_binding_size
+            );
         }
         let params = layout.init_params(octree.nodes.len(), config.train.seed);
         let size_of = |n: u64, record: usize| n * record as u64;
@@ -186,8 +212,11 @@ impl Trainer {
             occupancy_mean: gpu.storage("occupancy mean", 16)?,
             active_list: gpu.storage("active samples", n_samples * 4)?,
             active_count: gpu.storage("active sample count", 16)?,
+            node_counts: gpu.storage("active samples per node", n_nodes * 4)?,
+            dispatch_args: gpu.storage_as("field dispatch sizes", n_nodes * 24, wgpu::BufferUsages::INDIRECT)?,
+            decoders: gpu.storage_as("decoder blocks", n_nodes * decoder_stride, wgpu::BufferUsages::UNIFORM)?,
         };
-        let bind_groups = bind_all(&gpu, &pipelines, &buffers);
+        let bind_groups = bind_all(&gpu, &pipelines, &buffers, n_nodes as u32, decoder_stride);
         let rng = SplitMix64(config.train.seed);
         Ok(Self {
             gpu,
@@ -248,7 +277,8 @@ impl Trainer {
             occ_skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
             random_background: u32::from(self.config.data.random_background),
             occ_phase: (step / t.occupancy_update_every) % OCC_PHASES,
-            _pad: [0; 3],
+            n_nodes: self.octree.nodes.len() as u32,
+            _pad: [0; 2],
         }
     }
 
@@ -290,7 +320,7 @@ impl Trainer {
             self.encode_occupancy(&mut encoder);
         }
         self.encode_forward(&mut encoder, self.max_rays, true);
-        self.encode_backward(&mut encoder, self.max_rays);
+        self.encode_backward(&mut encoder);
         self.gpu.queue.submit([encoder.finish()]);
         self.step += 1;
         Ok(())
@@ -303,17 +333,57 @@ impl Trainer {
         let b = &self.bind_groups;
         dispatch(encoder, "rays", &p.rays, &b.rays, n_rays, 64);
         self.encode_samples(encoder, n_samples);
-        dispatch(encoder, "field forward", &p.field_forward, &b.field_forward, n_samples, 64);
+        self.encode_field_forward(encoder);
         dispatch(encoder, "render", &p.render, &b.render, n_rays, 64);
         if training {
             dispatch(encoder, "loss statistics", &p.loss_stats, &b.loss_stats, 256, 256);
         }
     }
 
-    /// The samples pass, after clearing the active-sample counter it appends to.
+    /// The samples pass, then the node-sorted list of active samples and the decoder blocks that the
+    /// field passes read.
     pub fn encode_samples(&self, encoder: &mut wgpu::CommandEncoder, n_samples: u32) {
-        encoder.clear_buffer(&self.buffers.active_count, 0, None);
-        dispatch(encoder, "samples", &self.pipelines.samples, &self.bind_groups.samples, n_samples, 64);
+        let (p, b) = (&self.pipelines, &self.bind_groups);
+        encoder.clear_buffer(&self.buffers.node_counts, 0, None);
+        dispatch(encoder, "samples", &p.samples, &b.samples, n_samples, 64);
+        dispatch(encoder, "node lists", &p.node_lists, &b.node_lists, 1, 1);
+        dispatch(encoder, "scatter samples", &p.scatter_samples, &b.scatter_samples, n_samples, 64);
+        let decoder_params = self.octree.nodes.len() as u32 * self.layout.mlp_params();
+        dispatch(encoder, "decoders", &p.decoders, &b.decoders, decoder_params, 64);
+    }
+
+    /// The field forward over the active samples: one indirect dispatch per node.
+    pub fn encode_field_forward(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.encode_per_node(
+            encoder,
+            "field forward",
+            &self.pipelines.field_forward,
+            &self.bind_groups.field_forward,
+            0,
+        );
+    }
+
+    /// The field backward over the active samples: one indirect dispatch per node.
+    pub fn encode_field_backward(&self, encoder: &mut wgpu::CommandEncoder) {
+        let (p, b) = (&self.pipelines, &self.bind_groups);
+        self.encode_per_node(encoder, "field backward", &p.field_backward, &b.field_backward, 12);
+    }
+
+    fn encode_per_node(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        label: &str,
+        pipeline: &wgpu::ComputePipeline,
+        groups: &[wgpu::BindGroup],
+        args_offset: u64,
+    ) {
+        let mut pass =
+            encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(label), timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        for (node, group) in groups.iter().enumerate() {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups_indirect(&self.buffers.dispatch_args, node as u64 * 24 + args_offset);
+        }
     }
 
     /// Whether the occupancy grid is refreshed before step `step`.
@@ -340,19 +410,15 @@ impl Trainer {
     }
 
     /// field backward -> Adam.
-    pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder, n_rays: u32) {
-        let n_samples = n_rays * self.config.train.samples_per_ray;
-        let p = &self.pipelines;
-        let b = &self.bind_groups;
-        dispatch(
-            encoder,
-            "field backward",
-            &p.field_backward,
-            &b.field_backward,
-            n_samples,
-            self.shape.backward_workgroup,
-        );
-        dispatch(encoder, "adam", &p.adam, &b.adam, self.n_params, 256);
+    pub fn encode_backward(&self, encoder: &mut wgpu::CommandEncoder) {
+        self.encode_field_backward(encoder);
+        self.encode_adam(encoder);
+    }
+
+    /// Adam over every parameter (clears the gradients).
+    pub fn encode_adam(&self, encoder: &mut wgpu::CommandEncoder) {
+        let threads = self.n_params.div_ceil(ADAM_RUN);
+        dispatch(encoder, "adam", &self.pipelines.adam, &self.bind_groups.adam, threads, 64);
     }
 
     /// One training step with a wait after every pass: milliseconds per pass (for `bench`; slow).
@@ -361,39 +427,28 @@ impl Trainer {
         self.gpu.wait()?;
         let n_rays = self.max_rays;
         let n_samples = n_rays * self.config.train.samples_per_ray;
-        let p = &self.pipelines;
-        let b = &self.bind_groups;
-        let passes = [
-            ("rays", &p.rays, &b.rays, n_rays, 64),
-            ("samples", &p.samples, &b.samples, n_samples, 64),
-            ("field_forward", &p.field_forward, &b.field_forward, n_samples, 64),
-            ("render", &p.render, &b.render, n_rays, 64),
-            ("loss_stats", &p.loss_stats, &b.loss_stats, 256, 256),
-            ("field_backward", &p.field_backward, &b.field_backward, n_samples, self.shape.backward_workgroup),
-            ("adam", &p.adam, &b.adam, self.n_params, 256),
-        ];
         let mut times = Vec::new();
-        if self.occupancy_due(self.step) {
-            let started = std::time::Instant::now();
-            let mut encoder =
-                self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("occupancy") });
-            self.encode_occupancy(&mut encoder);
-            self.gpu.queue.submit([encoder.finish()]);
-            self.gpu.wait()?;
-            times.push(("occupancy", started.elapsed().as_secs_f64() * 1e3));
-        }
-        for (name, pipeline, group, threads, workgroup) in passes {
+        let mut timed = |name: &'static str, record: &dyn Fn(&mut wgpu::CommandEncoder)| -> Result<()> {
             let started = std::time::Instant::now();
             let mut encoder =
                 self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(name) });
-            if name == "samples" {
-                encoder.clear_buffer(&self.buffers.active_count, 0, None);
-            }
-            dispatch(&mut encoder, name, pipeline, group, threads, workgroup);
+            record(&mut encoder);
             self.gpu.queue.submit([encoder.finish()]);
             self.gpu.wait()?;
             times.push((name, started.elapsed().as_secs_f64() * 1e3));
+            Ok(())
+        };
+        let (p, b) = (&self.pipelines, &self.bind_groups);
+        if self.occupancy_due(self.step) {
+            timed("occupancy", &|e| self.encode_occupancy(e))?;
         }
+        timed("rays", &|e| dispatch(e, "rays", &p.rays, &b.rays, n_rays, 64))?;
+        timed("samples", &|e| self.encode_samples(e, n_samples))?;
+        timed("field_forward", &|e| self.encode_field_forward(e))?;
+        timed("render", &|e| dispatch(e, "render", &p.render, &b.render, n_rays, 64))?;
+        timed("loss_stats", &|e| dispatch(e, "loss_stats", &p.loss_stats, &b.loss_stats, 256, 256))?;
+        timed("field_backward", &|e| self.encode_field_backward(e))?;
+        timed("adam", &|e| self.encode_adam(e))?;
         self.step += 1;
         Ok(times)
     }
@@ -444,7 +499,7 @@ impl Trainer {
             let b = &self.bind_groups;
             dispatch(&mut encoder, "rays", &p.rays, &rays_group, n, 64);
             self.encode_samples(&mut encoder, n * n_samples_per_ray);
-            dispatch(&mut encoder, "field forward", &p.field_forward, &b.field_forward, n * n_samples_per_ray, 64);
+            self.encode_field_forward(&mut encoder);
             dispatch(&mut encoder, "render", &p.render, &b.render, n, 64);
             encoder.copy_buffer_to_buffer(
                 &self.buffers.results,
@@ -480,7 +535,15 @@ impl Trainer {
     }
 }
 
-fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
+fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers, n_nodes: u32, decoder_stride: u64) -> BindGroups {
+    let per_node = |label: &str, pipeline: &wgpu::ComputePipeline, buffers: &[(u32, &wgpu::Buffer)]| {
+        (0..n_nodes)
+            .map(|node| {
+                let window = (10, &b.decoders, u64::from(node) * decoder_stride, decoder_stride);
+                gpu.bind_window(label, pipeline, buffers, Some(window))
+            })
+            .collect()
+    };
     BindGroups {
         rays: gpu.bind(
             "rays",
@@ -497,10 +560,20 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
                 (3, &b.samples),
                 (4, &b.occupancy),
                 (5, &b.occupancy_mean),
-                (6, &b.active_list),
-                (7, &b.active_count),
+                (7, &b.node_counts),
             ],
         ),
+        node_lists: gpu.bind(
+            "node lists",
+            &p.node_lists,
+            &[(0, &b.frame), (7, &b.node_counts), (8, &b.active_count), (9, &b.dispatch_args), (10, &b.decoders)],
+        ),
+        scatter_samples: gpu.bind(
+            "scatter samples",
+            &p.scatter_samples,
+            &[(0, &b.frame), (3, &b.samples), (6, &b.active_list), (10, &b.decoders)],
+        ),
+        decoders: gpu.bind("decoders", &p.decoders, &[(0, &b.frame), (4, &b.params), (10, &b.decoders)]),
         occupancy_mean: gpu.bind(
             "occupancy mean",
             &p.occupancy_mean,
@@ -511,7 +584,7 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
             &p.occupancy,
             &[(0, &b.frame), (2, &b.nodes), (4, &b.params), (6, &b.occupancy)],
         ),
-        field_forward: gpu.bind(
+        field_forward: per_node(
             "field forward",
             &p.field_forward,
             &[
@@ -522,7 +595,6 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
                 (4, &b.params),
                 (5, &b.field_out),
                 (6, &b.active_list),
-                (7, &b.active_count),
             ],
         ),
         render: gpu.bind(
@@ -530,7 +602,7 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
             &p.render,
             &[(0, &b.frame), (1, &b.rays), (2, &b.samples), (3, &b.field_out), (4, &b.results), (5, &b.sample_grads)],
         ),
-        field_backward: gpu.bind(
+        field_backward: per_node(
             "field backward",
             &p.field_backward,
             &[
@@ -541,7 +613,6 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers) -> BindGroups {
                 (4, &b.params),
                 (5, &b.sample_grads),
                 (6, &b.active_list),
-                (7, &b.active_count),
                 (9, &b.grads),
             ],
         ),

@@ -5,8 +5,20 @@ use infnerf::config::Config;
 use infnerf::field::FieldLayout;
 use infnerf::gpu::shader::{KernelShape, Pass};
 
-const PASSES: [Pass; 7] =
-    [Pass::Rays, Pass::Samples, Pass::FieldForward, Pass::Render, Pass::FieldBackward, Pass::Adam, Pass::LossStats];
+const PASSES: [Pass; 12] = [
+    Pass::Rays,
+    Pass::Samples,
+    Pass::NodeLists,
+    Pass::ScatterSamples,
+    Pass::Decoders,
+    Pass::FieldForward,
+    Pass::Render,
+    Pass::FieldBackward,
+    Pass::Adam,
+    Pass::LossStats,
+    Pass::Occupancy,
+    Pass::OccupancyMean,
+];
 
 fn validate(source: &str, name: &str) -> naga::Module {
     let module =

@@ -34,7 +34,9 @@ pub struct Frame {
     pub occ_skip: u32,
     pub random_background: u32,
     pub occ_phase: u32,
-    pub _pad: [u32; 3],
+    /// nodes of the octree
+    pub n_nodes: u32,
+    pub _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -61,7 +63,8 @@ pub struct Sample {
     pub t: f32,
     pub delta: f32,
     pub ray: u32,
-    pub _pad: u32,
+    /// place among the active samples of its node
+    pub rank: u32,
 }
 
 #[repr(C)]
