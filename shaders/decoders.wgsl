@@ -1,5 +1,6 @@
 // Pass 2d: copies every node's decoder parameters into its block of the decoder buffer, which the
-// field passes bind as a uniform block (src/gpu/unrolled.rs says why). Runs after each Adam update.
+// field passes bind as a uniform block (src/gpu/unrolled.rs says why), and the node's index into the
+// block's header. Runs after each Adam update.
 
 @group(0) @binding(0) var<uniform> frame: Frame;
 @group(0) @binding(4) var<storage, read> params: array<f32>;
@@ -14,4 +15,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let j = i % MLP_PARAMS;
     decoders[node * DECODER_WORDS + 4u + j] = params[node * NODE_PARAMS + HASH_PARAMS + j];
+    if j == 0u {
+        decoders[node * DECODER_WORDS + 2u] = bitcast<f32>(node);
+    }
 }

@@ -1,7 +1,8 @@
 // One octree node's field (SPEC §1): a multiresolution hash encoding in node-local coordinates, a
 // density decoder (-> sigma and geometric features) and a colour decoder (features + SH(direction)).
-// Needs `params: array<f32>` and the constants of the generated header (src/gpu/shader.rs); the dense
-// layers density_hidden, density_out, colour_hidden and colour_out are generated (src/gpu/unrolled.rs).
+// Needs `params: array<f32>` (the hash tables, at `base`) and the constants of the generated header
+// (src/gpu/shader.rs); the dense layers density_hidden, density_out, colour_hidden and colour_out are
+// generated (src/gpu/unrolled.rs) and read the bound node's decoder block.
 
 struct Acts {
     in1: array<f32, IN1>,
@@ -106,14 +107,14 @@ fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
 
 // Density alone (the occupancy grid's update needs no colour).
 fn field_density(base: u32, local: vec3<f32>) -> f32 {
-    return density_from_raw(density_out(base, density_hidden(base, encode(base, local)))[0]);
+    return density_from_raw(density_out(density_hidden(encode(base, local)))[0]);
 }
 
 fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     var a: Acts;
     a.in1 = encode(base, local);
-    a.pre1 = density_hidden(base, a.in1);
-    a.out1 = density_out(base, a.pre1);
+    a.pre1 = density_hidden(a.in1);
+    a.out1 = density_out(a.pre1);
     a.sigma = density_from_raw(a.out1[0]);
     let sh = sh_encode(dir);
     for (var g = 0u; g < GEO; g++) {
@@ -122,8 +123,8 @@ fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     for (var k = 0u; k < SH_DIM; k++) {
         a.in3[GEO + k] = sh[k];
     }
-    a.pre3 = colour_hidden(base, a.in3);
-    let out4 = colour_out(base, a.pre3);
+    a.pre3 = colour_hidden(a.in3);
+    let out4 = colour_out(a.pre3);
     a.out4 = vec3<f32>(out4[0], out4[1], out4[2]);
     a.rgb = vec3<f32>(sigmoid(a.out4.x), sigmoid(a.out4.y), sigmoid(a.out4.z));
     return a;

@@ -15,7 +15,7 @@
 // 1 where the workgroup's sample has a gradient
 var<workgroup> wg_use: array<u32, WG_BACKWARD>;
 var<workgroup> wg_in: array<f32, WG_IN_SIZE>;
-var<workgroup> wg_delta: array<f32, WG_DELTA_SIZE>;
+var<workgroup> wg_delta: array<vec4<f32>, WG_DELTA_SIZE>;
 // set when any sample of the workgroup has a gradient (workgroup memory starts zeroed)
 var<workgroup> wg_active: u32;
 
@@ -59,46 +59,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
 
-    // colour output layer: input relu(pre3), delta d_out4
-    for (var j = 0u; j < HIDDEN; j++) {
-        wg_in[local * MAX_IN + j] = max(a.pre3[j], 0.0);
-    }
-    for (var c = 0u; c < 3u; c++) {
-        wg_delta[local * MAX_OUT + c] = d_out4[c];
-    }
+    // each layer's weight gradients: inputs and output gradients staged in workgroup memory, then summed
+    stage_colour_out(local, a.pre3, array<f32, RGB>(d_out4.x, d_out4.y, d_out4.z));
     workgroupBarrier();
     reduce_colour_out(local);
     workgroupBarrier();
-
-    // colour hidden layer: input in3, delta d_pre3
-    for (var i = 0u; i < IN3; i++) {
-        wg_in[local * MAX_IN + i] = a.in3[i];
-    }
-    for (var j = 0u; j < HIDDEN; j++) {
-        wg_delta[local * MAX_OUT + j] = d_pre3[j];
-    }
+    stage_colour_hidden(local, a.in3, d_pre3);
     workgroupBarrier();
     reduce_colour_hidden(local);
     workgroupBarrier();
-
-    // density output layer: input relu(pre1), delta d_out1
-    for (var j = 0u; j < HIDDEN; j++) {
-        wg_in[local * MAX_IN + j] = max(a.pre1[j], 0.0);
-    }
-    for (var k = 0u; k < OUT1; k++) {
-        wg_delta[local * MAX_OUT + k] = d_out1[k];
-    }
+    stage_density_out(local, a.pre1, d_out1);
     workgroupBarrier();
     reduce_density_out(local);
     workgroupBarrier();
-
-    // density hidden layer: input the encoding, delta d_pre1
-    for (var i = 0u; i < IN1; i++) {
-        wg_in[local * MAX_IN + i] = a.in1[i];
-    }
-    for (var j = 0u; j < HIDDEN; j++) {
-        wg_delta[local * MAX_OUT + j] = d_pre1[j];
-    }
+    stage_density_hidden(local, a.in1, d_pre1);
     workgroupBarrier();
     reduce_density_hidden(local);
 

@@ -24,7 +24,6 @@ fn main() {
         let count = node_counts[n];
         decoders[n * DECODER_WORDS] = offset;
         decoders[n * DECODER_WORDS + 1u] = count;
-        decoders[n * DECODER_WORDS + 2u] = n;
         let forward = groups_2d(count, 64u);
         let backward = groups_2d(count, WG_BACKWARD);
         dispatch_args[n * 6u] = forward.x;

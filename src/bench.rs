@@ -30,9 +30,18 @@ pub struct BenchReport {
     /// samples (skipped ones cost none).
     pub mlp_flops_per_sample: f64,
     pub mlp_gflops: f64,
-    /// Milliseconds per pass of one step run pass by pass (each followed by a wait).
+    /// Milliseconds per pass, averaged over `PROFILED_STEPS` steps run pass by pass (each pass
+    /// followed by a wait); the occupancy update averaged over the steps that ran it.
     pub pass_ms: Vec<(String, f64)>,
+    /// Samples the field evaluated per profiled step, and the field passes' microseconds per such
+    /// sample.
+    pub profiled_active_samples: f64,
+    pub field_forward_us_per_sample: f64,
+    pub field_backward_us_per_sample: f64,
 }
+
+/// Steps timed pass by pass at the end of a bench.
+const PROFILED_STEPS: u32 = 16;
 
 pub fn bench(
     data: Option<&Path>,
@@ -66,7 +75,22 @@ pub fn bench(
     let elapsed = started.elapsed().as_secs_f64();
     let steps = trainer.step - first;
     // pass by pass at the end, where the occupancy grid skips what it will skip in a long run
-    let pass_ms = trainer.profile_step()?.into_iter().map(|(name, ms)| (name.to_string(), ms)).collect();
+    let mut totals: Vec<(String, f64, u32)> = Vec::new();
+    trainer.read_stats()?;
+    for _ in 0..PROFILED_STEPS {
+        for (name, ms) in trainer.profile_step()? {
+            match totals.iter_mut().find(|(n, _, _)| n == name) {
+                Some(entry) => (entry.1, entry.2) = (entry.1 + ms, entry.2 + 1),
+                None => totals.push((name.to_string(), ms, 1)),
+            }
+        }
+    }
+    let profiled_active = trainer.read_stats()?.active_samples;
+    let pass_ms: Vec<(String, f64)> = totals.into_iter().map(|(name, ms, n)| (name, ms / f64::from(n))).collect();
+    let per_sample = |pass: &str| {
+        let ms = pass_ms.iter().find(|(name, _)| name == pass).map_or(0.0, |(_, ms)| *ms);
+        ms * 1e3 / profiled_active.max(1.0)
+    };
     let rays_per_step = f64::from(trainer.max_rays);
     let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray);
     let samples_per_s = f64::from(steps) * samples_per_step / elapsed;
@@ -90,6 +114,9 @@ pub fn bench(
         bandwidth_fraction: achieved_gbps / copy_gbps,
         mlp_flops_per_sample: flops,
         mlp_gflops: samples_per_s * flops / 1e9,
+        field_forward_us_per_sample: per_sample("field_forward"),
+        field_backward_us_per_sample: per_sample("field_backward"),
+        profiled_active_samples: profiled_active,
         pass_ms,
     })
 }

@@ -278,6 +278,13 @@ impl Config {
         if t.occupancy_resolution > 256 {
             return bad("train.occupancy_resolution", "must be at most 256");
         }
+        // every grid cell then lies in one octree node (the occupancy pass runs per node)
+        if !t.occupancy_resolution.is_multiple_of(1 << f.max_depth) {
+            return bad(
+                "train.occupancy_resolution",
+                &format!("must be a multiple of 2^field.max_depth = {} (or 0)", 1 << f.max_depth),
+            );
+        }
         if !(t.occupancy_threshold.is_finite() && t.occupancy_threshold >= 0.0) {
             return bad("train.occupancy_threshold", "must be a number >= 0");
         }

@@ -79,6 +79,9 @@ pub struct Buffers {
     /// Per node, `KernelShape::decoder_stride` bytes: where its samples are in `active_list` and a
     /// copy of its decoder parameters, bound as a uniform block by the field passes.
     pub decoders: wgpu::Buffer,
+    /// The occupancy grid's cells sorted by update phase then node, and per (phase, node) the range.
+    pub occ_cells: wgpu::Buffer,
+    pub occ_ranges: wgpu::Buffer,
 }
 
 pub struct BindGroups {
@@ -93,7 +96,7 @@ pub struct BindGroups {
     pub field_backward: Vec<wgpu::BindGroup>,
     pub adam: wgpu::BindGroup,
     pub loss_stats: wgpu::BindGroup,
-    pub occupancy: wgpu::BindGroup,
+    pub occupancy: Vec<wgpu::BindGroup>,
     pub occupancy_mean: wgpu::BindGroup,
 }
 
@@ -137,6 +140,8 @@ pub struct Trainer {
     pyramid_levels: u32,
     views: Vec<ViewLevels>,
     rng: SplitMix64,
+    /// Per (phase, node): occupancy cells of that phase in that node.
+    occ_counts: Vec<u32>,
 }
 
 impl Trainer {
@@ -191,6 +196,8 @@ impl Trainer {
             );
         }
         let params = layout.init_params(octree.nodes.len(), config.train.seed);
+        let (mut occ_cells, occ_ranges) = occupancy_cells_by_node(&octree, config.train.occupancy_resolution);
+        occ_cells.resize(occ_cells.len().max(1), 0);
         let size_of = |n: u64, record: usize| n * record as u64;
         let buffers = Buffers {
             frame: gpu.uniform::<Frame>("frame"),
@@ -215,7 +222,10 @@ impl Trainer {
             node_counts: gpu.storage("active samples per node", n_nodes * 4)?,
             dispatch_args: gpu.storage_as("field dispatch sizes", n_nodes * 24, wgpu::BufferUsages::INDIRECT)?,
             decoders: gpu.storage_as("decoder blocks", n_nodes * decoder_stride, wgpu::BufferUsages::UNIFORM)?,
+            occ_cells: gpu.storage_init("occupancy cells by node", bytemuck::cast_slice(&occ_cells))?,
+            occ_ranges: gpu.storage_init("occupancy cell ranges", bytemuck::cast_slice(&occ_ranges))?,
         };
+        let occ_counts = occ_ranges.iter().map(|r| r[1]).collect();
         let bind_groups = bind_all(&gpu, &pipelines, &buffers, n_nodes as u32, decoder_stride);
         let rng = SplitMix64(config.train.seed);
         Ok(Self {
@@ -232,6 +242,7 @@ impl Trainer {
             pyramid_levels,
             views,
             rng,
+            occ_counts,
             config,
         })
     }
@@ -276,7 +287,7 @@ impl Trainer {
             occ_decay: t.occupancy_decay,
             occ_skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
             random_background: u32::from(self.config.data.random_background),
-            occ_phase: (step / t.occupancy_update_every) % OCC_PHASES,
+            occ_phase: self.occupancy_phase(step),
             n_nodes: self.octree.nodes.len() as u32,
             _pad: [0; 2],
         }
@@ -317,7 +328,8 @@ impl Trainer {
         let mut encoder =
             self.gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("train step") });
         if self.occupancy_due(self.step) {
-            self.encode_occupancy(&mut encoder);
+            self.encode_decoders(&mut encoder);
+            self.encode_occupancy(&mut encoder, self.occupancy_phase(self.step));
         }
         self.encode_forward(&mut encoder, self.max_rays, true);
         self.encode_backward(&mut encoder);
@@ -348,8 +360,13 @@ impl Trainer {
         dispatch(encoder, "samples", &p.samples, &b.samples, n_samples, 64);
         dispatch(encoder, "node lists", &p.node_lists, &b.node_lists, 1, 1);
         dispatch(encoder, "scatter samples", &p.scatter_samples, &b.scatter_samples, n_samples, 64);
+        self.encode_decoders(encoder);
+    }
+
+    /// Copies the decoder parameters into the nodes' uniform blocks (after any change of them).
+    pub fn encode_decoders(&self, encoder: &mut wgpu::CommandEncoder) {
         let decoder_params = self.octree.nodes.len() as u32 * self.layout.mlp_params();
-        dispatch(encoder, "decoders", &p.decoders, &b.decoders, decoder_params, 64);
+        dispatch(encoder, "decoders", &self.pipelines.decoders, &self.bind_groups.decoders, decoder_params, 64);
     }
 
     /// The field forward over the active samples: one indirect dispatch per node.
@@ -397,15 +414,28 @@ impl Trainer {
         self.config.train.occupancy_resolution.pow(3)
     }
 
-    pub fn encode_occupancy(&self, encoder: &mut wgpu::CommandEncoder) {
-        dispatch(
-            encoder,
-            "occupancy",
-            &self.pipelines.occupancy,
-            &self.bind_groups.occupancy,
-            self.occupancy_cells().div_ceil(OCC_PHASES),
-            64,
-        );
+    /// Which subset of the occupancy cells the update at `step` visits.
+    pub fn occupancy_phase(&self, step: u32) -> u32 {
+        (step / self.config.train.occupancy_update_every.max(1)) % OCC_PHASES
+    }
+
+    /// Updates the cells of `phase` (the uniforms' `occ_phase` must be `phase`; the decoder blocks
+    /// must be current), one dispatch per node, then the grid's mean.
+    pub fn encode_occupancy(&self, encoder: &mut wgpu::CommandEncoder, phase: u32) {
+        let n_nodes = self.octree.nodes.len();
+        {
+            let mut pass = encoder
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("occupancy"), timestamp_writes: None });
+            pass.set_pipeline(&self.pipelines.occupancy);
+            for (node, group) in self.bind_groups.occupancy.iter().enumerate() {
+                let cells = self.occ_counts[phase as usize * n_nodes + node];
+                if cells > 0 {
+                    pass.set_bind_group(0, group, &[]);
+                    let (x, y) = dispatch_size(cells, 64);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            }
+        }
         dispatch(encoder, "occupancy mean", &self.pipelines.occupancy_mean, &self.bind_groups.occupancy_mean, 256, 256);
     }
 
@@ -440,7 +470,10 @@ impl Trainer {
         };
         let (p, b) = (&self.pipelines, &self.bind_groups);
         if self.occupancy_due(self.step) {
-            timed("occupancy", &|e| self.encode_occupancy(e))?;
+            timed("occupancy", &|e| {
+                self.encode_decoders(e);
+                self.encode_occupancy(e, self.occupancy_phase(self.step));
+            })?;
         }
         timed("rays", &|e| dispatch(e, "rays", &p.rays, &b.rays, n_rays, 64))?;
         timed("samples", &|e| self.encode_samples(e, n_samples))?;
@@ -579,10 +612,10 @@ fn bind_all(gpu: &Gpu, p: &Pipelines, b: &Buffers, n_nodes: u32, decoder_stride:
             &p.occupancy_mean,
             &[(0, &b.frame), (6, &b.occupancy), (7, &b.occupancy_mean)],
         ),
-        occupancy: gpu.bind(
+        occupancy: per_node(
             "occupancy",
             &p.occupancy,
-            &[(0, &b.frame), (2, &b.nodes), (4, &b.params), (6, &b.occupancy)],
+            &[(0, &b.frame), (2, &b.nodes), (4, &b.params), (6, &b.occupancy), (7, &b.occ_cells), (8, &b.occ_ranges)],
         ),
         field_forward: per_node(
             "field forward",
@@ -635,6 +668,27 @@ pub fn dispatch(
     pass.set_bind_group(0, group, &[]);
     let (x, y) = dispatch_size(threads, workgroup);
     pass.dispatch_workgroups(x, y, 1);
+}
+
+/// The cells of an occupancy grid of `res`^3 sorted by update phase (cell % OCC_PHASES) then by the
+/// deepest node holding the cell, and per (phase, node) the (first, count) range in that list. Config
+/// validation makes `res` a multiple of 2^max_depth, so each cell lies in one node.
+pub fn occupancy_cells_by_node(octree: &Octree, res: u32) -> (Vec<u32>, Vec<[u32; 2]>) {
+    let n_nodes = octree.nodes.len();
+    let mut keyed: Vec<(u32, u32)> = (0..res.pow(3))
+        .map(|cell| {
+            let c = [cell % res, (cell / res) % res, cell / (res * res)];
+            let centre = c.map(|v| (v as f32 + 0.5) * (2.0 / res as f32) - 1.0);
+            let node = octree.level_node(centre, 0.0, u32::MAX);
+            ((cell % OCC_PHASES) * n_nodes as u32 + node, cell)
+        })
+        .collect();
+    keyed.sort_unstable();
+    let mut ranges = vec![[0u32; 2]; OCC_PHASES as usize * n_nodes];
+    for (i, &(key, _)) in keyed.iter().enumerate().rev() {
+        ranges[key as usize] = [i as u32, ranges[key as usize][1] + 1];
+    }
+    (keyed.into_iter().map(|(_, cell)| cell).collect(), ranges)
 }
 
 /// The occupancy grid is refreshed in this many interleaved parts, one per update (occupancy.wgsl).

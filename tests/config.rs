@@ -29,6 +29,7 @@ fn invalid_settings_name_file_and_field() {
         ("[data]\nbackground = [2.0, 0.0, 0.0]\n", "data.background"),
         ("[train]\npatch_size = -8\n", "train.patch_size"),
         ("[field]\nhidden_width = \"wide\"\n", "field.hidden_width"),
+        ("[field]\nmax_depth = 3\n[train]\noccupancy_resolution = 20\n", "train.occupancy_resolution"),
     ] {
         let error = Config::from_toml(text, "my.toml").unwrap_err().to_string();
         assert!(error.starts_with("my.toml: ") && error.contains(field), "{error}");

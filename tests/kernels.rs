@@ -16,12 +16,17 @@ fn encode(trainer: &Trainer, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
 
 /// A trainer on a random scene with the step's patches and uniforms written, nothing run yet.
 fn prepared(seed: u64) -> (Trainer, Frame, Vec<Patch>) {
+    prepared_with(seed, |_| {})
+}
+
+fn prepared_with(seed: u64, adjust: impl Fn(&mut infnerf::config::Config)) -> (Trainer, Frame, Vec<Patch>) {
     let mut dataset = random_dataset(4, 24, seed);
     // one camera with lens distortion, so the undistortion runs in the kernel
     dataset.train[1].camera.distortion = [-0.1, 0.02, 0.001, -0.002];
     let mut config = tiny_config();
     config.field.max_depth = 2;
     config.field.finest_resolution = 16;
+    adjust(&mut config);
     let mut trainer = Trainer::new(gpu(), config, &dataset).unwrap();
     let (frame, patches) = trainer.prepare_step(7);
     (trainer, frame, patches)
@@ -249,9 +254,9 @@ fn adam_matches_reference() {
 
 #[test]
 fn occupancy_update_matches_reference() {
-    let (trainer, mut frame, _) = prepared(6);
+    let (trainer, mut frame, _) = prepared_with(6, |c| c.train.occupancy_resolution = 16);
     let params: Vec<f64> = randomize_params(&trainer, 13).into_iter().map(f64::from).collect();
-    frame.occ_resolution = 16;
+    assert!(trainer.octree.depth_counts().len() == 3, "cells of every depth are visited");
     frame.occ_decay = 0.5;
     frame.occ_phase = 3;
     trainer.gpu.write(&trainer.buffers.frame, &[frame]);
@@ -259,9 +264,8 @@ fn occupancy_update_matches_reference() {
     let old: Vec<f32> = (0..cells).map(|i| (i % 7) as f32).collect();
     trainer.gpu.write(&trainer.buffers.occupancy, &old);
     encode(&trainer, |e| {
-        let visited = (cells as u32).div_ceil(infnerf::trainer::OCC_PHASES);
-        dispatch(e, "occupancy", &trainer.pipelines.occupancy, &trainer.bind_groups.occupancy, visited, 64);
-        dispatch(e, "mean", &trainer.pipelines.occupancy_mean, &trainer.bind_groups.occupancy_mean, 256, 256);
+        trainer.encode_decoders(e);
+        trainer.encode_occupancy(e, 3);
     });
     let gpu_grid: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, cells).unwrap();
     let cpu_grid = cpu::occupancy_update(&frame, &trainer.layout, &params, &trainer.octree, &old);

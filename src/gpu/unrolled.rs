@@ -3,23 +3,15 @@
 //! lavapipe (llvmpipe) runs eight invocations in the lanes of one SIMD register. It lowers every
 //! dynamically indexed private array to a ladder of selects, and every storage-buffer load whose
 //! address differs per lane to a gather; only a uniform-buffer load at a lane-uniform address is a
-//! single load. So the field passes read the decoder weights from a uniform buffer holding one node's
-//! decoders (the field passes run once per node, src/trainer.rs), at offsets written out as constants.
+//! single load. So the field passes (forward, backward, occupancy) read the decoder weights from a
+//! uniform buffer holding one node's decoders (they run once per node, src/trainer.rs), at offsets
+//! written out as constants.
 //! Measured on the density decoder (16 -> 32 -> 8): 1.2 us per sample as loops over a storage
 //! buffer, 0.05 us written out over a uniform buffer. A GPU's compiler unrolls the loops anyway.
 //!
 //! Weights are row-major, `W[o][i]` at `off_w + o * n_in + i`, biases at `off_b + o`.
 
 use std::fmt::Write;
-
-/// Where the generated layers read the weights.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Weights {
-    /// `params[base + offset]`: any node, from the parameter buffer (the occupancy pass).
-    Storage,
-    /// `decoder.w[..]`: the node whose decoder block is bound (the field passes).
-    Uniform,
-}
 
 /// One dense layer of a decoder.
 #[derive(Clone, Copy, Debug)]
@@ -49,27 +41,20 @@ impl Dense {
         }
     }
 
-    /// The WGSL expression of parameter `offset` of the node's block.
-    fn param(&self, weights: Weights, offset: u32) -> String {
-        match weights {
-            Weights::Storage => format!("params[base + {offset}u]"),
-            Weights::Uniform => {
-                let k = offset - self.mlp_start;
-                format!("decoder.w[{}][{}]", k / 4, k % 4)
-            }
-        }
+    /// The WGSL expression of parameter `offset` of the node's block, in the bound decoder block.
+    fn param(&self, offset: u32) -> String {
+        let k = offset - self.mlp_start;
+        format!("decoder.w[{}][{}]", k / 4, k % 4)
     }
 
-    fn weight(&self, weights: Weights, o: u32, i: u32) -> String {
-        self.param(weights, self.off_w + o * self.n_in + i)
+    fn weight(&self, o: u32, i: u32) -> String {
+        self.param(self.off_w + o * self.n_in + i)
     }
 
-    /// `fn NAME(base, x) -> y`: y = W f(x) + b, with f = relu when `relu_input`.
-    pub fn forward(&self, weights: Weights) -> String {
-        let mut s = format!(
-            "fn {}(base: u32, x: array<f32, {}>) -> array<f32, {}> {{\n",
-            self.name, self.in_const, self.out_const
-        );
+    /// `fn NAME(x) -> y`: y = W f(x) + b, with f = relu when `relu_input`.
+    pub fn forward(&self) -> String {
+        let mut s =
+            format!("fn {}(x: array<f32, {}>) -> array<f32, {}> {{\n", self.name, self.in_const, self.out_const);
         if self.relu_input {
             for i in 0..self.n_in {
                 let _ = writeln!(s, "    let h{i} = max(x[{i}], 0.0);");
@@ -78,15 +63,15 @@ impl Dense {
         let _ = writeln!(s, "    var y: array<f32, {}>;", self.out_const);
         for o in 0..self.n_out {
             let terms: Vec<String> =
-                (0..self.n_in).map(|i| format!("{} * {}", self.weight(weights, o, i), self.input(i))).collect();
-            let _ = writeln!(s, "    y[{o}] = {} + {};", self.param(weights, self.off_b + o), terms.join(" + "));
+                (0..self.n_in).map(|i| format!("{} * {}", self.weight(o, i), self.input(i))).collect();
+            let _ = writeln!(s, "    y[{o}] = {} + {};", self.param(self.off_b + o), terms.join(" + "));
         }
         s.push_str("    return y;\n}\n");
         s
     }
 
     /// `fn NAME_back(dy[, x]) -> dx` for the first `n_keep` inputs: dx = W^T dy, times relu'(x) when
-    /// the layer reads relu(x). Uniform weights only (the backward runs per node).
+    /// the layer reads relu(x).
     pub fn input_gradient(&self, n_keep: u32, keep_const: &str) -> String {
         let mut s = format!("fn {}_back(dy: array<f32, {}>", self.name, self.out_const);
         if self.relu_input {
@@ -94,8 +79,7 @@ impl Dense {
         }
         let _ = writeln!(s, ") -> array<f32, {keep_const}> {{\n    var dx: array<f32, {keep_const}>;");
         for i in 0..n_keep {
-            let terms: Vec<String> =
-                (0..self.n_out).map(|o| format!("{} * dy[{o}]", self.weight(Weights::Uniform, o, i))).collect();
+            let terms: Vec<String> = (0..self.n_out).map(|o| format!("{} * dy[{o}]", self.weight(o, i))).collect();
             let sum = terms.join(" + ");
             if self.relu_input {
                 let _ = writeln!(s, "    dx[{i}] = select(0.0, {sum}, x[{i}] > 0.0);");
@@ -104,6 +88,26 @@ impl Dense {
             }
         }
         s.push_str("    return dx;\n}\n");
+        s
+    }
+
+    /// `fn stage_NAME(local, x, dy)`: this invocation's layer input f(x) and output gradient dy into
+    /// workgroup memory for `reduce_NAME` (dy as vec4s, read by one load per four outputs).
+    pub fn stage(&self) -> String {
+        let mut s = format!(
+            "fn stage_{}(local: u32, x: array<f32, {}>, dy: array<f32, {}>) {{\n",
+            self.name, self.in_const, self.out_const
+        );
+        for i in 0..self.n_in {
+            let value = if self.relu_input { format!("max(x[{i}], 0.0)") } else { format!("x[{i}]") };
+            let _ = writeln!(s, "    wg_in[local * MAX_IN + {i}u] = {value};");
+        }
+        for q in 0..self.n_out.div_ceil(4) {
+            let parts: Vec<String> =
+                (4 * q..4 * q + 4).map(|o| if o < self.n_out { format!("dy[{o}]") } else { "0.0".into() }).collect();
+            let _ = writeln!(s, "    wg_delta[local * MAX_OUT4 + {q}u] = vec4<f32>({});", parts.join(", "));
+        }
+        s.push_str("}\n");
         s
     }
 
@@ -120,11 +124,14 @@ impl Dense {
         s.push_str("    for (var s = 0u; s < WG_BACKWARD; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
         let _ = writeln!(
             s,
-            "        let x = select(1.0, wg_in[s * MAX_IN + min(lane, {}u)], lane < {n_in}u);\n        let d = s * MAX_OUT;",
+            "        let x = select(1.0, wg_in[s * MAX_IN + min(lane, {}u)], lane < {n_in}u);\n        let d = s * MAX_OUT4;",
             n_in - 1
         );
-        for o in 0..self.n_out {
-            let _ = writeln!(s, "        acc[{o}] += wg_delta[d + {o}u] * x;");
+        for q in 0..self.n_out.div_ceil(4) {
+            let _ = writeln!(s, "        let d{q} = wg_delta[d + {q}u];");
+            for o in 4 * q..(4 * q + 4).min(self.n_out) {
+                let _ = writeln!(s, "        acc[{o}] += d{q}[{}] * x;", o % 4);
+            }
         }
         let _ = writeln!(
             s,
