@@ -28,10 +28,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var depth = 0.0;
     var evaluated = 0u;
     for (var i = 0u; i < n; i++) {
+        // skipped samples are empty space (alpha 0); of their record only the node is current
+        if samples[base + i].node == NO_NODE {
+            continue;
+        }
         let sample = samples[base + i];
-        // skipped samples are empty space; their field_out slot holds stale values
-        let f = select(vec4<f32>(0.0), field_out[base + i], sample.node != NO_NODE);
-        evaluated += u32(sample.node != NO_NODE);
+        let f = field_out[base + i];
+        evaluated += 1u;
         let alpha = 1.0 - exp(-min(f.w * sample.delta, MAX_TAU));
         let w = transmittance * alpha;
         rgb += w * f.xyz;
@@ -53,8 +56,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         var t = 1.0;
         var prefix = vec3<f32>(0.0);
         for (var i = 0u; i < n; i++) {
+            // skipped samples have no gradient
+            if samples[base + i].node == NO_NODE {
+                sample_grads[base + i] = vec4<f32>(0.0);
+                continue;
+            }
             let sample = samples[base + i];
-            let f = select(vec4<f32>(0.0), field_out[base + i], sample.node != NO_NODE);
+            let f = field_out[base + i];
             let tau = f.w * sample.delta;
             let alpha = 1.0 - exp(-min(tau, MAX_TAU));
             let w = t * alpha;

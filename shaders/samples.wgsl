@@ -40,15 +40,17 @@ fn make_sample(s: u32) {
         sample.delta = span / f32(frame.samples_per_ray);
         sample.t = ray.near + (f32(i) + u) * sample.delta;
         sample.pos = clamp(ray.origin + sample.t * ray.dir, vec3<f32>(-1.0), vec3<f32>(1.0));
-        let radius = sample.t * ray.pixel_radius * exp2(v - 0.5);
-        sample.node = level_node(sample.pos, radius, frame.cut);
-        // empty space: no field evaluation, alpha 0
+        // empty space: no field evaluation, alpha 0; only the node field of the record is written (the
+        // render pass reads nothing else of a skipped sample)
         if frame.occ_skip != 0u {
             let threshold = min(frame.occ_threshold / sample.delta, occupancy_mean[0]);
             if occupancy[occupancy_cell(sample.pos, frame.occ_resolution)] < threshold {
-                sample.node = NO_NODE;
+                samples[s].node = NO_NODE;
+                return;
             }
         }
+        let radius = sample.t * ray.pixel_radius * exp2(v - 0.5);
+        sample.node = level_node(sample.pos, radius, frame.cut);
     }
     if sample.node != NO_NODE {
         sample.rank = atomicAdd(&node_counts[sample.node], 1u);

@@ -116,7 +116,7 @@ impl Default for FieldConfig {
         Self {
             max_depth: 1,
             hash_levels: 8,
-            log2_table_size: 15,
+            log2_table_size: 14,
             base_resolution: 8,
             finest_resolution: 128,
             hidden_width: 32,
@@ -131,9 +131,9 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             steps: 5000,
-            patch_size: 16,
-            patches_per_batch: 4,
-            samples_per_ray: 64,
+            patch_size: 2,
+            patches_per_batch: 512,
+            samples_per_ray: 128,
             lr_hash: 1.0e-2,
             lr_mlp: 1.0e-2,
             adam_beta1: 0.9,
@@ -146,7 +146,7 @@ impl Default for TrainConfig {
             occupancy_threshold: 0.01,
             occupancy_decay: 0.6,
             occupancy_update_every: 8,
-            occupancy_warmup: 64,
+            occupancy_warmup: 32,
             log_every: 25,
             seed: 1,
         }

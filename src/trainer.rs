@@ -404,9 +404,11 @@ impl Trainer {
     }
 
     /// Whether the occupancy grid is refreshed before step `step`.
+    /// Every step during the warm-up (while no sample is skipped, a step costs far more than an
+    /// update), then every `occupancy_update_every` steps.
     pub fn occupancy_due(&self, step: u32) -> bool {
         let t = &self.config.train;
-        t.occupancy_resolution > 0 && step.is_multiple_of(t.occupancy_update_every)
+        t.occupancy_resolution > 0 && (step < t.occupancy_warmup || step.is_multiple_of(t.occupancy_update_every))
     }
 
     /// Cells of the occupancy grid (each update visits 1 / OCC_PHASES of them).
@@ -416,7 +418,12 @@ impl Trainer {
 
     /// Which subset of the occupancy cells the update at `step` visits.
     pub fn occupancy_phase(&self, step: u32) -> u32 {
-        (step / self.config.train.occupancy_update_every.max(1)) % OCC_PHASES
+        let t = &self.config.train;
+        if step < t.occupancy_warmup {
+            step % OCC_PHASES
+        } else {
+            (step / t.occupancy_update_every.max(1)) % OCC_PHASES
+        }
     }
 
     /// Updates the cells of `phase` (the uniforms' `occ_phase` must be `phase`; the decoder blocks

@@ -349,6 +349,9 @@ pub fn render_forward(
             let mut rgb = [0.0; 3];
             let mut depth = 0.0;
             for i in 0..n {
+                if s[i].node == NO_NODE {
+                    continue;
+                }
                 let alpha = 1.0 - (-(f[i][3] * f64::from(s[i].delta)).min(MAX_TAU)).exp();
                 let w = t * alpha;
                 for c in 0..3 {
@@ -393,6 +396,10 @@ pub fn render_backward(
         let mut prefix = [0.0; 3];
         for i in 0..n {
             let s = r * n + i;
+            // skipped samples (empty space) have no gradient
+            if samples[s].node == NO_NODE {
+                continue;
+            }
             let f = field[s];
             let delta = f64::from(samples[s].delta);
             let tau = f[3] * delta;
