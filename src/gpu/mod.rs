@@ -65,15 +65,7 @@ impl Gpu {
 
     /// A zeroed storage buffer that can be copied to and from.
     pub fn storage(&self, label: &str, size: u64) -> Result<wgpu::Buffer> {
-        self.check_binding_size(label, size)?;
-        let size = size.max(16);
-        self.allocated.fetch_add(size, Ordering::Relaxed);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
+        self.storage_as(label, size, wgpu::BufferUsages::empty())
     }
 
     /// A zeroed storage buffer that can also be used as `extra` (e.g. uniform, indirect).
