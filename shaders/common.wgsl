@@ -35,8 +35,9 @@ struct Frame {
     // which of the OCC_PHASES subsets of cells this step's occupancy update visits
     occ_phase: u32,
     n_nodes: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // chance that a training sample in an empty cell is evaluated anyway (so emptied regions can return)
+    occ_explore: f32,
+    _pad: u32,
 }
 
 // The occupancy grid is refreshed a quarter at a time.

@@ -1,5 +1,6 @@
 // Pass 2: stratified samples along each ray, each assigned its octree node by footprint (SPEC §1);
-// samples in cells the occupancy grid marks empty are skipped (node NO_NODE). Each other sample takes
+// samples in cells the occupancy grid marks empty are skipped (node NO_NODE), but for a random few while
+// training (frame.occ_explore), which keep regions the grid emptied too early learnable. Each other sample takes
 // a rank among its node's samples, from which scatter_samples.wgsl builds the node-sorted list that
 // the field passes run over (one dispatch per node, with full lanes and the node's weights uniform).
 
@@ -44,7 +45,8 @@ fn make_sample(s: u32) {
         // render pass reads nothing else of a skipped sample)
         if frame.occ_skip != 0u {
             let threshold = min(frame.occ_threshold / sample.delta, occupancy_mean[0]);
-            if occupancy[occupancy_cell(sample.pos, frame.occ_resolution)] < threshold {
+            let explore = frame.training != 0u && rand01(frame.seed, 22u, s) < frame.occ_explore;
+            if occupancy[occupancy_cell(sample.pos, frame.occ_resolution)] < threshold && !explore {
                 samples[s].node = NO_NODE;
                 return;
             }

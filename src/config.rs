@@ -92,6 +92,10 @@ pub struct TrainConfig {
     pub occupancy_update_every: u32,
     /// Steps before the grid is used to skip samples (it is updated from the start).
     pub occupancy_warmup: u32,
+    /// Fraction of the samples in empty cells that are evaluated anyway while training, so that a region
+    /// the grid emptied before the field learned it (a thin pole, say) still gets a gradient and can
+    /// come back; without it such a node can stop learning for good.
+    pub occupancy_explore: f32,
     /// Steps between metric lines (and read-backs of the loss statistics).
     pub log_every: u32,
     /// Seed of the initialisation, the batches and the kernels' jitter.
@@ -146,7 +150,8 @@ impl Default for TrainConfig {
             occupancy_threshold: 0.01,
             occupancy_decay: 0.6,
             occupancy_update_every: 8,
-            occupancy_warmup: 32,
+            occupancy_warmup: 16,
+            occupancy_explore: 0.01,
             log_every: 25,
             seed: 1,
         }
@@ -290,6 +295,9 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&t.occupancy_decay) {
             return bad("train.occupancy_decay", "must be in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&t.occupancy_explore) {
+            return bad("train.occupancy_explore", "must be in [0, 1]");
         }
         if t.occupancy_update_every == 0 {
             return bad("train.occupancy_update_every", "must be positive");

@@ -289,7 +289,8 @@ impl Trainer {
             random_background: u32::from(self.config.data.random_background),
             occ_phase: self.occupancy_phase(step),
             n_nodes: self.octree.nodes.len() as u32,
-            _pad: [0; 2],
+            occ_explore: t.occupancy_explore,
+            _pad: 0,
         }
     }
 

@@ -300,6 +300,8 @@ fn occupancy_skips_empty_cells_and_compacts_the_rest() {
     trainer.gpu.write(&trainer.buffers.occupancy, &grid);
     trainer.gpu.write(&trainer.buffers.occupancy_mean, &[mean]);
     frame.occ_skip = 1;
+    assert_eq!(frame.training, 1);
+    frame.occ_explore = 0.1;
     trainer.gpu.write(&trainer.buffers.frame, &[frame]);
     let n = (frame.n_rays * frame.samples_per_ray) as usize;
     encode(&trainer, |e| trainer.encode_samples(e, n as u32));
@@ -309,6 +311,15 @@ fn occupancy_skips_empty_cells_and_compacts_the_rest() {
     assert!(mismatched * 1000 <= n, "{mismatched} of {n} samples differ");
     let active: Vec<u32> = (0..n as u32).filter(|&s| gpu_samples[s as usize].node != cpu::NO_NODE).collect();
     assert!(!active.is_empty() && active.len() < n / 2, "{} of {n} active", active.len());
+    // about occ_explore of the samples in empty cells are kept, the rest skipped
+    let empty = |s: &Sample| {
+        let cell = s.pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
+        grid[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < mean
+    };
+    let in_empty = cpu_samples.iter().filter(|s| s.delta > 0.0 && empty(s)).count();
+    let explored = active.iter().filter(|&&s| empty(&gpu_samples[s as usize])).count();
+    let fraction = explored as f64 / in_empty as f64;
+    assert!(in_empty > 1000 && (0.07..0.13).contains(&fraction), "{explored} of {in_empty} empty samples kept");
 
     let count: Vec<u32> = trainer.gpu.read(&trainer.buffers.active_count, 1).unwrap();
     assert_eq!(count[0] as usize, active.len());

@@ -36,7 +36,9 @@ pub struct Frame {
     pub occ_phase: u32,
     /// nodes of the octree
     pub n_nodes: u32,
-    pub _pad: [u32; 2],
+    /// chance that a training sample in an empty cell is evaluated anyway
+    pub occ_explore: f32,
+    pub _pad: u32,
 }
 
 #[repr(C)]

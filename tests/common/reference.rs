@@ -169,7 +169,8 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], 
                     let cell =
                         sample.pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
                     let threshold = (frame.occ_threshold / sample.delta).min(occupancy_mean);
-                    if occupancy[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < threshold {
+                    let explore = frame.training != 0 && rand01(frame.seed, 22, s) < frame.occ_explore;
+                    if occupancy[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < threshold && !explore {
                         sample.node = NO_NODE;
                     }
                 }
