@@ -312,10 +312,7 @@ fn occupancy_skips_empty_cells_and_compacts_the_rest() {
     let active: Vec<u32> = (0..n as u32).filter(|&s| gpu_samples[s as usize].node != cpu::NO_NODE).collect();
     assert!(!active.is_empty() && active.len() < n / 2, "{} of {n} active", active.len());
     // about occ_explore of the samples in empty cells are kept, the rest skipped
-    let empty = |s: &Sample| {
-        let cell = s.pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
-        grid[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < mean
-    };
+    let empty = |s: &Sample| grid[cpu::occupancy_cell(s.pos, res)] < mean;
     let in_empty = cpu_samples.iter().filter(|s| s.delta > 0.0 && empty(s)).count();
     let explored = active.iter().filter(|&&s| empty(&gpu_samples[s as usize])).count();
     let fraction = explored as f64 / in_empty as f64;

@@ -165,12 +165,9 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], 
                 let radius = sample.t * ray.pixel_radius * (v - 0.5).exp2();
                 sample.node = octree.level_node(sample.pos, radius, frame.cut);
                 if frame.occ_skip != 0 {
-                    let res = frame.occ_resolution;
-                    let cell =
-                        sample.pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
                     let threshold = (frame.occ_threshold / sample.delta).min(occupancy_mean);
                     let explore = frame.training != 0 && rand01(frame.seed, 22, s) < frame.occ_explore;
-                    if occupancy[(cell[0] + res * (cell[1] + res * cell[2])) as usize] < threshold && !explore {
+                    if occupancy[occupancy_cell(sample.pos, frame.occ_resolution)] < threshold && !explore {
                         sample.node = NO_NODE;
                     }
                 }
@@ -178,6 +175,12 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], 
             sample
         })
         .collect()
+}
+
+/// common.wgsl's occupancy_cell: the index of the grid cell (of `res`^3 over the cube) holding `pos`.
+pub fn occupancy_cell(pos: [f32; 3], res: u32) -> usize {
+    let cell = pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
+    (cell[0] + res * (cell[1] + res * cell[2])) as usize
 }
 
 /// Intermediate values of one field evaluation.
