@@ -1,20 +1,16 @@
-// Pass 6: Adam over every parameter, with one learning rate for the hash tables and one for the
-// decoders (SPEC §4). Entries without gradient this step keep their moments (sparse hash updates).
+// Pass 7: Adam over one page of parameters, with one learning rate for the hash tables and one for
+// the decoders (SPEC §4). Entries without gradient this step keep their moments (sparse hash updates).
 // Clears the gradient for the next step. Each invocation takes ADAM_RUN (header) consecutive
 // parameters and skips them at once when none has a gradient (most hash entries, most steps).
+// Non-finite gradients are dropped and counted.
 
-@group(0) @binding(0) var<uniform> frame: Frame;
-@group(0) @binding(1) var<storage, read_write> params: array<f32>;
-@group(0) @binding(2) var<storage, read_write> moments: array<vec2<f32>>;
-@group(0) @binding(3) var<storage, read_write> grads: array<f32>;
-
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let first = flat_index(wg, nwg, local, 64u) * ADAM_RUN;
-    if first >= frame.n_params {
+    let first = flat_index(wg, nwg, local, WORKGROUP) * ADAM_RUN;
+    if first >= page.n_params {
         return;
     }
-    let last = min(first + ADAM_RUN, frame.n_params);
+    let last = min(first + ADAM_RUN, page.n_params);
     var any_grad = false;
     for (var i = first; i < last; i++) {
         any_grad = any_grad || bitcast<u32>(grads[i]) != 0u;
@@ -33,17 +29,15 @@ fn update(i: u32) {
         return;
     }
     grads[i] = 0.0;
-    let g = sanitize(raw);
-    if g == 0.0 {
+    if nonfinite(raw) {
+        atomicAdd(&sanitized[SANITIZED_ADAM], 1u);
         return;
     }
-    var lr = frame.lr_mlp;
-    if i % NODE_PARAMS < HASH_PARAMS {
-        lr = frame.lr_hash;
-    }
-    var m = moments[i];
-    m.x = frame.beta1 * m.x + (1.0 - frame.beta1) * g;
-    m.y = frame.beta2 * m.y + (1.0 - frame.beta2) * g * g;
-    moments[i] = m;
-    params[i] -= lr * (m.x / frame.bias1) / (sqrt(m.y / frame.bias2) + frame.eps);
+    // a page starts at a node's block, so the offset inside the block is i % NODE_PARAMS
+    let lr = select(adam.lr_mlp, adam.lr_hash, i % NODE_PARAMS < HASH_PARAMS);
+    let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * raw;
+    let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * raw * raw;
+    m1[i] = m;
+    m2[i] = v;
+    params[i] -= lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);
 }

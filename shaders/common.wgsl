@@ -1,81 +1,5 @@
-// Shared by every pass: the per-step uniforms, the ray and sample records, indexing and the RNG.
-// The Rust mirrors live in src/gpu/records.rs; a test compares their layouts with naga's.
-
-struct Frame {
-    n_rays: u32,
-    samples_per_ray: u32,
-    step: u32,
-    seed: u32,
-    cut: u32,
-    training: u32,
-    patch_size: u32,
-    pyramid_levels: u32,
-    background_r: f32,
-    background_g: f32,
-    background_b: f32,
-    inv_count: f32,
-    lr_hash: f32,
-    lr_mlp: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    bias1: f32,
-    bias2: f32,
-    n_params: u32,
-    max_density: f32,
-    ray_offset: u32,
-    view: u32,
-    // occupancy grid cells per axis (0: no grid), skip threshold on sigma * delta, update decay
-    occ_resolution: u32,
-    occ_threshold: f32,
-    occ_decay: f32,
-    occ_skip: u32,
-    // 1: training rays see a random background where the photo is transparent
-    random_background: u32,
-    // which of the OCC_PHASES subsets of cells this step's occupancy update visits
-    occ_phase: u32,
-    n_nodes: u32,
-    // chance that a training sample in an empty cell is evaluated anyway (so emptied regions can return)
-    occ_explore: f32,
-    _pad: u32,
-}
-
-// The occupancy grid is refreshed a quarter at a time.
-const OCC_PHASES: u32 = 4u;
-
-struct Ray {
-    origin: vec3<f32>,
-    near: f32,
-    dir: vec3<f32>,
-    far: f32,
-    // rgb target and the ray's weight in the loss (0 for padding rays outside the image)
-    target_rgb: vec4<f32>,
-    pixel_radius: f32,
-    pixel: u32,
-    // the background behind this ray in training, RGBA8 (see rays.wgsl)
-    background: u32,
-    _pad: u32,
-}
-
-struct Sample {
-    pos: vec3<f32>,
-    node: u32,
-    t: f32,
-    delta: f32,
-    ray: u32,
-    // place among the active samples of its node (samples.wgsl)
-    rank: u32,
-}
-
-struct RayResult {
-    rgb: vec3<f32>,
-    opacity: f32,
-    depth: f32,
-    loss: f32,
-    // samples of the ray that the field evaluated (not skipped as empty space)
-    evaluated: f32,
-    _pad: f32,
-}
+// Shared by every pass: indexing, the RNG, colour packing, sanitising. The structs the passes share
+// with the host are generated from src/gpu/records.rs (gpu_struct!) and declared before this file.
 
 const NO_NODE: u32 = 0xffffffffu;
 
@@ -107,11 +31,11 @@ fn rand01(seed: u32, stream: u32, index: u32) -> f32 {
     return f32(h >> 8u) * (1.0 / 16777216.0);
 }
 
-// Not-a-number and infinities become 0 (SPEC §4); counted where it matters.
+// Not-a-number or an infinity (SPEC §4: such values become 0 and are counted).
+fn nonfinite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
 fn sanitize(x: f32) -> f32 {
-    let bits = bitcast<u32>(x);
-    if (bits & 0x7f800000u) == 0x7f800000u {
-        return 0.0;
-    }
-    return x;
+    return select(x, 0.0, nonfinite(x));
 }

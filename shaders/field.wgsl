@@ -1,8 +1,9 @@
 // One octree node's field (SPEC §1): a multiresolution hash encoding in node-local coordinates, a
 // density decoder (-> sigma and geometric features) and a colour decoder (features + SH(direction)).
-// Needs `params: array<f32>` (the hash tables, at `base`) and the constants of the generated header
-// (src/gpu/shader.rs); the dense layers density_hidden, density_out, colour_hidden and colour_out are
-// generated (src/gpu/unrolled.rs) and read the bound node's decoder block.
+// Needs `params: array<f32>` (one page of parameter blocks; the node's block at `base`), `scene`
+// (max_density) and the constants of the generated header (src/gpu/shader.rs); the dense layers
+// density_hidden, density_out, colour_hidden and colour_out are generated (src/gpu/unrolled.rs) and
+// read the node's decoders, which start at base + HASH_PARAMS (after `load_weights`).
 
 struct Acts {
     in1: array<f32, IN1>,
@@ -78,7 +79,7 @@ fn sh_encode(d: vec3<f32>) -> array<f32, 16> {
 }
 
 fn density_from_raw(raw: f32) -> f32 {
-    return min(exp(clamp(raw, -15.0, 15.0)), frame.max_density);
+    return min(exp(clamp(raw, -15.0, 15.0)), scene.max_density);
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -107,14 +108,16 @@ fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
 
 // Density alone (the occupancy grid's update needs no colour).
 fn field_density(base: u32, local: vec3<f32>) -> f32 {
-    return density_from_raw(density_out(density_hidden(encode(base, local)))[0]);
+    let wm = base + HASH_PARAMS;
+    return density_from_raw(density_out(density_hidden(encode(base, local), wm), wm)[0]);
 }
 
 fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     var a: Acts;
     a.in1 = encode(base, local);
-    a.pre1 = density_hidden(a.in1);
-    a.out1 = density_out(a.pre1);
+    let wm = base + HASH_PARAMS;
+    a.pre1 = density_hidden(a.in1, wm);
+    a.out1 = density_out(a.pre1, wm);
     a.sigma = density_from_raw(a.out1[0]);
     let sh = sh_encode(dir);
     for (var g = 0u; g < GEO; g++) {
@@ -123,13 +126,9 @@ fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     for (var k = 0u; k < SH_DIM; k++) {
         a.in3[GEO + k] = sh[k];
     }
-    a.pre3 = colour_hidden(a.in3);
-    let out4 = colour_out(a.pre3);
+    a.pre3 = colour_hidden(a.in3, wm);
+    let out4 = colour_out(a.pre3, wm);
     a.out4 = vec3<f32>(out4[0], out4[1], out4[2]);
     a.rgb = vec3<f32>(sigmoid(a.out4.x), sigmoid(a.out4.y), sigmoid(a.out4.z));
     return a;
-}
-
-fn node_local(node: Node, pos: vec3<f32>) -> vec3<f32> {
-    return (pos - node.min) / node.edge;
 }

@@ -1,23 +1,24 @@
-// Pass 3: the field at every active sample -> (rgb, sigma). Dispatched once per node over that node's
-// part of the node-sorted active list, with the node's decoders bound as `decoder` (src/trainer.rs).
+// Pass 3: the field at every active sample -> (rgb, sigma). One dispatch per parameter page; every
+// workgroup evaluates up to WORKGROUP samples of one node (node_groups.wgsl), whose decoders it reads
+// at constant offsets (src/gpu/unrolled.rs). Non-finite outputs become 0 and are counted.
 
-@group(0) @binding(0) var<uniform> frame: Frame;
-@group(0) @binding(1) var<storage, read> rays: array<Ray>;
-@group(0) @binding(2) var<storage, read> nodes: array<Node>;
-@group(0) @binding(3) var<storage, read> samples: array<Sample>;
-@group(0) @binding(4) var<storage, read> params: array<f32>;
-@group(0) @binding(5) var<storage, read_write> field_out: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read> active_list: array<u32>;
-
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let k = flat_index(wg, nwg, local, 64u);
-    if k >= decoder.count {
-        return;
-    }
-    let s = active_list[decoder.list_offset + k];
+    let group = node_group(wg, nwg);
+    let node = group.x;
+    let base = (node - page.first_node) * NODE_PARAMS;
+    load_weights(local, base + HASH_PARAMS);
+    // lanes past the group's samples evaluate its last sample again and store nothing: no lane
+    // leaves early, so the weight loads stay uniform across the workgroup
+    let valid = local < group.z;
+    let s = active_list[group.y + min(local, group.z - 1u)];
     let sample = samples[s];
-    let a = field_eval(decoder.node * NODE_PARAMS, node_local(nodes[decoder.node], sample.pos), rays[sample.ray].dir);
-    let out = vec4<f32>(a.rgb, a.sigma);
-    field_out[s] = vec4<f32>(sanitize(out.x), sanitize(out.y), sanitize(out.z), sanitize(out.w));
+    let a = field_eval(base, node_local(nodes[node], sample.pos), rays[sample.ray].dir);
+    if valid {
+        let out = vec4<f32>(a.rgb, a.sigma);
+        if any(vec4<bool>(nonfinite(out.x), nonfinite(out.y), nonfinite(out.z), nonfinite(out.w))) {
+            atomicAdd(&sanitized[SANITIZED_FIELD], 1u);
+        }
+        field_out[s] = vec4<f32>(sanitize(out.x), sanitize(out.y), sanitize(out.z), sanitize(out.w));
+    }
 }

@@ -1,34 +1,34 @@
-// Pass 7: adds this step's loss to a small statistics buffer that the host reads now and then.
-// stats[0]: sum of per-step mean squared errors, stats[1]: steps summed, stats[2]: evaluated samples.
+// Adds this step's numbers to a small statistics buffer the host reads now and then (STATS_WORDS
+// floats): [0] steps summed, [1] evaluated samples, then per loss term t and cut c, at
+// 2 + t * MAX_CUTS + c, the term's mean over that cut's rays. One workgroup.
 
-@group(0) @binding(0) var<uniform> frame: Frame;
-@group(0) @binding(1) var<storage, read> results: array<RayResult>;
-@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+var<workgroup> partial: array<array<f32, STATS_WORDS>, WORKGROUP>;
 
-var<workgroup> partial: array<f32, 256>;
-var<workgroup> partial_active: array<f32, 256>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(local_invocation_index) local: u32) {
-    var acc = 0.0;
-    var evaluated = 0.0;
-    for (var r = local; r < frame.n_rays; r += 256u) {
-        acc += results[r].loss;
-        evaluated += results[r].evaluated;
+    var acc: array<f32, STATS_WORDS>;
+    let n_slots = batch.n_rays * batch.n_cuts;
+    for (var slot = local; slot < n_slots; slot += WORKGROUP) {
+        let c = slot / batch.n_rays;
+        acc[1] += outputs[slot].evaluated;
+        for (var t = 0u; t < LOSS_TERMS; t++) {
+            acc[2u + t * MAX_CUTS + c] += losses[t * n_slots + slot];
+        }
     }
     partial[local] = acc;
-    partial_active[local] = evaluated;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if local < stride {
-            partial[local] += partial[local + stride];
-            partial_active[local] += partial_active[local + stride];
+            for (var k = 1u; k < STATS_WORDS; k++) {
+                partial[local][k] += partial[local + stride][k];
+            }
         }
         workgroupBarrier();
     }
     if local == 0u {
-        stats[0] += partial[0] * frame.inv_count;
-        stats[1] += 1.0;
-        stats[2] += partial_active[0];
+        stats[0] += 1.0;
+        for (var k = 1u; k < STATS_WORDS; k++) {
+            stats[k] += partial[0][k];
+        }
     }
 }

@@ -1,22 +1,18 @@
 // After each occupancy update: the grid's mean density. Samples are skipped only below
 // min(threshold / delta, mean), so a young field whose densities are all small is not emptied.
 
-@group(0) @binding(0) var<uniform> frame: Frame;
-@group(0) @binding(6) var<storage, read> occupancy: array<f32>;
-@group(0) @binding(7) var<storage, read_write> occupancy_mean: array<f32>;
+var<workgroup> partial: array<f32, WORKGROUP>;
 
-var<workgroup> partial: array<f32, 256>;
-
-@compute @workgroup_size(256)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(local_invocation_index) local: u32) {
-    let cells = frame.occ_resolution * frame.occ_resolution * frame.occ_resolution;
+    let cells = sampling.resolution * sampling.resolution * sampling.resolution;
     var acc = 0.0;
-    for (var c = local; c < cells; c += 256u) {
+    for (var c = local; c < cells; c += WORKGROUP) {
         acc += occupancy[c];
     }
     partial[local] = acc;
     workgroupBarrier();
-    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+    for (var stride = WORKGROUP / 2u; stride > 0u; stride >>= 1u) {
         if local < stride {
             partial[local] += partial[local + stride];
         }

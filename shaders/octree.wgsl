@@ -1,15 +1,5 @@
-// The octree as the kernels see it, and the per-sample level choice (SPEC §1).
-// Mirrors crate::octree::Node and Octree::level_node exactly.
-
-struct Node {
-    min: vec3<f32>,
-    edge: f32,
-    children: array<u32, 8>,
-    parent: u32,
-    depth: u32,
-    gsd: f32,
-    _pad: u32,
-}
+// The octree as the kernels see it (`nodes`, the Node struct of src/octree.rs), and the per-sample
+// level choice (SPEC §1). Mirrors Octree::level_node exactly.
 
 fn child_slot(node: Node, p: vec3<f32>) -> u32 {
     let centre = node.min + vec3<f32>(0.5 * node.edge);
@@ -32,4 +22,8 @@ fn level_node(p: vec3<f32>, radius: f32, cut: u32) -> u32 {
         index = child;
     }
     return index;
+}
+
+fn node_local(node: Node, pos: vec3<f32>) -> vec3<f32> {
+    return (pos - node.min) / node.edge;
 }

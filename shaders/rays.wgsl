@@ -1,35 +1,6 @@
-// Pass 1: one ray per pixel of the batch's patches (training) or of one view (rendering).
-
-struct Camera {
-    // rows of the camera-to-cube 3x4 matrix [R | position]
-    row0: vec4<f32>,
-    row1: vec4<f32>,
-    row2: vec4<f32>,
-    // fx, fy, cx, cy at full resolution
-    intrinsics: vec4<f32>,
-    // OpenCV k1, k2, p1, p2
-    distortion: vec4<f32>,
-    width: u32,
-    height: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-
-struct Patch {
-    view: u32,
-    level: u32,
-    x0: u32,
-    y0: u32,
-}
-
-@group(0) @binding(0) var<uniform> frame: Frame;
-@group(0) @binding(1) var<storage, read> cameras: array<Camera>;
-@group(0) @binding(2) var<storage, read> patches: array<Patch>;
-// offset of each (view, level) image in `pixels`, view-major
-@group(0) @binding(3) var<storage, read> image_offsets: array<u32>;
-// RGBA8 pixels, red in the low byte
-@group(0) @binding(4) var<storage, read> pixels: array<u32>;
-@group(0) @binding(5) var<storage, read_write> rays: array<Ray>;
+// Pass 1: one ray per pixel of the batch's patches (training) or of one view (rendering). Training
+// targets are streamed: the host gathers the batch's pixels (RGBA8) into `targets`, so no image needs
+// to live on the device.
 
 // Normalised image coordinates without lens distortion: Newton's method on the OpenCV model.
 fn undistort(xd: vec2<f32>, k: vec4<f32>) -> vec2<f32> {
@@ -53,28 +24,28 @@ fn undistort(xd: vec2<f32>, k: vec4<f32>) -> vec2<f32> {
     return p;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let r = flat_index(wg, nwg, local, 64u);
-    if r >= frame.n_rays {
+    let r = flat_index(wg, nwg, local, WORKGROUP);
+    if r >= batch.n_rays {
         return;
     }
     var view: u32;
     var level: u32;
     var px: u32;
     var py: u32;
-    if frame.training != 0u {
-        let per_patch = frame.patch_size * frame.patch_size;
+    if batch.training != 0u {
+        let per_patch = batch.patch_size * batch.patch_size;
         let tile = patches[r / per_patch];
         let within = r % per_patch;
         view = tile.view;
         level = tile.level;
-        px = tile.x0 + within % frame.patch_size;
-        py = tile.y0 + within / frame.patch_size;
+        px = tile.x0 + within % batch.patch_size;
+        py = tile.y0 + within / batch.patch_size;
     } else {
-        view = frame.view;
+        view = batch.view;
         level = 0u;
-        let pixel = r + frame.ray_offset;
+        let pixel = r + batch.ray_offset;
         px = pixel % cameras[view].width;
         py = pixel / cameras[view].width;
     }
@@ -85,8 +56,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     ray.pixel = py * width + px;
     let inside = px < width && py < height;
     var jitter = vec2<f32>(0.5, 0.5);
-    if frame.training != 0u {
-        jitter = vec2<f32>(rand01(frame.seed, 10u, r), rand01(frame.seed, 11u, r));
+    if batch.training != 0u {
+        jitter = vec2<f32>(rand01(batch.seed, 10u, r), rand01(batch.seed, 11u, r));
     }
     let scale = 1.0 / f32(1u << level);
     let k = cam.intrinsics * scale;
@@ -95,8 +66,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         xy = undistort(xy, cam.distortion);
     }
     let d_cam = vec3<f32>(xy.x, -xy.y, -1.0);
-    let d = normalize(vec3<f32>(dot(cam.row0.xyz, d_cam), dot(cam.row1.xyz, d_cam), dot(cam.row2.xyz, d_cam)));
-    let o = vec3<f32>(cam.row0.w, cam.row1.w, cam.row2.w);
+    let d = normalize(vec3<f32>(dot(cam.rows[0].xyz, d_cam), dot(cam.rows[1].xyz, d_cam), dot(cam.rows[2].xyz, d_cam)));
+    let o = vec3<f32>(cam.rows[0].w, cam.rows[1].w, cam.rows[2].w);
     ray.origin = o;
     ray.dir = d;
     ray.pixel_radius = 0.5 / k.x;
@@ -110,17 +81,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     ray.far = max(tmax, ray.near);
     ray.target_rgb = vec4<f32>(0.0);
     ray.background = 0u;
-    if inside && frame.training != 0u {
-        let offset = image_offsets[view * frame.pyramid_levels + level];
-        let packed = pixels[offset + py * width + px];
+    if inside && batch.training != 0u {
+        let packed = targets[r];
         var target_rgb = unpack_rgb(packed);
-        if frame.random_background != 0u {
-            // the photo was composited on frame.background; swap in a random one behind its transparent part,
+        if batch.random_background != 0u {
+            // the photo was composited on batch.background; swap in a random one behind its transparent part,
             // so empty space must be learned as empty rather than painted in the background colour
-            let bg = vec3<u32>(pcg(frame.seed ^ (3u * r)) & 255u, pcg(frame.seed ^ (3u * r + 1u)) & 255u, pcg(frame.seed ^ (3u * r + 2u)) & 255u);
+            let bg = vec3<u32>(pcg(batch.seed ^ (3u * r)) & 255u, pcg(batch.seed ^ (3u * r + 1u)) & 255u, pcg(batch.seed ^ (3u * r + 2u)) & 255u);
             ray.background = bg.x | (bg.y << 8u) | (bg.z << 16u);
             let transparency = 1.0 - f32(packed >> 24u) * (1.0 / 255.0);
-            let frame_bg = vec3<f32>(frame.background_r, frame.background_g, frame.background_b);
+            let frame_bg = batch.background;
             target_rgb += (unpack_rgb(ray.background) - frame_bg) * transparency;
         }
         ray.target_rgb = vec4<f32>(target_rgb, 1.0);

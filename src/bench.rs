@@ -1,8 +1,12 @@
 //! `infnerf bench`: training throughput against the machine's own copy bandwidth, measured in one run.
 
+use crate::gpu::kernel::Recorder;
+use crate::gpu::records::OCC_PHASES;
+use crate::gpu::shader::KernelShape;
 use crate::gpu::{Gpu, GpuOptions};
+use crate::kernel;
 use crate::run::{data_dir, load_config, load_data};
-use crate::trainer::{dispatch, Trainer, OCC_PHASES};
+use crate::trainer::Trainer;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -14,6 +18,15 @@ pub struct BenchReport {
     pub adapter: String,
     pub backend: String,
     pub float_atomics: bool,
+    /// Octree nodes and parameter pages.
+    pub nodes: usize,
+    pub pages: u32,
+    /// Dispatches of one training step (without and with an occupancy update).
+    pub dispatches_per_step: u32,
+    pub dispatches_with_occupancy: u32,
+    /// Invocations per workgroup of the node-batched field passes, and where they read the weights.
+    pub field_workgroup: u32,
+    pub decoder_weights: String,
     pub steps: u32,
     pub seconds: f64,
     pub rays_per_s: f64,
@@ -55,12 +68,23 @@ pub fn bench(
     let config = load_config(config)?;
     let dataset = load_data(&data_dir(data)?, &config)?;
     let gpu = Arc::new(Gpu::new(gpu_options)?);
-    let copy_gbps = copy_bandwidth(&gpu)?;
     let mut trainer = Trainer::new(gpu.clone(), config, &dataset)?;
+    let copy_gbps = copy_bandwidth(&gpu, &trainer.shape)?;
     // untimed warm-up past the occupancy grid's warm-up, so the timing sees steady-state skipping
     let warmup = trainer.config.train.occupancy_warmup + 2 * trainer.config.train.occupancy_update_every * OCC_PHASES;
     for _ in 0..warmup.max(3) {
         trainer.step()?;
+    }
+    trainer.read_stats()?;
+    let mut dispatches = (0, 0);
+    for _ in 0..trainer.config.train.occupancy_update_every {
+        let with_occupancy = trainer.occupancy_due(trainer.step);
+        trainer.step()?;
+        if with_occupancy {
+            dispatches.1 = trainer.last_dispatches;
+        } else {
+            dispatches.0 = trainer.last_dispatches;
+        }
     }
     trainer.read_stats()?;
     let started = Instant::now();
@@ -91,7 +115,7 @@ pub fn bench(
         let ms = pass_ms.iter().find(|(name, _)| name == pass).map_or(0.0, |(_, ms)| *ms);
         ms * 1e3 / profiled_active.max(1.0)
     };
-    let rays_per_step = f64::from(trainer.max_rays);
+    let rays_per_step = f64::from(trainer.rays_per_step());
     let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray);
     let samples_per_s = f64::from(steps) * samples_per_step / elapsed;
     let active = (last_stats.active_samples / samples_per_step).clamp(0.0, 1.0);
@@ -102,6 +126,12 @@ pub fn bench(
         adapter: gpu.info.name.clone(),
         backend: format!("{:?}", gpu.info.backend),
         float_atomics: gpu.float_atomics,
+        nodes: trainer.octree.nodes.len(),
+        pages: trainer.model.paging.n_pages,
+        dispatches_per_step: dispatches.0,
+        dispatches_with_occupancy: dispatches.1,
+        field_workgroup: trainer.shape.field_workgroup,
+        decoder_weights: format!("{:?}", trainer.shape.weights),
         steps,
         seconds: elapsed,
         rays_per_s: f64::from(steps) * rays_per_step / elapsed,
@@ -123,28 +153,31 @@ pub fn bench(
 
 /// What one sample must move through memory in one step, f32 everywhere, averaged over all samples of
 /// which the fraction `active` is not skipped as empty space: for every sample its record written,
-/// read again to sort the active ones by node, read by the render pass and its gradient written; for
-/// active ones the hash corners gathered forward and again in the recomputed backward, scattered
-/// read-modify-write gradients, the decoder-gradient atomics per workgroup; and the copy of the
-/// decoders into their uniform blocks and the optimizer's traffic, shared over the step's samples.
+/// read again to sort the active ones by node, read by the forward and backward render and its
+/// gradient written; for active ones the list entry, the hash corners gathered forward and again in
+/// the recomputed backward, scattered read-modify-write gradients, the field output, the decoder
+/// weights loaded per workgroup and the decoder-gradient atomics per workgroup; and the optimizer's
+/// traffic, shared over the step's samples.
 pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -> f64 {
     let l = &trainer.layout;
     let s = f64::from(trainer.config.train.samples_per_ray);
     let ray_record = 64.0 / s;
     let sample = 32.0;
     let corners = f64::from(l.hash_levels) * 8.0 * 2.0 * 4.0;
-    let samples_pass = 2.0 * sample + ray_record + active * 4.0;
-    let forward = active * (4.0 + sample + ray_record + corners + 16.0);
-    let render = 16.0 + sample + 16.0;
-    let backward = active * (4.0 + sample + 16.0 + ray_record + corners + 2.0 * corners);
-    let decoder_atomics = active * f64::from(l.mlp_params()) * 8.0 / f64::from(trainer.shape.backward_workgroup);
+    let wg = f64::from(trainer.shape.field_workgroup);
+    let weights = f64::from(l.mlp_params()) * 4.0 / wg;
+    let samples_pass = sample + ray_record + active * 4.0;
+    let scatter = sample + active * 4.0;
+    let forward = active * (4.0 + sample + ray_record + corners + weights + 16.0);
+    let render = 2.0 * (sample + 16.0) + 16.0;
+    let backward = active * (4.0 + sample + 16.0 + ray_record + corners + 2.0 * corners + weights);
+    let decoder_atomics = active * f64::from(l.mlp_params()) * 8.0 / wg;
     let nodes = trainer.octree.nodes.len() as f64;
     let touched_hash =
         (active * samples_per_step * f64::from(l.hash_levels) * 16.0).min(nodes * f64::from(l.hash_params));
     let touched = touched_hash + nodes * f64::from(l.mlp_params());
-    let adam = (f64::from(trainer.n_params) * 4.0 + touched * 28.0) / samples_per_step;
-    let decoder_copy = nodes * f64::from(l.mlp_params()) * 8.0 / samples_per_step;
-    samples_pass + forward + render + backward + decoder_atomics + adam + decoder_copy
+    let adam = (trainer.n_params() as f64 * 4.0 + touched * 20.0) / samples_per_step;
+    samples_pass + scatter + forward + render + backward + decoder_atomics + adam
 }
 
 /// Multiply-adds x2 of the decoders: forward, the recomputed forward, input and weight gradients.
@@ -154,22 +187,33 @@ pub fn mlp_flops_per_sample(trainer: &Trainer) -> f64 {
     2.0 * macs * 4.0
 }
 
+kernel! {
+    /// A plain copy: the memory bandwidth the trainer is compared with.
+    pub struct CopyKernel, CopyBindings = "copy" {
+        includes: [],
+        workgroup: |_| 256,
+        bindings: {
+            src: Read [[f32; 4]],
+            dst: ReadWrite [[f32; 4]],
+        }
+    }
+}
+
 /// GB/s of a plain copy kernel (read + write counted), best of a few runs.
-fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
-    let bytes = (64u64 << 20).min(gpu.limits.max_storage_buffer_binding_size / 2);
+fn copy_bandwidth(gpu: &Gpu, shape: &KernelShape) -> Result<f64> {
+    let bytes = (64u64 << 20).min(gpu.max_buffer_bytes() / 2);
     let src = gpu.storage("copy source", bytes)?;
     let dst = gpu.storage("copy destination", bytes)?;
-    let pipeline = gpu.compute_pipeline("copy", include_str!("../shaders/copy.wgsl"))?;
-    let group = gpu.bind("copy", &pipeline, &[(0, &src), (1, &dst)]);
+    let kernel = CopyKernel::new(gpu, shape)?;
+    let group = kernel.bind(gpu, &CopyBindings { src: &src, dst: &dst });
     let threads = (bytes / 16) as u32;
     let run = |iterations: u32| -> Result<f64> {
         let started = Instant::now();
-        let mut encoder =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("copy bench") });
+        let mut rec = Recorder::new(gpu, "copy bench");
         for _ in 0..iterations {
-            dispatch(&mut encoder, "copy", &pipeline, &group, threads, 256);
+            rec.dispatch(&kernel, &group, threads);
         }
-        gpu.queue.submit([encoder.finish()]);
+        rec.submit();
         gpu.wait()?;
         Ok(started.elapsed().as_secs_f64())
     };
@@ -180,5 +224,7 @@ fn copy_bandwidth(gpu: &Gpu) -> Result<f64> {
         let seconds = run(iterations)?;
         best = best.max(2.0 * bytes as f64 * f64::from(iterations) / seconds / 1e9);
     }
+    gpu.free(src);
+    gpu.free(dst);
     Ok(best)
 }

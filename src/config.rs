@@ -9,6 +9,7 @@ pub struct Config {
     pub data: DataConfig,
     pub field: FieldConfig,
     pub train: TrainConfig,
+    pub loss: LossConfig,
 }
 
 /// How images become training rays.
@@ -52,6 +53,29 @@ pub struct FieldConfig {
     pub sh_degree: u32,
     /// Upper clamp on density.
     pub max_density: f32,
+    /// Largest parameter page in MiB (0: the adapter's largest storage binding). Parameters,
+    /// gradients and Adam moments are split into pages of whole nodes; pass-through for tests.
+    pub page_mb: u32,
+}
+
+/// The loss terms and how they are weighted (SPEC §3).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Weight of the mean squared error of the rendered colour.
+    pub lambda_mse: f32,
+    /// Level weights of the rendered tree cuts: w_k = 2^(-level_gamma * k) / sum over the cuts
+    /// rendered. Signed: the seed's formula (gamma > 0) weighs the root most, although its comment
+    /// says finer levels should weigh more (gamma < 0 does that).
+    pub level_gamma: f32,
+    /// Coarser tree cuts rendered per step besides the finest (drawn at random), 0..=3.
+    pub coarse_cuts: u32,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self { lambda_mse: 1.0, level_gamma: 1.0, coarse_cuts: 0 }
+    }
 }
 
 /// The optimisation (MSE loss and Adam, for now).
@@ -127,6 +151,7 @@ impl Default for FieldConfig {
             geo_features: 7,
             sh_degree: 3,
             max_density: 1.0e4,
+            page_mb: 0,
         }
     }
 }
@@ -158,6 +183,21 @@ impl Default for TrainConfig {
     }
 }
 
+/// The settings that may change while training (through the trainer's command API), by TOML path.
+pub const LIVE_SETTINGS: [&str; 11] = [
+    "loss.lambda_mse",
+    "loss.level_gamma",
+    "train.lr_hash",
+    "train.lr_mlp",
+    "train.lr_final_ratio",
+    "train.lr_decay_start",
+    "train.lr_decay_steps",
+    "train.log_every",
+    "train.occupancy_threshold",
+    "train.occupancy_explore",
+    "data.coarse_fraction",
+];
+
 /// A setting that cannot work, named by its TOML path.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -167,6 +207,8 @@ pub enum ConfigError {
     Parse { file: String, message: String },
     #[error("{file}: {field} {message}")]
     Invalid { file: String, field: &'static str, message: String },
+    #[error("live setting {key}: {message}")]
+    Live { key: String, message: String },
 }
 
 impl Config {
@@ -305,7 +347,69 @@ impl Config {
         if t.log_every == 0 {
             return bad("train.log_every", "must be positive");
         }
+        let l = &self.loss;
+        if !(l.lambda_mse.is_finite() && l.lambda_mse >= 0.0) {
+            return bad("loss.lambda_mse", "must be a number >= 0");
+        }
+        if !(l.level_gamma.is_finite() && l.level_gamma.abs() <= 16.0) {
+            return bad("loss.level_gamma", "must be a number in [-16, 16]");
+        }
+        if l.coarse_cuts as usize >= crate::gpu::records::MAX_CUTS {
+            return bad("loss.coarse_cuts", "must be at most 3");
+        }
         Ok(())
+    }
+
+    /// Changes a setting that may change while training (`LIVE_SETTINGS`), validated as a whole.
+    pub fn set_live(&mut self, key: &str, value: f64) -> Result<(), ConfigError> {
+        let mut changed = self.clone();
+        let invalid = |message: String| ConfigError::Live { key: key.to_string(), message };
+        match key {
+            "loss.lambda_mse" => changed.loss.lambda_mse = value as f32,
+            "loss.level_gamma" => changed.loss.level_gamma = value as f32,
+            "train.lr_hash" => changed.train.lr_hash = value as f32,
+            "train.lr_mlp" => changed.train.lr_mlp = value as f32,
+            "train.lr_final_ratio" => changed.train.lr_final_ratio = value as f32,
+            "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" => {
+                if !(value.is_finite() && value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0) {
+                    return Err(invalid(format!("must be a whole number >= 0, got {value}")));
+                }
+                let v = value as u32;
+                match key {
+                    "train.lr_decay_start" => changed.train.lr_decay_start = v,
+                    "train.lr_decay_steps" => changed.train.lr_decay_steps = v,
+                    _ => changed.train.log_every = v,
+                }
+            }
+            "train.occupancy_threshold" => changed.train.occupancy_threshold = value as f32,
+            "train.occupancy_explore" => changed.train.occupancy_explore = value as f32,
+            "data.coarse_fraction" => changed.data.coarse_fraction = value as f32,
+            _ => {
+                let message = format!("cannot change while training; these can: {}", LIVE_SETTINGS.join(", "));
+                return Err(invalid(message));
+            }
+        }
+        changed.validate("live setting")?;
+        *self = changed;
+        Ok(())
+    }
+
+    /// The current value of a live setting.
+    pub fn live(&self, key: &str) -> Option<f64> {
+        Some(match key {
+            "loss.lambda_mse" => f64::from(self.loss.lambda_mse),
+            "loss.level_gamma" => f64::from(self.loss.level_gamma),
+            "train.lr_hash" => f64::from(self.train.lr_hash),
+            "train.lr_mlp" => f64::from(self.train.lr_mlp),
+            "train.lr_final_ratio" => f64::from(self.train.lr_final_ratio),
+            "train.lr_decay_start" => f64::from(self.train.lr_decay_start),
+            "train.lr_decay_steps" => f64::from(self.train.lr_decay_steps),
+            "train.log_every" => f64::from(self.train.log_every),
+            "train.occupancy_threshold" => f64::from(self.train.occupancy_threshold),
+            "train.occupancy_explore" => f64::from(self.train.occupancy_explore),
+            "data.coarse_fraction" => f64::from(self.data.coarse_fraction),
+            _ => return None,
+        })
     }
 
     pub fn to_toml(&self) -> String {

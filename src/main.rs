@@ -41,8 +41,9 @@ struct TrainArgs {
     /// Settings file (TOML); default: the built-in defaults (assets/configs/default.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long, default_value = "runs/latest")]
-    out: PathBuf,
+    /// Output folder (default: runs/latest, or the resumed checkpoint's folder).
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Training steps (default: train.steps of the config, or unlimited with --max-seconds).
     #[arg(long)]
     steps: Option<u32>,
@@ -52,6 +53,10 @@ struct TrainArgs {
     /// Evaluate on this many evenly spaced test views (default: all).
     #[arg(long)]
     eval_views: Option<usize>,
+    /// Continue the run saved in this checkpoint (OUT/checkpoint.safetensors): same settings, step
+    /// counter, optimiser state and clock; --steps is the step to stop at.
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -122,10 +127,16 @@ fn execute(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Train(a)) => {
+            let out = match (a.out, &a.resume) {
+                (Some(out), _) => out,
+                (None, Some(checkpoint)) => checkpoint.parent().map_or_else(|| ".".into(), PathBuf::from),
+                (None, None) => "runs/latest".into(),
+            };
             let request = TrainRequest {
                 data: a.data,
                 config: a.config,
-                out: a.out,
+                out,
+                resume: a.resume,
                 steps: a.steps,
                 max_seconds: a.max_seconds,
                 eval_views: a.eval_views,

@@ -19,23 +19,23 @@ const MIN_DEPTH: f32 = 1.0e-4;
 /// Near plane of the visibility frustum (cube units); keeps the clipped frustum finite.
 const NEAR: f32 = 1.0e-5;
 
-/// One octree node, 64 bytes, laid out exactly as the WGSL `Node` struct.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, Debug, PartialEq)]
-pub struct Node {
-    /// Corner with the smallest coordinates, in the cube frame.
-    pub min: [f32; 3],
-    /// Edge length (the root's is 2).
-    pub edge: f32,
-    /// Indices into `Octree::nodes`, by octant (see [`child_index`]); `NO_CHILD` where absent.
-    pub children: [u32; 8],
-    /// Index of the parent; `NO_CHILD` for the root.
-    pub parent: u32,
-    /// Level: 0 for the root.
-    pub depth: u32,
-    /// Ground sample distance: edge / finest encoding resolution.
-    pub gsd: f32,
-    pub _pad: u32,
+crate::gpu_struct! {
+    /// One octree node, 64 bytes; the kernels read the same struct (`nodes`).
+    pub struct Node {
+        /// Corner with the smallest coordinates, in the cube frame.
+        pub min: [f32; 3],
+        /// Edge length (the root's is 2).
+        pub edge: f32,
+        /// Indices into `Octree::nodes`, by octant (see [`child_index`]); `NO_CHILD` where absent.
+        pub children: [u32; 8],
+        /// Index of the parent; `NO_CHILD` for the root.
+        pub parent: u32,
+        /// Level: 0 for the root.
+        pub depth: u32,
+        /// Ground sample distance: edge / finest encoding resolution.
+        pub gsd: f32,
+        pub _pad: u32,
+    }
 }
 
 impl Node {

@@ -1,15 +1,20 @@
-//! Headless runs behind the command line: train, eval and bench.
+//! Headless runs behind the command line: train (a consumer of the trainer thread's events), eval,
+//! and checkpoints.
 
 use crate::config::Config;
 use crate::data::{load_dataset, Dataset, Image, LoadOptions, View};
+use crate::field::SplitMix64;
 use crate::gpu::{Gpu, GpuOptions};
-use crate::io::{load_checkpoint, save_checkpoint, write_atomic, MetricsLog};
+use crate::io::{load_checkpoint, save_checkpoint, write_atomic, MetricsLog, CHECKPOINT_TENSORS};
 use crate::metrics::{mse, psnr, ssim};
 use crate::octree::Octree;
+use crate::session::{Event, Session, SessionOptions, StepStats};
+use crate::trainer::model::Model;
 use crate::trainer::Trainer;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +29,8 @@ pub struct TrainRequest {
     pub steps: Option<u32>,
     pub max_seconds: Option<f64>,
     pub eval_views: Option<usize>,
+    /// Continue the run of this checkpoint (its settings, step counter, optimiser state, clock).
+    pub resume: Option<PathBuf>,
     pub gpu: GpuOptions,
     /// Draw a progress bar (off in tests).
     pub progress: bool,
@@ -40,13 +47,17 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// One line of metrics.jsonl.
+/// One line of metrics.jsonl (a step's statistics; settings changes are lines with an `event`).
 #[derive(Clone, Debug, Serialize)]
 pub struct MetricsLine {
     pub step: u32,
     pub elapsed_s: f64,
+    /// The weighted loss the optimiser saw.
     pub loss_total: f64,
+    /// Mean squared error of the finest cut.
     pub loss_mse: f64,
+    /// Every loss term's mean, per rendered cut (the first is the finest).
+    pub loss: BTreeMap<String, Vec<f64>>,
     pub psnr_train: f64,
     pub rays: u64,
     pub samples: u64,
@@ -57,6 +68,34 @@ pub struct MetricsLine {
     pub lr_hash: f64,
     pub lr_mlp: f64,
     pub gpu_bytes: u64,
+    /// Non-finite values the kernels replaced by 0 since the previous line, and by kind of pass.
+    pub sanitized: u64,
+    pub sanitized_by_pass: BTreeMap<String, u32>,
+    pub dispatches_per_step: u32,
+}
+
+impl MetricsLine {
+    pub fn new(s: &StepStats) -> Self {
+        Self {
+            step: s.step,
+            elapsed_s: s.elapsed_s,
+            loss_total: s.loss.total,
+            loss_mse: s.loss.mse,
+            loss: s.loss.terms.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            psnr_train: psnr(s.loss.mse),
+            rays: u64::from(s.step) * u64::from(s.rays_per_step),
+            samples: u64::from(s.step) * s.samples_per_step,
+            samples_active: s.loss.active_samples,
+            rays_per_s: s.rays_per_s,
+            lr: s.lr,
+            lr_hash: s.lr_hash,
+            lr_mlp: s.lr_mlp,
+            gpu_bytes: s.gpu_bytes,
+            sanitized: s.loss.sanitized_total(),
+            sanitized_by_pass: s.loss.sanitized.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
+            dispatches_per_step: s.dispatches,
+        }
+    }
 }
 
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
@@ -81,9 +120,31 @@ pub fn load_data(dir: &Path, config: &Config) -> Result<Dataset> {
     Ok(dataset)
 }
 
-/// The training run: steps until `steps` or `max_seconds`, then evaluation and a checkpoint.
+/// The training run: steps until `steps` or `max_seconds`, then a checkpoint and the evaluation.
+/// With `resume`, the checkpoint's run continues: its settings, step counter, optimiser state and
+/// clock; `steps` is then the step to stop at and `max_seconds` the seconds to add.
 pub fn train(request: &TrainRequest) -> Result<EvalReport> {
-    let mut config = load_config(request.config.as_deref())?;
+    let resumed = match &request.resume {
+        Some(path) => {
+            if request.config.is_some() {
+                bail!("--config and --resume: a resumed run keeps the settings of its checkpoint");
+            }
+            let state = CheckpointState::read(path)?;
+            if !state.resumable() {
+                bail!(
+                    "{}: written before checkpoints kept the optimiser state; it evaluates, but training \
+                     cannot continue from it",
+                    path.display()
+                );
+            }
+            Some(state)
+        }
+        None => None,
+    };
+    let mut config = match &resumed {
+        Some(state) => state.config.clone(),
+        None => load_config(request.config.as_deref())?,
+    };
     if let Some(steps) = request.steps {
         if steps == 0 {
             bail!("--steps must be positive");
@@ -98,79 +159,80 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
         }
     }
     let dir = data_dir(request.data.as_deref())?;
-    let dataset = load_data(&dir, &config)?;
+    let dataset = Arc::new(load_data(&dir, &config)?);
     let gpu = Arc::new(Gpu::new(&request.gpu)?);
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
     write_atomic(&request.out.join("config.toml"), config.to_toml().as_bytes())?;
-    let mut trainer = Trainer::new(gpu.clone(), config.clone(), &dataset)?;
+    let metrics_path = request.out.join("metrics.jsonl");
+    let (trainer, mut metrics, elapsed_before) = match resumed {
+        Some(state) => {
+            let elapsed = state.elapsed_s;
+            let mut trainer = state.into_trainer(gpu.clone(), &dataset)?;
+            trainer.config.train.steps = config.train.steps;
+            (trainer, MetricsLog::append_to(&metrics_path)?, elapsed)
+        }
+        None => (Trainer::new(gpu.clone(), config.clone(), &dataset)?, MetricsLog::create(&metrics_path)?, 0.0),
+    };
+    if trainer.step >= config.train.steps {
+        bail!("the checkpoint is at step {}, at or past --steps {}", trainer.step, config.train.steps);
+    }
     log::info!(
-        "{}: {} training views, octree nodes per depth {:?}, {} parameters, adapter {}",
+        "{}: {} training views, octree nodes per depth {:?}, {} parameters in {} page(s), adapter {}",
         dir.display(),
         dataset.train.len(),
         trainer.octree.depth_counts(),
-        trainer.n_params,
+        trainer.n_params(),
+        trainer.model.paging.n_pages,
         gpu.info.name
     );
-    let mut metrics = MetricsLog::create(&request.out.join("metrics.jsonl"))?;
     let bar = progress_bar(request, &config);
-    let started = Instant::now();
-    let rays_per_step = u64::from(trainer.max_rays);
-    let samples_per_step = rays_per_step * u64::from(config.train.samples_per_ray);
-    let mut last = (0u32, 0.0f64);
-    loop {
-        trainer.step()?;
-        let step = trainer.step;
-        let done =
-            step >= config.train.steps || request.max_seconds.is_some_and(|s| started.elapsed().as_secs_f64() >= s);
-        if step.is_multiple_of(config.train.log_every) || done {
-            let stats = trainer.read_stats()?;
-            let elapsed = started.elapsed().as_secs_f64();
-            let rays_per_s = (step - last.0) as f64 * rays_per_step as f64 / (elapsed - last.1).max(1e-9);
-            last = (step, elapsed);
-            let lr = f64::from(trainer.lr_factor(step));
-            let line = MetricsLine {
-                step,
-                elapsed_s: elapsed,
-                loss_total: stats.mse,
-                loss_mse: stats.mse,
-                psnr_train: psnr(stats.mse),
-                rays: u64::from(step) * rays_per_step,
-                samples: u64::from(step) * samples_per_step,
-                samples_active: stats.active_samples,
-                rays_per_s,
-                lr,
-                lr_hash: lr * f64::from(config.train.lr_hash),
-                lr_mlp: lr * f64::from(config.train.lr_mlp),
-                gpu_bytes: gpu.allocated_bytes(),
-            };
-            metrics.append(&line)?;
-            if let Some(bar) = &bar {
-                bar.set_position(if request.max_seconds.is_some() && config.train.steps == u32::MAX {
-                    elapsed as u64
-                } else {
-                    u64::from(step)
-                });
-                bar.set_message(format!(
-                    "step {step} loss {:.5} psnr {:.2} dB {:.0} rays/s",
-                    stats.mse, line.psnr_train, rays_per_s
-                ));
+    let options = SessionOptions {
+        max_steps: Some(config.train.steps),
+        max_seconds: request.max_seconds.map(|s| s + elapsed_before),
+        start_paused: false,
+        elapsed_before,
+    };
+    let session = Session::spawn(trainer, dataset.clone(), options);
+    let mut elapsed = elapsed_before;
+    let mut diverged = None;
+    for event in session.events().iter() {
+        match event {
+            Event::Stats(stats) => {
+                let line = MetricsLine::new(&stats);
+                metrics.append(&line)?;
+                elapsed = stats.elapsed_s;
+                if let Some(bar) = &bar {
+                    bar.set_position(if request.max_seconds.is_some() && request.steps.is_none() {
+                        (stats.elapsed_s - elapsed_before) as u64
+                    } else {
+                        u64::from(stats.step)
+                    });
+                    bar.set_message(format!(
+                        "step {} loss {:.5} psnr {:.2} dB {:.0} rays/s",
+                        stats.step, line.loss_total, line.psnr_train, stats.rays_per_s
+                    ));
+                }
+                if !stats.loss.total.is_finite() {
+                    diverged = Some(stats.step);
+                    break;
+                }
             }
-            if !stats.mse.is_finite() {
-                bail!("training diverged at step {step}: the loss is not finite");
-            }
-        }
-        if done {
-            break;
+            Event::Warning(warning) => log::warn!("{warning}"),
+            Event::Finished { .. } | Event::Failed(_) => break,
+            _ => {}
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let trainer = session.join()?;
+    if let Some(step) = diverged {
+        bail!("training diverged at step {step}: the loss is not finite");
+    }
     if let Some(bar) = bar {
         bar.finish();
     }
-    save_trainer_checkpoint(&trainer, &request.out)?;
+    save_trainer_checkpoint(&trainer, &request.out.join(CHECKPOINT_TENSORS), elapsed)?;
     let (split, views) = eval_split(&dataset);
     let renders = request.out.join("renders");
-    let report = evaluate(&trainer, views, split, request.eval_views, seconds, Some(&renders))?;
+    let report = evaluate(&trainer, views, split, request.eval_views, elapsed, Some(&renders))?;
     write_atomic(&request.out.join("eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
     Ok(report)
 }
@@ -266,60 +328,131 @@ pub fn evenly_spaced(n: usize, k: Option<usize>) -> Vec<usize> {
     }
 }
 
-pub fn save_trainer_checkpoint(trainer: &Trainer, out: &Path) -> Result<()> {
-    let params = trainer.read_params()?;
-    let nodes = trainer.octree.nodes.len();
-    let sidecar = json!({
-        "format": "infnerf-checkpoint-1",
+/// Format name in a checkpoint's metadata.
+pub const CHECKPOINT_FORMAT: &str = "infnerf-checkpoint-2";
+
+/// Writes a resumable checkpoint to `path` in one atomic write: parameters, Adam moments and the
+/// occupancy grid as tensors; settings, step, tree, RNG state and training seconds as metadata.
+pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -> Result<()> {
+    let model = &trainer.model;
+    let (gpu, paging) = (&trainer.gpu, &model.paging);
+    let params = Model::read_paged(gpu, &model.params, paging)?;
+    let m1 = Model::read_paged(gpu, &model.m1, paging)?;
+    let m2 = Model::read_paged(gpu, &model.m2, paging)?;
+    let occupancy: Vec<f32> = gpu.read(&model.occupancy, trainer.occupancy_cells() as usize)?;
+    let mean: Vec<f32> = gpu.read(&model.occupancy_mean, 1)?;
+    let metadata = json!({
+        "format": CHECKPOINT_FORMAT,
         "step": trainer.step,
+        "elapsed_s": elapsed_s,
+        "rng": trainer.rng.0.to_string(),
         "config": trainer.config,
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
     });
-    let occupancy: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, trainer.occupancy_cells() as usize)?;
-    let mean: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy_mean, 1)?;
+    let shape = vec![paging.n_nodes as usize, paging.node_params as usize];
     save_checkpoint(
-        out,
+        path,
         &[
-            ("params", vec![nodes, trainer.layout.node_params as usize], &params),
+            ("params", shape.clone(), &params),
+            ("adam_m1", shape.clone(), &m1),
+            ("adam_m2", shape, &m2),
             ("occupancy", vec![occupancy.len()], &occupancy),
             ("occupancy_mean", vec![1], &mean),
         ],
-        &sidecar,
+        &metadata,
     )
+}
+
+/// A checkpoint read back: everything a trainer needs to continue where it stopped.
+pub struct CheckpointState {
+    pub path: PathBuf,
+    pub config: Config,
+    pub octree: Octree,
+    pub step: u32,
+    pub elapsed_s: f64,
+    /// None for checkpoints older than the resumable format (they evaluate but cannot resume).
+    pub rng: Option<u64>,
+    pub params: Vec<f32>,
+    pub moments: Option<(Vec<f32>, Vec<f32>)>,
+    pub occupancy: Option<(Vec<f32>, f32)>,
+}
+
+impl CheckpointState {
+    pub fn read(path: &Path) -> Result<Self> {
+        let (tensors, metadata) = load_checkpoint(path)?;
+        let name = path.display();
+        let config: Config = serde_json::from_value(metadata.get("config").cloned().unwrap_or_default())
+            .with_context(|| format!("{name}: metadata field `config` is missing or malformed"))?;
+        config.validate(&format!("{name} (config)"))?;
+        let tree = metadata.get("tree").with_context(|| format!("{name}: metadata field `tree` is missing"))?;
+        let octree = Octree::from_layout_json(tree).with_context(|| format!("{name}: metadata field `tree`"))?;
+        let step = metadata
+            .get("step")
+            .and_then(|s| s.as_u64())
+            .and_then(|s| u32::try_from(s).ok())
+            .with_context(|| format!("{name}: metadata field `step` is missing or not a step number"))?;
+        let elapsed_s = metadata.get("elapsed_s").and_then(|s| s.as_f64()).unwrap_or(0.0);
+        let rng = match metadata.get("rng") {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .with_context(|| format!("{name}: metadata field `rng` is not a number in a string"))?,
+            ),
+        };
+        let n = octree.nodes.len() * crate::field::FieldLayout::new(&config.field).node_params as usize;
+        let find = |wanted: &str| tensors.iter().find(|(t, _, _)| t == wanted).map(|(_, _, v)| v);
+        let tensor = |wanted: &str, len: usize| -> Result<Option<Vec<f32>>> {
+            match find(wanted) {
+                None => Ok(None),
+                Some(values) if values.len() == len => Ok(Some(values.clone())),
+                Some(values) => {
+                    bail!("{name}: tensor `{wanted}` holds {} values, the tree and config need {len}", values.len())
+                }
+            }
+        };
+        let params = tensor("params", n)?.with_context(|| format!("{name}: no tensor named `params`"))?;
+        let moments = match (tensor("adam_m1", n)?, tensor("adam_m2", n)?) {
+            (Some(m1), Some(m2)) => Some((m1, m2)),
+            _ => None,
+        };
+        let cells = config.train.occupancy_resolution.max(1).pow(3) as usize;
+        let occupancy = match (tensor("occupancy", cells)?, tensor("occupancy_mean", 1)?) {
+            (Some(grid), Some(mean)) => Some((grid, mean[0])),
+            _ => None,
+        };
+        Ok(Self { path: path.to_path_buf(), config, octree, step, elapsed_s, rng, params, moments, occupancy })
+    }
+
+    /// A trainer in this state (for training, the state must be complete: moments and RNG).
+    pub fn into_trainer(self, gpu: Arc<Gpu>, dataset: &Dataset) -> Result<Trainer> {
+        let mut trainer = Trainer::with_state(gpu, self.config, dataset, self.octree, &self.params)?;
+        let model = &trainer.model;
+        if let Some((m1, m2)) = &self.moments {
+            Model::write_paged(&trainer.gpu, &model.m1, &model.paging, m1)?;
+            Model::write_paged(&trainer.gpu, &model.m2, &model.paging, m2)?;
+        }
+        if let Some((grid, mean)) = &self.occupancy {
+            trainer.gpu.write(&model.occupancy, grid);
+            trainer.gpu.write(&model.occupancy_mean, &[*mean]);
+        }
+        trainer.step = self.step;
+        if let Some(rng) = self.rng {
+            trainer.rng = SplitMix64(rng);
+        }
+        Ok(trainer)
+    }
+
+    /// Whether training can continue from it exactly (optimiser state and RNG saved).
+    pub fn resumable(&self) -> bool {
+        self.moments.is_some() && self.rng.is_some() && self.occupancy.is_some()
+    }
 }
 
 /// Rebuilds a trainer from a checkpoint written by `save_trainer_checkpoint`.
 pub fn load_trainer(checkpoint: &Path, dataset: &Dataset, gpu: Arc<Gpu>) -> Result<Trainer> {
-    let (tensors, sidecar) = load_checkpoint(checkpoint)?;
-    let name = checkpoint.display();
-    let config: Config = serde_json::from_value(sidecar.get("config").cloned().unwrap_or_default())
-        .with_context(|| format!("{name}: sidecar field `config` is missing or malformed"))?;
-    config.validate(&format!("{name} (config)"))?;
-    let tree = sidecar.get("tree").with_context(|| format!("{name}: sidecar field `tree` is missing"))?;
-    let octree = Octree::from_layout_json(tree).with_context(|| format!("{name}: sidecar field `tree`"))?;
-    let step = sidecar
-        .get("step")
-        .and_then(|s| s.as_u64())
-        .with_context(|| format!("{name}: sidecar field `step` is missing"))?;
-    let tensor = |wanted: &str, len: usize| -> Result<Vec<f32>> {
-        let (_, _, values) = tensors
-            .iter()
-            .find(|(tensor, _, _)| tensor == wanted)
-            .with_context(|| format!("{name}: no tensor named `{wanted}`"))?;
-        if values.len() != len {
-            bail!("{name}: tensor `{wanted}` holds {} values, the tree and config need {len}", values.len());
-        }
-        Ok(values.clone())
-    };
-    let mut trainer = Trainer::with_octree(gpu, config, dataset, octree)?;
-    trainer.write_params(&tensor("params", trainer.n_params as usize)?)?;
-    if trainer.config.train.occupancy_resolution > 0 {
-        trainer.gpu.write(&trainer.buffers.occupancy, &tensor("occupancy", trainer.occupancy_cells() as usize)?);
-        trainer.gpu.write(&trainer.buffers.occupancy_mean, &tensor("occupancy_mean", 1)?);
-    }
-    trainer.step = step as u32;
-    Ok(trainer)
+    CheckpointState::read(checkpoint)?.into_trainer(gpu, dataset)
 }
 
 /// `infnerf eval`: a checkpoint on one split of a dataset.
@@ -330,17 +463,15 @@ pub fn eval_checkpoint(
     views: Option<usize>,
     gpu: &GpuOptions,
 ) -> Result<EvalReport> {
-    let (_, sidecar) = load_checkpoint(checkpoint)?;
-    let config: Config = serde_json::from_value(sidecar.get("config").cloned().unwrap_or_default())
-        .with_context(|| format!("{}: sidecar field `config` is missing or malformed", checkpoint.display()))?;
-    let dataset = load_data(data, &config)?;
+    let state = CheckpointState::read(checkpoint)?;
+    let dataset = load_data(data, &state.config)?;
     let chosen: &[View] = match split {
         "test" => &dataset.test,
         "val" => &dataset.val,
         "train" => &dataset.train,
         other => bail!("--split {other:?}: expected test, val or train"),
     };
-    let trainer = load_trainer(checkpoint, &dataset, Arc::new(Gpu::new(gpu)?))?;
+    let trainer = state.into_trainer(Arc::new(Gpu::new(gpu)?), &dataset)?;
     let started = Instant::now();
     let mut report = evaluate(&trainer, chosen, split, views, 0.0, None)?;
     report.seconds = started.elapsed().as_secs_f64();

@@ -1,5 +1,7 @@
 //! The wgpu context: adapter choice, the features the kernels can use, buffers and read-back.
 
+pub mod kernel;
+pub mod layout;
 pub mod records;
 pub mod shader;
 pub mod unrolled;
@@ -116,12 +118,27 @@ impl Gpu {
         })
     }
 
+    /// A uniform buffer holding `value`.
+    pub fn uniform_init<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        self.allocated.fetch_add(std::mem::size_of::<T>() as u64, Ordering::Relaxed);
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(value),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        })
+    }
+
+    /// The largest storage buffer a pass can bind whole on this adapter.
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
     fn check_binding_size(&self, label: &str, size: u64) -> Result<()> {
-        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        let max = self.max_buffer_bytes();
         if size > max {
             bail!(
-                "{label} needs {} MiB, more than this adapter allows in one buffer ({} MiB): use a smaller \
-                 field (field.log2_table_size, field.max_depth), fewer rays per batch or smaller images",
+                "{label} needs {} MiB, more than this adapter allows in one buffer ({} MiB): use fewer rays \
+                 per batch (train.patches_per_batch) or samples per ray",
                 size >> 20,
                 max >> 20
             );
@@ -163,22 +180,41 @@ impl Gpu {
         self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
     }
 
+    /// Waits for one submission (and those before it).
+    pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        Ok(())
+    }
+
     /// Waits for all submitted work.
     pub fn wait(&self) -> Result<()> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
         Ok(())
     }
 
-    /// Compiles one pass; a validation error becomes an error naming the pass.
-    pub fn compute_pipeline(&self, label: &str, source: &str) -> Result<wgpu::ComputePipeline> {
+    /// Compiles one pass with bind group 0 laid out as `layout`; a validation error becomes an error
+    /// naming the pass.
+    pub fn compute_pipeline(
+        &self,
+        label: &str,
+        source: &str,
+        layout: &wgpu::BindGroupLayout,
+    ) -> Result<wgpu::ComputePipeline> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(label),
+            bind_group_layouts: &[Some(layout)],
+            immediate_size: 0,
+        });
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(label),
-            layout: None,
+            layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
             compilation_options: Default::default(),
@@ -194,45 +230,6 @@ impl Gpu {
             bail!("shader pass {label} failed to compile: {message}");
         }
         Ok(pipeline)
-    }
-
-    /// A bind group for group 0 of `pipeline`, binding i to buffers[i].0.
-    pub fn bind(
-        &self,
-        label: &str,
-        pipeline: &wgpu::ComputePipeline,
-        buffers: &[(u32, &wgpu::Buffer)],
-    ) -> wgpu::BindGroup {
-        self.bind_window(label, pipeline, buffers, None)
-    }
-
-    /// As `bind`, plus `window`: (binding, buffer, byte offset, byte size) bound as a range.
-    pub fn bind_window(
-        &self,
-        label: &str,
-        pipeline: &wgpu::ComputePipeline,
-        buffers: &[(u32, &wgpu::Buffer)],
-        window: Option<(u32, &wgpu::Buffer, u64, u64)>,
-    ) -> wgpu::BindGroup {
-        let mut entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() })
-            .collect();
-        if let Some((binding, buffer, offset, size)) = window {
-            entries.push(wgpu::BindGroupEntry {
-                binding,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer,
-                    offset,
-                    size: wgpu::BufferSize::new(size),
-                }),
-            });
-        }
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        })
     }
 }
 

@@ -1,105 +1,197 @@
-//! Host mirrors of the records the kernels read and write (shaders/common.wgsl, rays.wgsl).
+//! The structs the kernels share with the host, each declared once (`gpu_struct!` writes the WGSL
+//! twin), and the uniforms split by concern: a pass binds only the ones it reads.
 
-use bytemuck::{Pod, Zeroable};
+use crate::gpu_struct;
 
-/// Per-step uniforms shared by every pass.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct Frame {
-    pub n_rays: u32,
-    pub samples_per_ray: u32,
-    pub step: u32,
-    pub seed: u32,
-    pub cut: u32,
-    pub training: u32,
-    pub patch_size: u32,
-    pub pyramid_levels: u32,
-    pub background: [f32; 3],
-    pub inv_count: f32,
-    pub lr_hash: f32,
-    pub lr_mlp: f32,
-    pub beta1: f32,
-    pub beta2: f32,
-    pub eps: f32,
-    pub bias1: f32,
-    pub bias2: f32,
-    pub n_params: u32,
-    pub max_density: f32,
-    pub ray_offset: u32,
-    pub view: u32,
-    pub occ_resolution: u32,
-    pub occ_threshold: f32,
-    pub occ_decay: f32,
-    /// 1 once the grid is trusted to skip empty space
-    pub occ_skip: u32,
-    pub random_background: u32,
-    pub occ_phase: u32,
-    /// nodes of the octree
-    pub n_nodes: u32,
-    /// chance that a training sample in an empty cell is evaluated anyway
-    pub occ_explore: f32,
-    pub _pad: u32,
+/// Tree cuts rendered per batch at most (SPEC §1 "multi-scale outputs").
+pub const MAX_CUTS: usize = 4;
+
+/// The loss terms, in the order of their rows in the per-ray loss buffer and the statistics.
+pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse"];
+pub const LOSS_TERMS: usize = 1;
+
+/// The statistics buffer: steps summed, evaluated samples, then per loss term and cut the mean loss.
+pub const STATS_WORDS: usize = 2 + LOSS_TERMS * MAX_CUTS;
+
+/// Counters of non-finite values that kernels replaced by 0, one per kind of pass (WGSL constants
+/// `SANITIZED_FIELD`, ...).
+pub const SANITIZED_SLOTS: [&str; 4] = ["field", "render", "adam", "occupancy"];
+
+/// The occupancy grid is refreshed in this many interleaved parts, one per update.
+pub const OCC_PHASES: u32 = 4;
+
+gpu_struct! {
+    /// One batch of rays: a training step's patches or a chunk of a rendered view.
+    pub struct Batch {
+        pub n_rays: u32,
+        pub samples_per_ray: u32,
+        /// tree cuts rendered per ray: slot c * n_rays + r renders ray r at cut cuts[c]
+        pub n_cuts: u32,
+        pub seed: u32,
+        /// 1: rays from the patches, jittered, with targets; 0: a view's pixels from ray_offset
+        pub training: u32,
+        pub patch_size: u32,
+        pub ray_offset: u32,
+        /// camera index when rendering
+        pub view: u32,
+        pub cuts: [u32; 4],
+        pub background: [f32; 3],
+        /// 1: training rays see a random background where the photo is transparent
+        pub random_background: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
-pub struct Ray {
-    pub origin: [f32; 3],
-    pub near: f32,
-    pub dir: [f32; 3],
-    pub far: f32,
-    /// rgb target, then the ray's weight in the loss
-    pub target_rgb: [f32; 4],
-    pub pixel_radius: f32,
-    pub pixel: u32,
-    /// training background behind the ray, RGBA8
-    pub background: u32,
-    pub _pad: u32,
+gpu_struct! {
+    /// The occupancy grid: how samples skip empty space, and its update.
+    pub struct Sampling {
+        /// cells per axis (0: no grid)
+        pub resolution: u32,
+        /// a sample is skipped below min(threshold / delta, grid mean)
+        pub threshold: f32,
+        /// 1 once the grid is trusted to skip empty space
+        pub skip: u32,
+        /// chance that a training sample in an empty cell is evaluated anyway
+        pub explore: f32,
+        pub decay: f32,
+        /// which of the OCC_PHASES subsets of cells an update visits
+        pub phase: u32,
+        pub seed: u32,
+        pub _pad: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
-pub struct Sample {
-    pub pos: [f32; 3],
-    pub node: u32,
-    pub t: f32,
-    pub delta: f32,
-    pub ray: u32,
-    /// place among the active samples of its node
-    pub rank: u32,
+gpu_struct! {
+    /// Constants of the field and its paging.
+    pub struct Scene {
+        pub max_density: f32,
+        pub n_nodes: u32,
+        pub n_pages: u32,
+        /// every page but the last holds this many whole nodes
+        pub nodes_per_page: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
-pub struct RayResult {
-    pub rgb: [f32; 3],
-    pub opacity: f32,
-    pub depth: f32,
-    pub loss: f32,
-    /// samples the field evaluated (not skipped as empty space)
-    pub active: f32,
-    pub _pad: f32,
+gpu_struct! {
+    /// One page of the parameter buffers: whole nodes first_node .. first_node + n_nodes.
+    pub struct Page {
+        pub first_node: u32,
+        pub n_nodes: u32,
+        pub index: u32,
+        pub n_params: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
-pub struct GpuCamera {
-    /// rows of the camera-to-cube matrix [R | position]
-    pub rows: [[f32; 4]; 3],
-    pub intrinsics: [f32; 4],
-    pub distortion: [f32; 4],
-    pub width: u32,
-    pub height: u32,
-    pub _pad: [u32; 2],
+gpu_struct! {
+    /// Adam's step (SPEC §4): two learning rates, the moments' decays and bias corrections.
+    pub struct AdamUniforms {
+        pub lr_hash: f32,
+        pub lr_mlp: f32,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub eps: f32,
+        /// 1 - beta^step
+        pub bias1: f32,
+        pub bias2: f32,
+        pub _pad: u32,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq)]
-pub struct Patch {
-    pub view: u32,
-    pub level: u32,
-    pub x0: u32,
-    pub y0: u32,
+gpu_struct! {
+    /// The loss passes' weights.
+    pub struct LossUniforms {
+        /// 1 / (3 * rays with a target): the mean over rays and channels
+        pub inv_count: f32,
+        pub lambda_mse: f32,
+        pub _pad0: f32,
+        pub _pad1: f32,
+        /// level weight of each rendered cut
+        pub cut_weights: [f32; 4],
+    }
+}
+
+gpu_struct! {
+    /// A ray through the scene cube.
+    pub struct Ray {
+        pub origin: [f32; 3],
+        pub near: f32,
+        pub dir: [f32; 3],
+        pub far: f32,
+        /// rgb target, then the ray's weight in the loss (0 for rays off the image)
+        pub target_rgb: [f32; 4],
+        pub pixel_radius: f32,
+        pub pixel: u32,
+        /// training background behind the ray, RGBA8
+        pub background: u32,
+        pub _pad: u32,
+    }
+}
+
+gpu_struct! {
+    /// One sample along a ray, in one tree cut.
+    pub struct Sample {
+        pub pos: [f32; 3],
+        /// the node that evaluates it; NO_NODE when skipped as empty space
+        pub node: u32,
+        pub t: f32,
+        pub delta: f32,
+        /// the ray (not the slot: the field needs only its direction)
+        pub ray: u32,
+        /// place among the active samples of its node
+        pub rank: u32,
+    }
+}
+
+gpu_struct! {
+    /// What the forward render gives per ray and cut (slot).
+    pub struct RayOutput {
+        /// colour, background included
+        pub rgb: [f32; 3],
+        pub opacity: f32,
+        /// expected distance along the ray (background: 0)
+        pub depth: f32,
+        /// samples the field evaluated (not skipped as empty space)
+        pub evaluated: f32,
+        pub _pad0: f32,
+        pub _pad1: f32,
+    }
+}
+
+gpu_struct! {
+    /// dLoss / d(output) per ray and cut, summed by the loss passes.
+    pub struct RayGrad {
+        pub rgb: [f32; 3],
+        pub opacity: f32,
+        pub depth: f32,
+        pub _pad0: f32,
+        pub _pad1: f32,
+        pub _pad2: f32,
+    }
+}
+
+gpu_struct! {
+    /// A pinhole camera with OpenCV distortion, in the scene cube.
+    pub struct GpuCamera {
+        /// rows of the camera-to-cube matrix [R | position]
+        pub rows: [[f32; 4]; 3],
+        /// fx, fy, cx, cy at full resolution
+        pub intrinsics: [f32; 4],
+        /// OpenCV k1, k2, p1, p2
+        pub distortion: [f32; 4],
+        pub width: u32,
+        pub height: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+gpu_struct! {
+    /// A square patch of one training view at one pyramid level.
+    pub struct Patch {
+        pub view: u32,
+        pub level: u32,
+        pub x0: u32,
+        pub y0: u32,
+    }
 }
 
 impl From<&crate::data::Camera> for GpuCamera {
@@ -116,7 +208,8 @@ impl From<&crate::data::Camera> for GpuCamera {
             distortion: c.distortion,
             width: c.width,
             height: c.height,
-            _pad: [0; 2],
+            _pad0: 0,
+            _pad1: 0,
         }
     }
 }

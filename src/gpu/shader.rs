@@ -1,135 +1,121 @@
-//! Assembles each pass's WGSL: a generated header of the field's sizes, the shared helpers, the pass.
+//! Assembles a pass's WGSL: a generated header of the field's sizes, the shared helpers, the struct
+//! definitions and bindings its `kernel!` declaration names, the helpers it includes, the pass.
 
 use crate::field::FieldLayout;
-use crate::gpu::unrolled::Dense;
+use crate::gpu::kernel::BindingDecl;
+use crate::gpu::unrolled::{Dense, WeightSource};
 use std::fmt::Write;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const OCTREE: &str = include_str!("../../shaders/octree.wgsl");
 const FIELD: &str = include_str!("../../shaders/field.wgsl");
-const ATOMIC_NATIVE: &str = include_str!("../../shaders/grad_atomic_native.wgsl");
-const ATOMIC_CAS: &str = include_str!("../../shaders/grad_atomic_cas.wgsl");
+const NODE_GROUPS: &str = include_str!("../../shaders/node_groups.wgsl");
 
-/// One node's decoders as the field passes see them (written by node_lists.wgsl and decoders.wgsl).
-const DECODER_BLOCK: &str = "\
-// The bound node's block of the decoder buffer: where its samples are in the node-sorted active
-// list, and its decoder parameters (the part of its parameter block after the hash tables).
-struct Decoder {
-    list_offset: u32,
-    count: u32,
-    node: u32,
-    _pad: u32,
-    w: array<vec4<f32>, DECODER_VEC4>,
+/// Shared WGSL a pass can include (after its bindings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Include {
+    /// The octree and the per-sample level choice (needs a `nodes` binding).
+    Octree,
+    /// Which node and which samples a workgroup of a node-batched field pass takes (needs the
+    /// `page`, `wg_first`, `node_counts`, `node_offsets` and `active_list` bindings).
+    NodeGroups,
+    /// One node's field: hash encoding, the decoders' generated layers (needs `params`).
+    Field,
+    /// The decoders' generated backward: input gradients, weight-gradient staging and reduction
+    /// (needs a `grads` float-atomic binding).
+    FieldBackward,
 }
-@group(0) @binding(10) var<uniform> decoder: Decoder;
-";
 
 /// Consecutive parameters per invocation of the Adam pass.
 pub const ADAM_RUN: u32 = 8;
-
-/// The passes of a step, in order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pass {
-    Rays,
-    Samples,
-    FieldForward,
-    Render,
-    FieldBackward,
-    Adam,
-    LossStats,
-    Occupancy,
-    OccupancyMean,
-    NodeLists,
-    ScatterSamples,
-    Decoders,
-}
-
-impl Pass {
-    pub fn name(self) -> &'static str {
-        match self {
-            Pass::Rays => "rays",
-            Pass::Samples => "samples",
-            Pass::FieldForward => "field_forward",
-            Pass::Render => "render",
-            Pass::FieldBackward => "field_backward",
-            Pass::Adam => "adam",
-            Pass::LossStats => "loss_stats",
-            Pass::Occupancy => "occupancy",
-            Pass::OccupancyMean => "occupancy_mean",
-            Pass::NodeLists => "node_lists",
-            Pass::ScatterSamples => "scatter_samples",
-            Pass::Decoders => "decoders",
-        }
-    }
-
-    fn body(self) -> &'static str {
-        match self {
-            Pass::Rays => include_str!("../../shaders/rays.wgsl"),
-            Pass::Samples => include_str!("../../shaders/samples.wgsl"),
-            Pass::FieldForward => include_str!("../../shaders/field_forward.wgsl"),
-            Pass::Render => include_str!("../../shaders/render.wgsl"),
-            Pass::FieldBackward => include_str!("../../shaders/field_backward.wgsl"),
-            Pass::Adam => include_str!("../../shaders/adam.wgsl"),
-            Pass::LossStats => include_str!("../../shaders/loss_stats.wgsl"),
-            Pass::Occupancy => include_str!("../../shaders/occupancy.wgsl"),
-            Pass::OccupancyMean => include_str!("../../shaders/occupancy_mean.wgsl"),
-            Pass::NodeLists => include_str!("../../shaders/node_lists.wgsl"),
-            Pass::ScatterSamples => include_str!("../../shaders/scatter_samples.wgsl"),
-            Pass::Decoders => include_str!("../../shaders/decoders.wgsl"),
-        }
-    }
-}
 
 /// Compile-time shape of the kernels (WGSL has no preprocessor: these become constants).
 #[derive(Clone, Debug)]
 pub struct KernelShape {
     pub layout: FieldLayout,
     pub float_atomics: bool,
-    /// Invocations per workgroup of the backward pass (bounded by workgroup memory).
-    pub backward_workgroup: u32,
+    /// Invocations per workgroup of the node-batched field passes (forward, backward, occupancy):
+    /// every workgroup evaluates samples of one node. Bounded by workgroup memory.
+    pub field_workgroup: u32,
+    /// Where the field passes read the decoder weights from.
+    pub weights: WeightSource,
 }
 
 impl KernelShape {
-    pub fn new(layout: FieldLayout, float_atomics: bool, workgroup_storage: u32) -> Self {
+    pub fn new(layout: FieldLayout, float_atomics: bool, workgroup_storage: u32, weights: WeightSource) -> Self {
         let (max_in, max_out) = max_widths(&layout);
-        let per_invocation = 4 * (max_in + 4 * max_out.div_ceil(4) + 1);
-        let mut backward_workgroup = 64;
-        while backward_workgroup > 8 && backward_workgroup * per_invocation > workgroup_storage.min(28 * 1024) {
-            backward_workgroup /= 2;
+        let staging = 4 * (max_in + 4 * max_out.div_ceil(4) + 1);
+        let weight_bytes = match weights {
+            WeightSource::Workgroup => 4 * layout.mlp_params(),
+            WeightSource::Storage => 0,
+        };
+        // a little below the limit: the compiler may add workgroup variables of its own
+        let budget = workgroup_storage.saturating_sub(1024);
+        let mut field_workgroup = 64;
+        while field_workgroup > 8 && weight_bytes + field_workgroup * staging > budget {
+            field_workgroup /= 2;
         }
-        Self { layout, float_atomics, backward_workgroup }
+        Self { layout, float_atomics, field_workgroup, weights }
     }
 
-    pub fn source(&self, pass: Pass) -> String {
+    /// Whether the field passes' workgroup memory fits `workgroup_storage` bytes.
+    pub fn fits(&self, workgroup_storage: u32) -> bool {
+        let (max_in, max_out) = max_widths(&self.layout);
+        let staging = 4 * (max_in + 4 * max_out.div_ceil(4) + 1);
+        let weight_bytes = if self.weights == WeightSource::Workgroup { 4 * self.layout.mlp_params() } else { 0 };
+        weight_bytes + self.field_workgroup * staging <= workgroup_storage
+    }
+
+    /// The whole source of a pass.
+    pub fn assemble(&self, includes: &[Include], workgroup: u32, bindings: &[BindingDecl], body: &str) -> String {
         let mut source = self.header();
+        let _ = writeln!(source, "const WORKGROUP: u32 = {workgroup}u;");
         source.push_str(COMMON);
-        if matches!(pass, Pass::Samples | Pass::FieldForward | Pass::FieldBackward | Pass::Occupancy) {
-            source.push_str(OCTREE);
-        }
-        if matches!(pass, Pass::FieldForward | Pass::FieldBackward | Pass::Occupancy) {
-            // the field passes run once per node with that node's decoders bound as a uniform block
-            source.push_str(DECODER_BLOCK);
-            source.push_str("// generated by src/gpu/unrolled.rs: the decoders' layers\n");
-            for layer in self.layers() {
-                source.push_str(&layer.forward());
-            }
-            source.push_str(FIELD);
-        }
-        if pass == Pass::FieldBackward {
-            source.push_str(if self.float_atomics { ATOMIC_NATIVE } else { ATOMIC_CAS });
-            let [density_hidden, density_out, colour_hidden, colour_out] = self.layers();
-            source.push_str("// generated by src/gpu/unrolled.rs: the decoders' backward\n");
-            source.push_str(&colour_out.input_gradient(self.layout.hidden, "HIDDEN"));
-            source.push_str(&colour_hidden.input_gradient(self.layout.geo, "GEO"));
-            source.push_str(&density_out.input_gradient(self.layout.hidden, "HIDDEN"));
-            source.push_str(&density_hidden.input_gradient(self.layout.in1, "IN1"));
-            for layer in [density_hidden, density_out, colour_hidden, colour_out] {
-                source.push_str(&layer.stage());
-                source.push_str(&layer.reduce());
+        let mut defined: Vec<&str> = Vec::new();
+        for binding in bindings {
+            if let Some(definition) = &binding.definition {
+                if !defined.contains(&binding.element.as_str()) {
+                    defined.push(&binding.element);
+                    source.push_str(definition);
+                }
             }
         }
-        source.push_str(pass.body());
+        for (index, binding) in bindings.iter().enumerate() {
+            source.push_str(&binding.wgsl(index, self.float_atomics));
+        }
+        for include in includes {
+            match include {
+                Include::Octree => source.push_str(OCTREE),
+                Include::NodeGroups => source.push_str(NODE_GROUPS),
+                Include::Field => self.field(&mut source),
+                Include::FieldBackward => self.field_backward(&mut source),
+            }
+        }
+        source.push_str(body);
         source
+    }
+
+    fn field(&self, source: &mut String) {
+        source.push_str("// generated by src/gpu/unrolled.rs: where the decoder weights are read\n");
+        source.push_str(&self.weights.declarations());
+        source.push_str("// generated by src/gpu/unrolled.rs: the decoders' layers\n");
+        for layer in self.layers() {
+            source.push_str(&layer.forward());
+        }
+        source.push_str(FIELD);
+    }
+
+    fn field_backward(&self, source: &mut String) {
+        let [density_hidden, density_out, colour_hidden, colour_out] = self.layers();
+        source.push_str("// generated by src/gpu/unrolled.rs: the decoders' backward\n");
+        source.push_str(&colour_out.input_gradient(self.layout.hidden, "HIDDEN"));
+        source.push_str(&colour_hidden.input_gradient(self.layout.geo, "GEO"));
+        source.push_str(&density_out.input_gradient(self.layout.hidden, "HIDDEN"));
+        source.push_str(&density_hidden.input_gradient(self.layout.in1, "IN1"));
+        for layer in [density_hidden, density_out, colour_hidden, colour_out] {
+            source.push_str(&layer.stage());
+            source.push_str(&layer.reduce());
+        }
     }
 
     /// The decoders' dense layers, in evaluation order.
@@ -145,6 +131,7 @@ impl KernelShape {
             off_b,
             mlp_start: l.hash_params,
             relu_input,
+            weights: self.weights,
         };
         [
             dense("density_hidden", "IN1", "HIDDEN", l.in1, l.hidden, l.off_w1, l.off_b1, false),
@@ -154,16 +141,10 @@ impl KernelShape {
         ]
     }
 
-    /// Bytes of one node's block in the decoder buffer: a 16-byte header, the decoders, padding to
-    /// the 256-byte alignment of uniform-buffer offsets.
-    pub fn decoder_stride(&self) -> u32 {
-        (16 + 4 * self.layout.mlp_params()).next_multiple_of(256)
-    }
-
     fn header(&self) -> String {
         let l = &self.layout;
         let (max_in, max_out) = max_widths(l);
-        let wg = self.backward_workgroup;
+        let wg = self.field_workgroup;
         let mut h = String::from("// generated by src/gpu/shader.rs\n");
         let consts = [
             ("HASH_LEVELS", l.hash_levels),
@@ -177,27 +158,24 @@ impl KernelShape {
             ("IN3", l.in3),
             ("RGB", 3),
             ("HASH_PARAMS", l.hash_params),
-            ("OFF_W1", l.off_w1),
-            ("OFF_B1", l.off_b1),
-            ("OFF_W2", l.off_w2),
-            ("OFF_B2", l.off_b2),
-            ("OFF_W3", l.off_w3),
-            ("OFF_B3", l.off_b3),
-            ("OFF_W4", l.off_w4),
-            ("OFF_B4", l.off_b4),
             ("NODE_PARAMS", l.node_params),
+            ("MLP_PARAMS", l.mlp_params()),
             ("MAX_IN", max_in),
             ("MAX_OUT4", max_out.div_ceil(4)),
-            ("WG_BACKWARD", wg),
+            ("FIELD_WG", wg),
             ("WG_IN_SIZE", wg * max_in),
             ("WG_DELTA_SIZE", wg * max_out.div_ceil(4)),
-            ("MLP_PARAMS", l.mlp_params()),
             ("ADAM_RUN", ADAM_RUN),
-            ("DECODER_WORDS", self.decoder_stride() / 4),
-            ("DECODER_VEC4", (self.decoder_stride() - 16) / 16),
+            ("MAX_CUTS", crate::gpu::records::MAX_CUTS as u32),
+            ("LOSS_TERMS", crate::gpu::records::LOSS_TERMS as u32),
+            ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),
+            ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
         ];
         for (name, value) in consts {
             let _ = writeln!(h, "const {name}: u32 = {value}u;");
+        }
+        for (name, slot) in crate::gpu::records::SANITIZED_SLOTS.iter().zip(0u32..) {
+            let _ = writeln!(h, "const SANITIZED_{}: u32 = {slot}u;", name.to_uppercase());
         }
         h.push_str("fn level_resolution(l: u32) -> u32 {\n    switch l {\n");
         for (i, r) in l.resolutions.iter().enumerate() {

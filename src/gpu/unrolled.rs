@@ -1,17 +1,46 @@
 //! The decoders' dense layers as straight-line WGSL, generated for the configured widths.
 //!
 //! lavapipe (llvmpipe) runs eight invocations in the lanes of one SIMD register. It lowers every
-//! dynamically indexed private array to a ladder of selects, and every storage-buffer load whose
-//! address differs per lane to a gather; only a uniform-buffer load at a lane-uniform address is a
-//! single load. So the field passes (forward, backward, occupancy) read the decoder weights from a
-//! uniform buffer holding one node's decoders (they run once per node, src/trainer.rs), at offsets
-//! written out as constants.
-//! Measured on the density decoder (16 -> 32 -> 8): 1.2 us per sample as loops over a storage
-//! buffer, 0.05 us written out over a uniform buffer. A GPU's compiler unrolls the loops anyway.
+//! dynamically indexed private array to a ladder of selects, and every load whose address may differ
+//! per lane to a gather. So the dense layers are written out with every weight at a constant offset
+//! from a base that is the same for the whole workgroup (every workgroup of the node-batched field
+//! passes evaluates samples of one node). Measured on the density decoder (16 -> 32 -> 8): 1.2 us
+//! per sample as loops over a storage buffer, 0.05 us written out. A GPU's compiler unrolls the
+//! loops anyway.
 //!
 //! Weights are row-major, `W[o][i]` at `off_w + o * n_in + i`, biases at `off_b + o`.
 
 use std::fmt::Write;
+
+/// Where the field passes read a node's decoder weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightSource {
+    /// Copied from the parameters into workgroup memory at the start of each workgroup
+    /// (`load_weights`), then read at constant offsets.
+    Workgroup,
+    /// Read from the parameter buffer at `wm` (the node's decoders) plus a constant offset.
+    Storage,
+}
+
+impl WeightSource {
+    /// The workgroup array and `load_weights(local, wm)`, which every field pass calls in uniform
+    /// control flow before it evaluates a layer (a no-op when the weights are read in place).
+    pub fn declarations(self) -> String {
+        match self {
+            WeightSource::Workgroup => concat!(
+                "var<workgroup> wgt: array<f32, MLP_PARAMS>;\n",
+                "fn load_weights(local: u32, wm: u32) {\n",
+                "    for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {\n",
+                "        wgt[i] = params[wm + i];\n",
+                "    }\n",
+                "    workgroupBarrier();\n",
+                "}\n"
+            )
+            .to_string(),
+            WeightSource::Storage => "fn load_weights(local: u32, wm: u32) {}\n".to_string(),
+        }
+    }
+}
 
 /// One dense layer of a decoder.
 #[derive(Clone, Copy, Debug)]
@@ -26,10 +55,11 @@ pub struct Dense {
     /// Offsets of W and b inside a node's parameter block.
     pub off_w: u32,
     pub off_b: u32,
-    /// Offset of the decoders inside a node's parameter block (where the uniform copy starts).
+    /// Offset of the decoders inside a node's parameter block (`wm` points there).
     pub mlp_start: u32,
     /// The layer reads relu(x) of the previous layer's pre-activations.
     pub relu_input: bool,
+    pub weights: WeightSource,
 }
 
 impl Dense {
@@ -41,20 +71,26 @@ impl Dense {
         }
     }
 
-    /// The WGSL expression of parameter `offset` of the node's block, in the bound decoder block.
+    /// The WGSL expression of parameter `offset` of the node's block.
     fn param(&self, offset: u32) -> String {
         let k = offset - self.mlp_start;
-        format!("decoder.w[{}][{}]", k / 4, k % 4)
+        match self.weights {
+            WeightSource::Workgroup => format!("wgt[{k}]"),
+            WeightSource::Storage => format!("params[wm + {k}u]"),
+        }
     }
 
     fn weight(&self, o: u32, i: u32) -> String {
         self.param(self.off_w + o * self.n_in + i)
     }
 
-    /// `fn NAME(x) -> y`: y = W f(x) + b, with f = relu when `relu_input`.
+    /// `fn NAME(x, wm) -> y`: y = W f(x) + b, with f = relu when `relu_input`; `wm` is where the
+    /// node's decoders start in `params`.
     pub fn forward(&self) -> String {
-        let mut s =
-            format!("fn {}(x: array<f32, {}>) -> array<f32, {}> {{\n", self.name, self.in_const, self.out_const);
+        let mut s = format!(
+            "fn {}(x: array<f32, {}>, wm: u32) -> array<f32, {}> {{\n",
+            self.name, self.in_const, self.out_const
+        );
         if self.relu_input {
             for i in 0..self.n_in {
                 let _ = writeln!(s, "    let h{i} = max(x[{i}], 0.0);");
@@ -70,14 +106,14 @@ impl Dense {
         s
     }
 
-    /// `fn NAME_back(dy[, x]) -> dx` for the first `n_keep` inputs: dx = W^T dy, times relu'(x) when
-    /// the layer reads relu(x).
+    /// `fn NAME_back(dy[, x], wm) -> dx` for the first `n_keep` inputs: dx = W^T dy, times relu'(x)
+    /// when the layer reads relu(x).
     pub fn input_gradient(&self, n_keep: u32, keep_const: &str) -> String {
         let mut s = format!("fn {}_back(dy: array<f32, {}>", self.name, self.out_const);
         if self.relu_input {
             let _ = write!(s, ", x: array<f32, {}>", self.in_const);
         }
-        let _ = writeln!(s, ") -> array<f32, {keep_const}> {{\n    var dx: array<f32, {keep_const}>;");
+        let _ = writeln!(s, ", wm: u32) -> array<f32, {keep_const}> {{\n    var dx: array<f32, {keep_const}>;");
         for i in 0..n_keep {
             let terms: Vec<String> = (0..self.n_out).map(|o| format!("{} * dy[{o}]", self.weight(o, i))).collect();
             let sum = terms.join(" + ");
@@ -111,17 +147,17 @@ impl Dense {
         s
     }
 
-    /// `fn reduce_NAME(local)`: this layer's weight and bias gradients summed over the workgroup's
-    /// samples in workgroup memory (`wg_use` = the sample has a gradient, `wg_in` = the layer's input
-    /// f(x), `wg_delta` = dL/dy), one lane per input (lane n_in is the bias), each holding all
-    /// outputs; then one `grad_add` per weight for the bound node.
+    /// `fn reduce_NAME(local, wb)`: this layer's weight and bias gradients summed over the
+    /// workgroup's samples in workgroup memory (`wg_use` = the sample has a gradient, `wg_in` = the
+    /// layer's input f(x), `wg_delta` = dL/dy), one lane per input (lane n_in is the bias), each
+    /// holding all outputs; then one `grads_add` per weight of the workgroup's node (its block at `wb`).
     pub fn reduce(&self) -> String {
         let (name, n_in, out_const) = (self.name, self.n_in, self.out_const);
         let mut s = format!(
-            "fn reduce_{name}(local: u32) {{\n    for (var lane = local; lane <= {n_in}u; lane += WG_BACKWARD) {{\n        reduce_{name}_input(lane);\n    }}\n}}\n"
+            "fn reduce_{name}(local: u32, wb: u32) {{\n    for (var lane = local; lane <= {n_in}u; lane += WORKGROUP) {{\n        reduce_{name}_input(lane, wb);\n    }}\n}}\n"
         );
-        let _ = writeln!(s, "fn reduce_{name}_input(lane: u32) {{\n    var acc: array<f32, {out_const}>;");
-        s.push_str("    for (var s = 0u; s < WG_BACKWARD; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
+        let _ = writeln!(s, "fn reduce_{name}_input(lane: u32, wb: u32) {{\n    var acc: array<f32, {out_const}>;");
+        s.push_str("    for (var s = 0u; s < WORKGROUP; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
         let _ = writeln!(
             s,
             "        let x = select(1.0, wg_in[s * MAX_IN + min(lane, {}u)], lane < {n_in}u);\n        let d = s * MAX_OUT4;",
@@ -135,11 +171,11 @@ impl Dense {
         }
         let _ = writeln!(
             s,
-            "    }}\n    let weight = lane < {n_in}u;\n    let first = decoder.node * NODE_PARAMS + select({}u, {}u + lane, weight);\n    let stride = select(1u, {n_in}u, weight);",
+            "    }}\n    let weight = lane < {n_in}u;\n    let first = wb + select({}u, {}u + lane, weight);\n    let stride = select(1u, {n_in}u, weight);",
             self.off_b, self.off_w
         );
         for o in 0..self.n_out {
-            let _ = writeln!(s, "    grad_add(first + {o}u * stride, acc[{o}]);");
+            let _ = writeln!(s, "    grads_add(first + {o}u * stride, acc[{o}]);");
         }
         s.push_str("}\n");
         s

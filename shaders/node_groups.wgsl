@@ -1,0 +1,23 @@
+// The node-batched field passes (forward, backward) run as one dispatch per parameter page over the
+// active samples, sorted by node (node_scan.wgsl, scatter.wgsl): every workgroup takes up to
+// WORKGROUP samples of one node, so the node's weights are the same for the whole workgroup.
+// wg_first[n] is the first workgroup of node n (an exclusive prefix sum over all nodes).
+
+// (node, first index in active_list, samples) of workgroup `wg` of this page's dispatch.
+fn node_group(wg: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
+    let group = wg_first[page.first_node] + wg.y * nwg.x + wg.x;
+    // the last node of the page whose first workgroup is at or before this one (nodes without
+    // samples share their successor's first workgroup, so they are never chosen)
+    var lo = page.first_node;
+    var hi = page.first_node + page.n_nodes;
+    while hi - lo > 1u {
+        let mid = (lo + hi) / 2u;
+        if wg_first[mid] <= group {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let within = (group - wg_first[lo]) * WORKGROUP;
+    return vec3<u32>(lo, node_offsets[lo] + within, min(node_counts[lo] - within, WORKGROUP));
+}

@@ -1,0 +1,277 @@
+//! Every pass of a training step, each declared once: its WGSL file (`shaders/NAME.wgsl`), what it
+//! includes, its workgroup size and its bindings (src/gpu/kernel.rs says what `kernel!` makes).
+//!
+//! A step runs them in this order (src/trainer.rs): rays -> samples -> node_scan -> scatter ->
+//! field_forward -> render_forward -> the loss passes -> render_backward -> field_backward -> adam,
+//! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
+
+use crate::gpu::records::{
+    AdamUniforms, Batch, GpuCamera, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
+};
+use crate::gpu::shader::KernelShape;
+use crate::gpu::Gpu;
+use crate::kernel;
+use crate::octree::Node;
+use anyhow::Result;
+
+kernel! {
+    /// One ray per pixel of the batch's patches (training) or of a view (rendering).
+    pub struct Rays, RaysBindings = "rays" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            cameras: Read [GpuCamera],
+            patches: Read [Patch],
+            /// the batch's target pixels, RGBA8, gathered by the host
+            targets: Read [u32],
+            rays: ReadWrite [Ray],
+        }
+    }
+}
+
+kernel! {
+    /// Stratified samples per ray and cut, their octree nodes, occupancy skipping, per-node counts.
+    pub struct Samples, SamplesBindings = "samples" {
+        includes: [Octree],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            sampling: Uniform Sampling,
+            rays: Read [Ray],
+            nodes: Read [Node],
+            occupancy: Read [f32],
+            occupancy_mean: Read [f32],
+            samples: ReadWrite [Sample],
+            node_counts: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// Per-node offsets of the node-sorted active list, first workgroups, per-page dispatch sizes.
+    pub struct NodeScan, NodeScanBindings = "node_scan" {
+        includes: [],
+        workgroup: |_| 256,
+        bindings: {
+            scene: Uniform Scene,
+            node_counts: Read [u32],
+            node_offsets: ReadWrite [u32],
+            wg_first: ReadWrite [u32],
+            dispatch_args: ReadWrite [u32],
+            active_count: ReadWrite [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The node-sorted list of active samples.
+    pub struct Scatter, ScatterBindings = "scatter" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            samples: Read [Sample],
+            node_offsets: Read [u32],
+            active_list: ReadWrite [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The field at every active sample of one parameter page's nodes.
+    pub struct FieldForward, FieldForwardBindings = "field_forward" {
+        includes: [Octree, NodeGroups, Field],
+        workgroup: |shape: &KernelShape| shape.field_workgroup,
+        bindings: {
+            scene: Uniform Scene,
+            page: Uniform Page,
+            rays: Read [Ray],
+            nodes: Read [Node],
+            samples: Read [Sample],
+            params: Read [f32],
+            active_list: Read [u32],
+            node_counts: Read [u32],
+            node_offsets: Read [u32],
+            wg_first: Read [u32],
+            field_out: ReadWrite [[f32; 4]],
+            sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// Volume rendering of every slot (ray and cut).
+    pub struct RenderForward, RenderForwardBindings = "render_forward" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            rays: Read [Ray],
+            samples: Read [Sample],
+            field_out: Read [[f32; 4]],
+            outputs: ReadWrite [RayOutput],
+        }
+    }
+}
+
+kernel! {
+    /// The mean squared error against the targets: its gradient per slot, its value per slot.
+    pub struct LossMse, LossMseBindings = "loss_mse" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            rays: Read [Ray],
+            outputs: Read [RayOutput],
+            ray_grads: ReadWrite [RayGrad],
+            losses: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// dLoss/d(rgb, sigma) per sample from dLoss/d(colour, opacity, depth) per slot.
+    pub struct RenderBackward, RenderBackwardBindings = "render_backward" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            samples: Read [Sample],
+            field_out: Read [[f32; 4]],
+            outputs: Read [RayOutput],
+            ray_grads: Read [RayGrad],
+            sample_grads: ReadWrite [[f32; 4]],
+            sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// Parameter gradients of one page's nodes from the per-sample gradients.
+    pub struct FieldBackward, FieldBackwardBindings = "field_backward" {
+        includes: [Octree, NodeGroups, Field, FieldBackward],
+        workgroup: |shape: &KernelShape| shape.field_workgroup,
+        bindings: {
+            scene: Uniform Scene,
+            page: Uniform Page,
+            rays: Read [Ray],
+            nodes: Read [Node],
+            samples: Read [Sample],
+            params: Read [f32],
+            sample_grads: Read [[f32; 4]],
+            active_list: Read [u32],
+            node_counts: Read [u32],
+            node_offsets: Read [u32],
+            wg_first: Read [u32],
+            grads: FloatAtomic [f32],
+        }
+    }
+}
+
+kernel! {
+    /// Adam over one page of parameters; clears the gradients.
+    pub struct Adam, AdamBindings = "adam" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            adam: Uniform AdamUniforms,
+            page: Uniform Page,
+            params: ReadWrite [f32],
+            /// first moments
+            m1: ReadWrite [f32],
+            /// second moments
+            m2: ReadWrite [f32],
+            grads: ReadWrite [f32],
+            sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The occupancy grid's update over one page's nodes.
+    pub struct Occupancy, OccupancyBindings = "occupancy" {
+        includes: [Octree, Field],
+        workgroup: |shape: &KernelShape| shape.field_workgroup,
+        bindings: {
+            scene: Uniform Scene,
+            sampling: Uniform Sampling,
+            page: Uniform Page,
+            nodes: Read [Node],
+            params: Read [f32],
+            /// the grid's cells sorted by phase, then node
+            occ_cells: Read [u32],
+            /// (node, first index in occ_cells, cells, 0) per workgroup
+            occ_groups: Read [[u32; 4]],
+            /// first group of each (phase, page)
+            occ_group_base: Read [u32],
+            occupancy: ReadWrite [f32],
+            sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The occupancy grid's mean density.
+    pub struct OccupancyMean, OccupancyMeanBindings = "occupancy_mean" {
+        includes: [],
+        workgroup: |_| 256,
+        bindings: {
+            sampling: Uniform Sampling,
+            occupancy: Read [f32],
+            occupancy_mean: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// Adds the step's losses and evaluated samples to the statistics buffer.
+    pub struct LossStats, LossStatsBindings = "loss_stats" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            outputs: Read [RayOutput],
+            losses: Read [f32],
+            stats: ReadWrite [f32],
+        }
+    }
+}
+
+/// Declares `Kernels`, every pass compiled for one kernel shape, and the list of their sources.
+macro_rules! kernel_set {
+    ($($field:ident: $kernel:ident),* $(,)?) => {
+        /// Every pass, compiled for one kernel shape.
+        pub struct Kernels {
+            $(pub $field: $kernel),*
+        }
+
+        impl Kernels {
+            pub fn new(gpu: &Gpu, shape: &KernelShape) -> Result<Self> {
+                Ok(Self { $($field: $kernel::new(gpu, shape)?),* })
+            }
+
+            /// (name, WGSL source) of every pass, for validation tests.
+            pub fn sources(shape: &KernelShape) -> Vec<(&'static str, String)> {
+                vec![$(($kernel::NAME, $kernel::source(shape))),*]
+            }
+        }
+    };
+}
+
+kernel_set! {
+    rays: Rays,
+    samples: Samples,
+    node_scan: NodeScan,
+    scatter: Scatter,
+    field_forward: FieldForward,
+    render_forward: RenderForward,
+    loss_mse: LossMse,
+    render_backward: RenderBackward,
+    field_backward: FieldBackward,
+    adam: Adam,
+    occupancy: Occupancy,
+    occupancy_mean: OccupancyMean,
+    loss_stats: LossStats,
+}

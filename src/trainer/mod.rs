@@ -1,0 +1,684 @@
+//! The training step as a sequence of passes (src/kernels.rs), and renders with the same passes.
+//!
+//! A step: draw patches -> rays -> samples (per rendered tree cut) -> node_scan -> scatter ->
+//! field_forward (per page) -> render_forward -> loss passes (each adds dLoss/d(output) per ray) ->
+//! render_backward -> field_backward (per page) -> adam (per page) -> loss_stats; the occupancy grid
+//! is refreshed every few steps before the forward. Everything stays on the device but for a small
+//! statistics read-back every `log_every` steps; at most `MAX_IN_FLIGHT` steps are queued, so a
+//! render request waits for little.
+
+pub mod model;
+pub mod workspace;
+
+use crate::config::Config;
+use crate::data::{pyramid, Camera, Dataset, Image};
+use crate::field::{FieldLayout, SplitMix64};
+use crate::gpu::kernel::Recorder;
+use crate::gpu::records::{
+    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_TERMS, MAX_CUTS,
+    OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+};
+use crate::gpu::shader::{KernelShape, ADAM_RUN};
+use crate::gpu::unrolled::WeightSource;
+use crate::gpu::Gpu;
+use crate::kernels::Kernels;
+use crate::octree::Octree;
+use anyhow::{bail, Result};
+use model::Model;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use workspace::{Workspace, WorkspaceSize};
+
+/// Training steps queued on the device at most before `step` waits for the oldest.
+pub const MAX_IN_FLIGHT: usize = 2;
+
+/// One pyramid level of a training image on the host, packed RGBA8 (red in the low byte).
+#[derive(Clone, Debug)]
+struct LevelImage {
+    width: u32,
+    height: u32,
+    pixels: Vec<u32>,
+}
+
+/// Loss statistics read back from the device, averaged over the steps since the last read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossStats {
+    pub steps: u32,
+    /// The weighted loss the optimiser saw.
+    pub total: f64,
+    /// Mean squared error per channel of the finest rendered cut.
+    pub mse: f64,
+    /// Per loss term, its mean at each rendered cut slot (slot 0 is the finest cut).
+    pub terms: Vec<(&'static str, Vec<f64>)>,
+    /// Samples per step the field evaluated (the rest were skipped as empty space).
+    pub active_samples: f64,
+    /// Non-finite values the kernels replaced by 0 since the last read, per kind of pass.
+    pub sanitized: Vec<(&'static str, u32)>,
+}
+
+impl LossStats {
+    pub fn sanitized_total(&self) -> u64 {
+        self.sanitized.iter().map(|(_, n)| u64::from(*n)).sum()
+    }
+}
+
+/// A rendered view.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    pub rgb: Image,
+    pub depth: Vec<f32>,
+    pub opacity: Vec<f32>,
+}
+
+/// A view being rendered a chunk at a time (`Trainer::render_chunk`), so training can go on between.
+#[derive(Clone, Debug)]
+pub struct RenderJob {
+    pub camera: Camera,
+    pub cut: u32,
+    next: u32,
+    outputs: Vec<RayOutput>,
+}
+
+impl RenderJob {
+    pub fn pixels(&self) -> u32 {
+        self.camera.width * self.camera.height
+    }
+
+    pub fn done(&self) -> bool {
+        self.next >= self.pixels()
+    }
+
+    /// The finished image (call when `done`).
+    pub fn finish(self) -> Rendered {
+        let (w, h) = (self.camera.width, self.camera.height);
+        Rendered {
+            rgb: Image { width: w, height: h, rgb: self.outputs.iter().flat_map(|r| r.rgb).collect(), alpha: Vec::new() },
+            depth: self.outputs.iter().map(|r| r.depth).collect(),
+            opacity: self.outputs.iter().map(|r| r.opacity).collect(),
+        }
+    }
+}
+
+/// What one step renders and how its losses are weighted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepPlan {
+    pub patches: Vec<Patch>,
+    /// Rays with a target pixel (inside their image).
+    pub valid_rays: u32,
+    /// Tree cut of each rendered slot group; the first is the finest.
+    pub cuts: Vec<u32>,
+    pub cut_weights: Vec<f32>,
+}
+
+pub struct Trainer {
+    pub gpu: Arc<Gpu>,
+    pub config: Config,
+    pub layout: FieldLayout,
+    pub shape: KernelShape,
+    pub octree: Octree,
+    pub kernels: Kernels,
+    pub model: Model,
+    /// The training batch's buffers.
+    pub train: Workspace,
+    /// The buffers renders use (never the training ones).
+    pub view: Workspace,
+    /// Patches per training chunk: a step's patches go through the passes in chunks that fit one
+    /// binding (usually one chunk).
+    pub chunk_patches: u32,
+    pub step: u32,
+    pub rng: SplitMix64,
+    pyramid_levels: u32,
+    images: Vec<Vec<LevelImage>>,
+    in_flight: VecDeque<wgpu::SubmissionIndex>,
+    /// Dispatches recorded by the last step.
+    pub last_dispatches: u32,
+}
+
+impl Trainer {
+    /// A fresh field on an octree built from the training cameras.
+    pub fn new(gpu: Arc<Gpu>, config: Config, dataset: &Dataset) -> Result<Self> {
+        let cameras: Vec<Camera> = dataset.train.iter().map(|v| v.camera).collect();
+        let octree = Octree::build(&cameras, config.field.max_depth, config.field.finest_resolution);
+        let params = FieldLayout::new(&config.field).init_params(octree.nodes.len(), config.train.seed);
+        Self::with_state(gpu, config, dataset, octree, &params)
+    }
+
+    /// A trainer on `octree` with the parameters `params` (node after node), moments zero, step 0.
+    pub fn with_state(
+        gpu: Arc<Gpu>,
+        config: Config,
+        dataset: &Dataset,
+        octree: Octree,
+        params: &[f32],
+    ) -> Result<Self> {
+        if dataset.train.is_empty() {
+            bail!("the dataset has no training views");
+        }
+        let layout = FieldLayout::new(&config.field);
+        if params.len() as u64 != octree.nodes.len() as u64 * u64::from(layout.node_params) {
+            bail!("{} parameters for {} nodes of {} each", params.len(), octree.nodes.len(), layout.node_params);
+        }
+        let storage = gpu.limits.max_compute_workgroup_storage_size;
+        let shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
+        if !shape.fits(storage) {
+            bail!(
+                "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
+                 field.hidden_width"
+            );
+        }
+        let kernels = Kernels::new(&gpu, &shape)?;
+        let page_limit = match config.field.page_mb {
+            0 => u64::MAX,
+            mb => u64::from(mb) << 20,
+        };
+        let model = Model::new(
+            &gpu,
+            &kernels,
+            &layout,
+            &octree,
+            params,
+            config.field.max_density,
+            config.train.occupancy_resolution,
+            shape.field_workgroup,
+            page_limit,
+        )?;
+
+        // the image pyramid of every training view stays on the host; a step uploads its pixels
+        let min_side = dataset.train.iter().map(|v| v.image.width.min(v.image.height)).min().unwrap_or(1);
+        let pyramid_levels = config.data.pyramid_levels.min(32 - min_side.leading_zeros()).max(1);
+        let images = dataset
+            .train
+            .iter()
+            .map(|view| {
+                pyramid(&view.image, pyramid_levels as usize)
+                    .iter()
+                    .map(|level| {
+                        let alpha = |i: usize| level.alpha.get(i).copied().unwrap_or(1.0);
+                        let pixels =
+                            level.rgb.chunks_exact(3).enumerate().map(|(i, rgb)| pack_rgba8(rgb, alpha(i))).collect();
+                        LevelImage { width: level.width, height: level.height, pixels }
+                    })
+                    .collect()
+            })
+            .collect();
+
+        let t = &config.train;
+        let cuts = 1 + config.loss.coarse_cuts;
+        let patch_rays = t.patch_size * t.patch_size;
+        // the per-sample buffers of one chunk must fit one binding
+        let per_patch = u64::from(patch_rays) * u64::from(cuts) * u64::from(t.samples_per_ray) * 32;
+        let chunk_patches = (gpu.max_buffer_bytes() / per_patch).min(u64::from(t.patches_per_batch)) as u32;
+        if chunk_patches == 0 {
+            bail!("one patch's samples need more than one buffer may hold: lower train.samples_per_ray");
+        }
+        let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
+        let train_size = WorkspaceSize {
+            rays: chunk_patches * patch_rays,
+            cuts,
+            samples_per_ray: t.samples_per_ray,
+            patches: chunk_patches,
+            cameras: cameras.len() as u32,
+        };
+        let train = Workspace::new(&gpu, &kernels, &model, "train", train_size)?;
+        gpu.write(&train.cameras, &cameras);
+        let view_size = WorkspaceSize { rays: train_size.rays * cuts, cuts: 1, patches: 0, cameras: 1, ..train_size };
+        let view = Workspace::new(&gpu, &kernels, &model, "view", view_size)?;
+        let rng = SplitMix64(config.train.seed);
+        Ok(Self {
+            gpu,
+            layout,
+            shape,
+            octree,
+            kernels,
+            model,
+            train,
+            view,
+            chunk_patches,
+            step: 0,
+            rng,
+            pyramid_levels,
+            images,
+            in_flight: VecDeque::new(),
+            last_dispatches: 0,
+            config,
+        })
+    }
+
+    pub fn n_params(&self) -> u64 {
+        self.model.n_params()
+    }
+
+    /// Rays per training step.
+    pub fn rays_per_step(&self) -> u32 {
+        let t = &self.config.train;
+        t.patches_per_batch * t.patch_size * t.patch_size
+    }
+
+    /// Learning-rate multiplier at `step`: exponential decay from lr_decay_start over lr_decay_steps
+    /// down to lr_final_ratio (never compounding), floored at 0.01.
+    pub fn lr_factor(&self, step: u32) -> f32 {
+        let t = &self.config.train;
+        let progress = (step.saturating_sub(t.lr_decay_start) as f32 / t.lr_decay_steps.max(1) as f32).min(1.0);
+        t.lr_final_ratio.powf(progress).max(0.01)
+    }
+
+    /// Adam's uniforms at `step`.
+    pub fn adam_uniforms(&self, step: u32) -> AdamUniforms {
+        let t = &self.config.train;
+        let k = f64::from(step + 1);
+        let lr = self.lr_factor(step);
+        AdamUniforms {
+            lr_hash: t.lr_hash * lr,
+            lr_mlp: t.lr_mlp * lr,
+            beta1: t.adam_beta1,
+            beta2: t.adam_beta2,
+            eps: t.adam_eps,
+            bias1: (1.0 - f64::from(t.adam_beta1).powf(k)) as f32,
+            bias2: (1.0 - f64::from(t.adam_beta2).powf(k)) as f32,
+            _pad: 0,
+        }
+    }
+
+    /// The sampling uniforms at `step` (`training`: exploration of empty cells on).
+    pub fn sampling_uniforms(&self, step: u32, training: bool) -> Sampling {
+        let t = &self.config.train;
+        Sampling {
+            resolution: t.occupancy_resolution.max(1),
+            threshold: t.occupancy_threshold,
+            skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
+            explore: if training { t.occupancy_explore } else { 0.0 },
+            decay: t.occupancy_decay,
+            phase: self.occupancy_phase(step),
+            seed: step_seed(t.seed, step),
+            _pad: 0,
+        }
+    }
+
+    /// The batch uniforms of a training chunk of `rays` rays at `cuts`.
+    pub fn training_batch(&self, step: u32, chunk: u32, rays: u32, cuts: &[u32]) -> Batch {
+        let t = &self.config.train;
+        let mut cut_array = [0u32; MAX_CUTS];
+        cut_array[..cuts.len()].copy_from_slice(cuts);
+        Batch {
+            n_rays: rays,
+            samples_per_ray: t.samples_per_ray,
+            n_cuts: cuts.len() as u32,
+            seed: step_seed(t.seed, step) ^ chunk.wrapping_mul(0x9e37_79b9),
+            training: 1,
+            patch_size: t.patch_size,
+            ray_offset: 0,
+            view: 0,
+            cuts: cut_array,
+            background: self.config.data.background,
+            random_background: u32::from(self.config.data.random_background),
+        }
+    }
+
+    /// Level weights w_k = 2^(-gamma k) / sum over the rendered cuts (SPEC §3.1).
+    pub fn level_weights(&self, cuts: &[u32]) -> Vec<f32> {
+        let gamma = f64::from(self.config.loss.level_gamma);
+        let raw: Vec<f64> = cuts.iter().map(|&k| (-gamma * f64::from(k)).exp2()).collect();
+        let sum: f64 = raw.iter().sum();
+        raw.iter().map(|w| (w / sum) as f32).collect()
+    }
+
+    /// The cuts a step renders: the finest, then `loss.coarse_cuts` distinct coarser ones at random.
+    pub fn draw_cuts(&mut self) -> Vec<u32> {
+        let finest = self.octree.max_depth();
+        let mut cuts = vec![finest];
+        let coarser = finest.min(self.config.loss.coarse_cuts);
+        while (cuts.len() as u32) < 1 + coarser {
+            let k = self.rng.below(finest);
+            if !cuts.contains(&k) {
+                cuts.push(k);
+            }
+        }
+        cuts
+    }
+
+    /// Draws the step's patches: mostly full resolution, `coarse_fraction` from the coarser levels.
+    pub fn draw_patches(&mut self) -> (Vec<Patch>, u32) {
+        let t = &self.config.train;
+        let p = t.patch_size;
+        let mut valid = 0;
+        let patches = (0..t.patches_per_batch)
+            .map(|_| {
+                let view = self.rng.below(self.images.len() as u32);
+                let coarse = self.pyramid_levels > 1 && self.rng.next_f32() < self.config.data.coarse_fraction;
+                let level = if coarse { 1 + self.rng.below(self.pyramid_levels - 1) } else { 0 };
+                let image = &self.images[view as usize][level as usize];
+                let x0 = self.rng.below(image.width.saturating_sub(p) + 1);
+                let y0 = self.rng.below(image.height.saturating_sub(p) + 1);
+                valid += p.min(image.width - x0) * p.min(image.height - y0);
+                Patch { view, level, x0, y0 }
+            })
+            .collect();
+        (patches, valid)
+    }
+
+    /// The next step's patches and cuts (advances the host RNG).
+    pub fn plan_step(&mut self) -> StepPlan {
+        let (patches, valid_rays) = self.draw_patches();
+        let cuts = self.draw_cuts();
+        let cut_weights = self.level_weights(&cuts);
+        StepPlan { patches, valid_rays, cuts, cut_weights }
+    }
+
+    /// The patches' pixels, RGBA8, ray by ray (0 off the image).
+    pub fn gather_targets(&self, patches: &[Patch]) -> Vec<u32> {
+        let p = self.config.train.patch_size;
+        let mut targets = Vec::with_capacity(patches.len() * (p * p) as usize);
+        for patch in patches {
+            let image = &self.images[patch.view as usize][patch.level as usize];
+            for j in 0..p {
+                for i in 0..p {
+                    let (x, y) = (patch.x0 + i, patch.y0 + j);
+                    let inside = x < image.width && y < image.height;
+                    targets.push(if inside { image.pixels[(y * image.width + x) as usize] } else { 0 });
+                }
+            }
+        }
+        targets
+    }
+
+    /// Writes chunk `chunk` of `plan` into the training workspace (its patches, targets, uniforms).
+    /// Returns the chunk's ray count.
+    pub fn upload_chunk(&self, step: u32, plan: &StepPlan, chunk: u32) -> u32 {
+        let first = (chunk * self.chunk_patches) as usize;
+        let patches = &plan.patches[first..(first + self.chunk_patches as usize).min(plan.patches.len())];
+        let rays = patches.len() as u32 * self.config.train.patch_size * self.config.train.patch_size;
+        let ws = &self.train;
+        self.gpu.write(&ws.patches, patches);
+        self.gpu.write(&ws.targets, &self.gather_targets(patches));
+        self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
+        self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
+        let mut cut_weights = [0.0f32; MAX_CUTS];
+        cut_weights[..plan.cut_weights.len()].copy_from_slice(&plan.cut_weights);
+        let loss = LossUniforms {
+            inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
+            lambda_mse: self.config.loss.lambda_mse,
+            _pad0: 0.0,
+            _pad1: 0.0,
+            cut_weights,
+        };
+        self.gpu.write(&ws.loss, &[loss]);
+        rays
+    }
+
+    /// Chunks of a step's patches.
+    pub fn chunks(&self) -> u32 {
+        self.config.train.patches_per_batch.div_ceil(self.chunk_patches)
+    }
+
+    /// One training step, submitted; waits only when `MAX_IN_FLIGHT` steps are already queued.
+    pub fn step(&mut self) -> Result<()> {
+        let plan = self.plan_step();
+        self.run_step(&plan, None)?;
+        Ok(())
+    }
+
+    /// One step with each pass submitted alone and waited for: milliseconds per pass (for `bench`).
+    pub fn profile_step(&mut self) -> Result<Vec<(&'static str, f64)>> {
+        self.wait_all()?;
+        let plan = self.plan_step();
+        let mut times = Vec::new();
+        self.run_step(&plan, Some(&mut times))?;
+        Ok(times)
+    }
+
+    /// Runs `plan` as step `self.step`: every chunk forward, losses, backward; then Adam.
+    pub fn run_step(&mut self, plan: &StepPlan, mut profile: Option<&mut Vec<(&'static str, f64)>>) -> Result<()> {
+        let step = self.step;
+        self.gpu.write(&self.model.adam, &[self.adam_uniforms(step)]);
+        let chunks = self.chunks();
+        let mut dispatches = 0;
+        for chunk in 0..chunks {
+            let rays = self.upload_chunk(step, plan, chunk);
+            let mut rec = match profile {
+                Some(_) => Recorder::profiling(&self.gpu, "train step"),
+                None => Recorder::new(&self.gpu, "train step"),
+            };
+            if chunk == 0 && self.occupancy_due(step) {
+                self.gpu.write(&self.model.sampling, &[self.sampling_uniforms(step, true)]);
+                self.record_occupancy(&mut rec, self.occupancy_phase(step));
+            }
+            let ws = &self.train;
+            self.record_forward(&mut rec, ws, rays, plan.cuts.len() as u32);
+            self.record_losses(&mut rec, ws, rays * plan.cuts.len() as u32);
+            self.record_backward(&mut rec, ws, rays * plan.cuts.len() as u32);
+            rec.dispatch_groups(&self.kernels.loss_stats, &ws.groups.loss_stats, 1, 1);
+            if chunk + 1 == chunks {
+                self.record_adam(&mut rec);
+            }
+            dispatches += rec.dispatches;
+            let (index, times) = rec.submit();
+            if let (Some(out), Some(times)) = (profile.as_deref_mut(), times) {
+                for (name, ms) in times {
+                    match out.iter_mut().find(|(n, _)| *n == name) {
+                        Some(entry) => entry.1 += ms,
+                        None => out.push((name, ms)),
+                    }
+                }
+            }
+            self.in_flight.push_back(index);
+        }
+        self.last_dispatches = dispatches;
+        self.step += 1;
+        while self.in_flight.len() > MAX_IN_FLIGHT {
+            let index = self.in_flight.pop_front().expect("non-empty");
+            self.gpu.wait_for(index)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued step.
+    pub fn wait_all(&mut self) -> Result<()> {
+        self.in_flight.clear();
+        self.gpu.wait()
+    }
+
+    /// rays -> samples -> node_scan -> scatter -> field_forward (per page) -> render_forward, for a
+    /// batch of `rays` rays at `cuts` cuts in `ws` (its uniforms, patches and cameras written).
+    pub fn record_forward(&self, rec: &mut Recorder, ws: &Workspace, rays: u32, cuts: u32) {
+        let k = &self.kernels;
+        let g = &ws.groups;
+        let samples = rays * cuts * self.config.train.samples_per_ray;
+        rec.dispatch(&k.rays, &g.rays, rays);
+        self.record_samples(rec, ws, samples);
+        for (page, group) in g.field_forward.iter().enumerate() {
+            rec.dispatch_indirect(&k.field_forward, group, &ws.dispatch_args, page as u64 * 12);
+        }
+        rec.dispatch(&k.render_forward, &g.render_forward, rays * cuts);
+    }
+
+    /// samples -> node_scan -> scatter: the samples and the node-sorted list of active ones.
+    pub fn record_samples(&self, rec: &mut Recorder, ws: &Workspace, samples: u32) {
+        let k = &self.kernels;
+        rec.clear(&ws.node_counts);
+        rec.dispatch(&k.samples, &ws.groups.samples, samples);
+        rec.dispatch_groups(&k.node_scan, &ws.groups.node_scan, 1, 1);
+        rec.dispatch(&k.scatter, &ws.groups.scatter, samples);
+    }
+
+    /// The loss passes: each adds its dLoss/d(output) to the slots' gradients.
+    pub fn record_losses(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
+        rec.clear(&ws.ray_grads);
+        rec.dispatch(&self.kernels.loss_mse, &ws.groups.loss_mse, slots);
+    }
+
+    /// render_backward -> field_backward (per page): gradients summed into the model's.
+    pub fn record_backward(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
+        let k = &self.kernels;
+        rec.dispatch(&k.render_backward, &ws.groups.render_backward, slots);
+        for (page, group) in ws.groups.field_backward.iter().enumerate() {
+            rec.dispatch_indirect(&k.field_backward, group, &ws.dispatch_args, page as u64 * 12);
+        }
+    }
+
+    /// Adam over every page (clears the gradients).
+    pub fn record_adam(&self, rec: &mut Recorder) {
+        for (page, group) in self.model.adam_groups.iter().enumerate() {
+            let threads = self.model.paging.params(page as u32).div_ceil(u64::from(ADAM_RUN)) as u32;
+            rec.dispatch(&self.kernels.adam, group, threads);
+        }
+    }
+
+    /// Whether the occupancy grid is refreshed before step `step`.
+    /// Every step during the warm-up (while no sample is skipped, a step costs far more than an
+    /// update), then every `occupancy_update_every` steps.
+    pub fn occupancy_due(&self, step: u32) -> bool {
+        let t = &self.config.train;
+        t.occupancy_resolution > 0 && (step < t.occupancy_warmup || step.is_multiple_of(t.occupancy_update_every))
+    }
+
+    /// Cells of the occupancy grid.
+    pub fn occupancy_cells(&self) -> u32 {
+        self.config.train.occupancy_resolution.max(1).pow(3)
+    }
+
+    /// Which subset of the occupancy cells the update at `step` visits.
+    pub fn occupancy_phase(&self, step: u32) -> u32 {
+        let t = &self.config.train;
+        if step < t.occupancy_warmup {
+            step % OCC_PHASES
+        } else {
+            (step / t.occupancy_update_every.max(1)) % OCC_PHASES
+        }
+    }
+
+    /// Updates the cells of `phase` (the model's sampling uniforms must say `phase`), one dispatch
+    /// per page, then the grid's mean.
+    pub fn record_occupancy(&self, rec: &mut Recorder, phase: u32) {
+        let pages = self.model.paging.n_pages;
+        for (page, group) in self.model.occupancy_groups.iter().enumerate() {
+            let groups = self.model.occ_group_counts[(phase * pages) as usize + page];
+            if groups > 0 {
+                let (x, y) = crate::gpu::dispatch_size(groups, 1);
+                rec.dispatch_groups(&self.kernels.occupancy, group, x, y);
+            }
+        }
+        rec.dispatch_groups(&self.kernels.occupancy_mean, &self.model.occupancy_mean_group, 1, 1);
+    }
+
+    /// Reads and clears the loss statistics (a small read-back: call every few steps). `steps` is
+    /// how many steps they cover.
+    pub fn read_stats(&mut self) -> Result<LossStats> {
+        self.in_flight.clear();
+        let stats: Vec<f32> = self.gpu.read(&self.model.stats, STATS_WORDS)?;
+        let sanitized: Vec<u32> = self.gpu.read(&self.model.sanitized, SANITIZED_SLOTS.len())?;
+        self.gpu.write(&self.model.stats, &[0.0f32; STATS_WORDS]);
+        self.gpu.write(&self.model.sanitized, &[0u32; SANITIZED_SLOTS.len()]);
+        let chunks = f64::from(self.chunks());
+        let steps = (f64::from(stats[0]) / chunks).round() as u32;
+        let per_step = f64::from(steps.max(1));
+        let cuts = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
+        let terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)
+            .map(|t| {
+                let per_cut = (0..cuts).map(|c| f64::from(stats[2 + t * MAX_CUTS + c]) / per_step).collect();
+                (LOSS_NAMES[t], per_cut)
+            })
+            .collect();
+        // the weighted total: lambdas times the level-weighted sum over cuts (weights of the current
+        // settings; the cuts themselves vary per step)
+        let lambdas = [self.config.loss.lambda_mse];
+        let weights = self.level_weights(&(0..cuts as u32).map(|c| self.octree.max_depth() - c).collect::<Vec<_>>());
+        let total = terms
+            .iter()
+            .zip(lambdas)
+            .map(|((_, v), l)| f64::from(l) * v.iter().zip(&weights).map(|(v, w)| v * f64::from(*w)).sum::<f64>())
+            .sum();
+        Ok(LossStats {
+            steps,
+            total,
+            mse: terms[0].1[0],
+            terms,
+            active_samples: f64::from(stats[1]) / per_step,
+            sanitized: SANITIZED_SLOTS.iter().copied().zip(sanitized).collect(),
+        })
+    }
+
+    /// Starts rendering `camera` at tree cut `cut` (its own buffers; the training ones are untouched).
+    pub fn render_job(&self, camera: &Camera, cut: u32) -> RenderJob {
+        RenderJob { camera: *camera, cut, next: 0, outputs: Vec::with_capacity((camera.width * camera.height) as usize) }
+    }
+
+    /// Renders the next chunk of `job` (up to the view workspace's rays) and waits for it.
+    pub fn render_chunk(&self, job: &mut RenderJob) -> Result<()> {
+        let pixels = job.pixels();
+        if job.done() {
+            return Ok(());
+        }
+        let ws = &self.view;
+        let n = (pixels - job.next).min(ws.size.rays);
+        let t = &self.config.train;
+        let mut cuts = [0u32; MAX_CUTS];
+        cuts[0] = job.cut;
+        let batch = Batch {
+            n_rays: n,
+            samples_per_ray: t.samples_per_ray,
+            n_cuts: 1,
+            seed: 0,
+            training: 0,
+            patch_size: 1,
+            ray_offset: job.next,
+            view: 0,
+            cuts,
+            background: self.config.data.background,
+            random_background: 0,
+        };
+        self.gpu.write(&ws.batch, &[batch]);
+        self.gpu.write(&ws.sampling, &[self.sampling_uniforms(self.step, false)]);
+        self.gpu.write(&ws.cameras, &[GpuCamera::from(&job.camera)]);
+        let mut rec = Recorder::new(&self.gpu, "render view");
+        self.record_forward(&mut rec, ws, n, 1);
+        rec.submit();
+        job.outputs.extend(self.gpu.read::<RayOutput>(&ws.outputs, n as usize)?);
+        job.next += n;
+        Ok(())
+    }
+
+    /// Renders a whole view at tree cut `cut`.
+    pub fn render(&self, camera: &Camera, cut: u32) -> Result<Rendered> {
+        let mut job = self.render_job(camera, cut);
+        while !job.done() {
+            self.render_chunk(&mut job)?;
+        }
+        Ok(job.finish())
+    }
+
+    pub fn read_params(&self) -> Result<Vec<f32>> {
+        Model::read_paged(&self.gpu, &self.model.params, &self.model.paging)
+    }
+
+    pub fn write_params(&self, params: &[f32]) -> Result<()> {
+        Model::write_paged(&self.gpu, &self.model.params, &self.model.paging, params)
+    }
+}
+
+/// Decoder weights from workgroup memory on CPU adapters, read in place on GPUs (their caches
+/// serve a workgroup-uniform address well, and the workgroup memory is left for the reductions).
+fn weight_source(gpu: &Gpu, layout: &FieldLayout) -> WeightSource {
+    match std::env::var("INFNERF_WEIGHTS").as_deref() {
+        Ok("storage") => return WeightSource::Storage,
+        Ok("workgroup") => return WeightSource::Workgroup,
+        _ => {}
+    }
+    let room = gpu.limits.max_compute_workgroup_storage_size;
+    let cpu = gpu.info.device_type == wgpu::DeviceType::Cpu;
+    if cpu && 4 * layout.mlp_params() * 2 <= room {
+        WeightSource::Workgroup
+    } else {
+        WeightSource::Storage
+    }
+}
+
+/// Per-step RNG seed for the kernels (the CPU reference derives the same).
+pub fn step_seed(seed: u64, step: u32) -> u32 {
+    let mut rng = SplitMix64(seed ^ (u64::from(step) << 32));
+    rng.next_u64() as u32
+}
+
+fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
+    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
+    q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (q(alpha) << 24)
+}

@@ -1,0 +1,258 @@
+//! The buffers of one batch of rays on its way through the passes: rays, samples, field outputs, the
+//! node-sorted active list, per-ray outputs and gradients. Training has one workspace and rendering
+//! another, so a render never touches what a training step in flight reads or writes.
+
+use crate::gpu::records::{
+    Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS,
+};
+use crate::gpu::Gpu;
+use crate::kernels::{
+    FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings, NodeScanBindings,
+    RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
+};
+use crate::trainer::model::Model;
+use anyhow::Result;
+
+/// Sizes a workspace is made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkspaceSize {
+    /// Rays per batch.
+    pub rays: u32,
+    /// Tree cuts rendered per ray.
+    pub cuts: u32,
+    pub samples_per_ray: u32,
+    /// Patches per batch (training) or 0 (rendering).
+    pub patches: u32,
+    /// Cameras the batch may use.
+    pub cameras: u32,
+}
+
+impl WorkspaceSize {
+    pub fn slots(&self) -> u64 {
+        u64::from(self.rays) * u64::from(self.cuts)
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.slots() * u64::from(self.samples_per_ray)
+    }
+}
+
+pub struct Workspace {
+    pub size: WorkspaceSize,
+    pub batch: wgpu::Buffer,
+    pub sampling: wgpu::Buffer,
+    pub loss: wgpu::Buffer,
+    pub cameras: wgpu::Buffer,
+    pub patches: wgpu::Buffer,
+    pub targets: wgpu::Buffer,
+    pub rays: wgpu::Buffer,
+    pub samples: wgpu::Buffer,
+    pub node_counts: wgpu::Buffer,
+    pub node_offsets: wgpu::Buffer,
+    pub wg_first: wgpu::Buffer,
+    /// Indirect workgroup counts of the field passes, (x, y, z) per page.
+    pub dispatch_args: wgpu::Buffer,
+    pub active_count: wgpu::Buffer,
+    pub active_list: wgpu::Buffer,
+    pub field_out: wgpu::Buffer,
+    pub outputs: wgpu::Buffer,
+    pub ray_grads: wgpu::Buffer,
+    pub losses: wgpu::Buffer,
+    pub sample_grads: wgpu::Buffer,
+    pub groups: Groups,
+}
+
+/// The workspace's bind groups, one per pass (per page for the field passes).
+pub struct Groups {
+    pub rays: wgpu::BindGroup,
+    pub samples: wgpu::BindGroup,
+    pub node_scan: wgpu::BindGroup,
+    pub scatter: wgpu::BindGroup,
+    pub field_forward: Vec<wgpu::BindGroup>,
+    pub render_forward: wgpu::BindGroup,
+    pub loss_mse: wgpu::BindGroup,
+    pub render_backward: wgpu::BindGroup,
+    pub field_backward: Vec<wgpu::BindGroup>,
+    pub loss_stats: wgpu::BindGroup,
+}
+
+impl Workspace {
+    pub fn new(gpu: &Gpu, kernels: &Kernels, model: &Model, label: &str, size: WorkspaceSize) -> Result<Self> {
+        let n_nodes = u64::from(model.paging.n_nodes);
+        let sized = |name: &str, bytes: u64| gpu.storage(&format!("{label} {name}"), bytes);
+        let of = |count: u64, record: usize| count * record as u64;
+        let ws = |name: &str| format!("{label} {name}");
+        let batch = gpu.uniform::<Batch>(&ws("batch"));
+        let sampling = gpu.uniform::<Sampling>(&ws("sampling"));
+        let loss = gpu.uniform::<LossUniforms>(&ws("loss weights"));
+        let cameras = sized("cameras", of(u64::from(size.cameras.max(1)), std::mem::size_of::<GpuCamera>()))?;
+        let patches = sized("patches", of(u64::from(size.patches.max(1)), std::mem::size_of::<Patch>()))?;
+        let targets = sized("targets", u64::from(size.rays) * 4)?;
+        let rays = sized("rays", of(u64::from(size.rays), std::mem::size_of::<Ray>()))?;
+        let samples = sized("samples", of(size.samples(), std::mem::size_of::<Sample>()))?;
+        let node_counts = sized("node counts", n_nodes * 4)?;
+        let node_offsets = sized("node offsets", n_nodes * 4)?;
+        let wg_first = sized("node first workgroups", (n_nodes + 1) * 4)?;
+        let dispatch_args = gpu.storage_as(
+            &ws("field dispatch sizes"),
+            u64::from(model.paging.n_pages) * 12,
+            wgpu::BufferUsages::INDIRECT,
+        )?;
+        let active_count = sized("active count", 16)?;
+        let active_list = sized("active samples", size.samples() * 4)?;
+        let field_out = sized("field outputs", size.samples() * 16)?;
+        let outputs = sized("ray outputs", of(size.slots(), std::mem::size_of::<RayOutput>()))?;
+        let ray_grads = sized("ray gradients", of(size.slots(), std::mem::size_of::<RayGrad>()))?;
+        let losses = sized("ray losses", size.slots() * LOSS_TERMS as u64 * 4)?;
+        let sample_grads = sized("sample gradients", size.samples() * 16)?;
+        let pages = 0..model.paging.n_pages as usize;
+        let groups = Groups {
+            rays: kernels.rays.bind(
+                gpu,
+                &RaysBindings { batch: &batch, cameras: &cameras, patches: &patches, targets: &targets, rays: &rays },
+            ),
+            samples: kernels.samples.bind(
+                gpu,
+                &SamplesBindings {
+                    batch: &batch,
+                    sampling: &sampling,
+                    rays: &rays,
+                    nodes: &model.nodes,
+                    occupancy: &model.occupancy,
+                    occupancy_mean: &model.occupancy_mean,
+                    samples: &samples,
+                    node_counts: &node_counts,
+                },
+            ),
+            node_scan: kernels.node_scan.bind(
+                gpu,
+                &NodeScanBindings {
+                    scene: &model.scene,
+                    node_counts: &node_counts,
+                    node_offsets: &node_offsets,
+                    wg_first: &wg_first,
+                    dispatch_args: &dispatch_args,
+                    active_count: &active_count,
+                },
+            ),
+            scatter: kernels.scatter.bind(
+                gpu,
+                &ScatterBindings {
+                    batch: &batch,
+                    samples: &samples,
+                    node_offsets: &node_offsets,
+                    active_list: &active_list,
+                },
+            ),
+            field_forward: pages
+                .clone()
+                .map(|p| {
+                    kernels.field_forward.bind(
+                        gpu,
+                        &FieldForwardBindings {
+                            scene: &model.scene,
+                            page: &model.pages[p],
+                            rays: &rays,
+                            nodes: &model.nodes,
+                            samples: &samples,
+                            params: &model.params[p],
+                            active_list: &active_list,
+                            node_counts: &node_counts,
+                            node_offsets: &node_offsets,
+                            wg_first: &wg_first,
+                            field_out: &field_out,
+                            sanitized: &model.sanitized,
+                        },
+                    )
+                })
+                .collect(),
+            render_forward: kernels.render_forward.bind(
+                gpu,
+                &RenderForwardBindings {
+                    batch: &batch,
+                    rays: &rays,
+                    samples: &samples,
+                    field_out: &field_out,
+                    outputs: &outputs,
+                },
+            ),
+            loss_mse: kernels.loss_mse.bind(
+                gpu,
+                &LossMseBindings {
+                    batch: &batch,
+                    loss: &loss,
+                    rays: &rays,
+                    outputs: &outputs,
+                    ray_grads: &ray_grads,
+                    losses: &losses,
+                },
+            ),
+            render_backward: kernels.render_backward.bind(
+                gpu,
+                &RenderBackwardBindings {
+                    batch: &batch,
+                    samples: &samples,
+                    field_out: &field_out,
+                    outputs: &outputs,
+                    ray_grads: &ray_grads,
+                    sample_grads: &sample_grads,
+                    sanitized: &model.sanitized,
+                },
+            ),
+            field_backward: pages
+                .map(|p| {
+                    kernels.field_backward.bind(
+                        gpu,
+                        &FieldBackwardBindings {
+                            scene: &model.scene,
+                            page: &model.pages[p],
+                            rays: &rays,
+                            nodes: &model.nodes,
+                            samples: &samples,
+                            params: &model.params[p],
+                            sample_grads: &sample_grads,
+                            active_list: &active_list,
+                            node_counts: &node_counts,
+                            node_offsets: &node_offsets,
+                            wg_first: &wg_first,
+                            grads: &model.grads[p],
+                        },
+                    )
+                })
+                .collect(),
+            loss_stats: kernels.loss_stats.bind(
+                gpu,
+                &LossStatsBindings { batch: &batch, outputs: &outputs, losses: &losses, stats: &model.stats },
+            ),
+        };
+        Ok(Self {
+            size,
+            batch,
+            sampling,
+            loss,
+            cameras,
+            patches,
+            targets,
+            rays,
+            samples,
+            node_counts,
+            node_offsets,
+            wg_first,
+            dispatch_args,
+            active_count,
+            active_list,
+            field_out,
+            outputs,
+            ray_grads,
+            losses,
+            sample_grads,
+            groups,
+        })
+    }
+
+    /// Bytes of the per-sample buffers per sample.
+    pub const BYTES_PER_SAMPLE: u64 = std::mem::size_of::<Sample>() as u64 + 16 + 16 + 4;
+
+    /// The largest per-sample record: bounds the samples a workspace can hold in one binding.
+    pub const LARGEST_SAMPLE_RECORD: u64 = std::mem::size_of::<Sample>() as u64;
+}
