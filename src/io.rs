@@ -3,13 +3,17 @@
 use anyhow::{anyhow, bail, Context};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-/// File name of the tensors in a checkpoint folder.
+/// File name of the checkpoint in a run folder: tensors and their metadata in one file.
 pub const CHECKPOINT_TENSORS: &str = "checkpoint.safetensors";
-/// File name of the JSON sidecar (config, step, tree layout) next to the tensors.
+/// Key of the safetensors header's `__metadata__` map that holds the checkpoint's JSON (config, step,
+/// tree layout) as text.
+pub const CHECKPOINT_METADATA_KEY: &str = "infnerf";
+/// The JSON sidecar of the old two-file format, read only for checkpoints without embedded metadata.
 pub const CHECKPOINT_SIDECAR: &str = "checkpoint.json";
 
 /// Writes `bytes` to `path` so readers see the old file or the new one, never a torn one.
@@ -75,15 +79,15 @@ impl MetricsLog {
     }
 }
 
-/// Writes `dir/checkpoint.safetensors` (f32 tensors) and `dir/checkpoint.json`, each atomically.
+/// Writes the checkpoint `path` (a .safetensors file): f32 tensors, with `metadata` as JSON text under
+/// `__metadata__.infnerf` in the header, so tensors and metadata are replaced together by one atomic write.
 ///
 /// Tensors are `(name, shape, data)`; the data length must equal the shape's product and names
-/// must be unique. The tensors are written first: a crash between the two renames leaves the
-/// new tensors beside the previous sidecar (each file is whole, the pair one save apart).
+/// must be unique.
 pub fn save_checkpoint(
-    dir: &Path,
+    path: &Path,
     tensors: &[(&str, Vec<usize>, &[f32])],
-    sidecar: &serde_json::Value,
+    metadata: &serde_json::Value,
 ) -> anyhow::Result<()> {
     let mut bytes: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, shape, data) in tensors {
@@ -104,25 +108,26 @@ pub fn save_checkpoint(
             Ok((name.as_str(), view))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let file = safetensors::tensor::serialize(views, None).context("serialising the checkpoint tensors")?;
-    let tensors_path = dir.join(CHECKPOINT_TENSORS);
-    write_atomic(&tensors_path, &file).with_context(|| format!("{}: cannot write", tensors_path.display()))?;
-    let sidecar_path = dir.join(CHECKPOINT_SIDECAR);
-    let text = serde_json::to_vec_pretty(sidecar).context("serialising the checkpoint sidecar")?;
-    write_atomic(&sidecar_path, &text).with_context(|| format!("{}: cannot write", sidecar_path.display()))?;
-    Ok(())
+    let text = serde_json::to_string(metadata).context("serialising the checkpoint metadata")?;
+    let header = HashMap::from([(CHECKPOINT_METADATA_KEY.to_string(), text)]);
+    let file = safetensors::tensor::serialize(views, Some(header)).context("serialising the checkpoint")?;
+    write_atomic(path, &file).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// One loaded tensor: name, shape, values.
 pub type LoadedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// Reads a checkpoint's f32 tensors (sorted by name) and its JSON sidecar.
+/// Reads a checkpoint's f32 tensors (sorted by name) and its metadata JSON.
 ///
-/// The sidecar is `<stem>.json` beside the file, else `checkpoint.json` in the same folder.
-/// Errors name the file and, where one is at fault, the tensor.
+/// The metadata is `__metadata__.infnerf` of the header; a checkpoint of the old two-file format (no
+/// such key) takes it from its sidecar, `<stem>.json` beside the file, else `checkpoint.json` there.
+/// Errors name the file and, where one is at fault, the tensor or field.
 pub fn load_checkpoint(path: &Path) -> anyhow::Result<(Vec<LoadedTensor>, serde_json::Value)> {
     let shown = path.display();
     let file = std::fs::read(path).with_context(|| format!("{shown}: cannot read"))?;
+    // SafeTensors keeps its header private: the `__metadata__` map comes from a second (small) parse.
+    let (_, header) =
+        SafeTensors::read_metadata(&file).map_err(|e| anyhow!("{shown}: not a valid safetensors file: {e}"))?;
     let st = SafeTensors::deserialize(&file).map_err(|e| anyhow!("{shown}: not a valid safetensors file: {e}"))?;
     let mut tensors = Vec::with_capacity(st.len());
     for (name, view) in st.iter() {
@@ -133,21 +138,26 @@ pub fn load_checkpoint(path: &Path) -> anyhow::Result<(Vec<LoadedTensor>, serde_
         tensors.push((name.to_string(), view.shape().to_vec(), values));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let sidecar_path = sidecar_for(path).ok_or_else(|| {
-        anyhow!(
-            "{shown}: no sidecar: neither {} nor {CHECKPOINT_SIDECAR} exists beside it",
-            path.with_extension("json").display()
-        )
-    })?;
-    let text = std::fs::read(&sidecar_path).with_context(|| format!("{}: cannot read", sidecar_path.display()))?;
-    let sidecar =
-        serde_json::from_slice(&text).with_context(|| format!("{}: not valid JSON", sidecar_path.display()))?;
-    Ok((tensors, sidecar))
+    let metadata = match header.metadata().as_ref().and_then(|m| m.get(CHECKPOINT_METADATA_KEY)) {
+        Some(text) => serde_json::from_str(text)
+            .with_context(|| format!("{shown}: __metadata__.{CHECKPOINT_METADATA_KEY}: not valid JSON"))?,
+        None => read_old_sidecar(path)?,
+    };
+    Ok((tensors, metadata))
 }
 
-/// The sidecar of a tensors file: same stem with .json, else checkpoint.json beside it.
-fn sidecar_for(path: &Path) -> Option<PathBuf> {
+/// The metadata of an old-format checkpoint: `<stem>.json` beside it, else `checkpoint.json` there.
+fn read_old_sidecar(path: &Path) -> anyhow::Result<serde_json::Value> {
     let same_stem = path.with_extension("json");
     let default = path.with_file_name(CHECKPOINT_SIDECAR);
-    [same_stem, default].into_iter().find(|p| p.is_file())
+    let Some(sidecar) = [same_stem.clone(), default].into_iter().find(|p| p.is_file()) else {
+        bail!(
+            "{}: no checkpoint metadata: the header has no __metadata__.{CHECKPOINT_METADATA_KEY}, and no \
+             old-format sidecar ({} or {CHECKPOINT_SIDECAR}) exists beside it",
+            path.display(),
+            same_stem.display()
+        );
+    };
+    let text = std::fs::read(&sidecar).with_context(|| format!("{}: cannot read", sidecar.display()))?;
+    serde_json::from_slice(&text).with_context(|| format!("{}: not valid JSON", sidecar.display()))
 }

@@ -279,7 +279,7 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, out: &Path) -> Result<()> {
     let occupancy: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy, trainer.occupancy_cells() as usize)?;
     let mean: Vec<f32> = trainer.gpu.read(&trainer.buffers.occupancy_mean, 1)?;
     save_checkpoint(
-        out,
+        &out.join(crate::io::CHECKPOINT_TENSORS),
         &[
             ("params", vec![nodes, trainer.layout.node_params as usize], &params),
             ("occupancy", vec![occupancy.len()], &occupancy),
