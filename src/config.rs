@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::OnceLock;
+
+/// Largest `data.downscale`: beyond it the images of any real capture are a few pixels wide.
+pub const MAX_DOWNSCALE: u32 = 64;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -28,6 +32,11 @@ pub struct DataConfig {
     /// Train with a random background behind transparent pixels (photos with alpha), so empty space
     /// is learned as empty; evaluation always uses `background`.
     pub random_background: bool,
+    /// Shrink every image by this integer factor while loading (`--downscale` overrides): each pixel
+    /// becomes the mean of an N x N block, sizes divide with floor, focal lengths and principal point
+    /// divide by N. 0: automatic, full size unless the decoded images would not fit in half the
+    /// available host memory, then the smallest power of two that fits.
+    pub downscale: u32,
 }
 
 /// The octree and each node's field (SPEC §1).
@@ -111,6 +120,7 @@ impl Default for DataConfig {
             coarse_fraction: 0.2,
             scene_bound: 1.5,
             random_background: true,
+            downscale: 0,
         }
     }
 }
@@ -225,6 +235,9 @@ impl Config {
         if !(d.scene_bound.is_finite() && d.scene_bound > 0.0) {
             return bad("data.scene_bound", "must be a positive number");
         }
+        if d.downscale > MAX_DOWNSCALE {
+            return bad("data.downscale", &format!("must be at most {MAX_DOWNSCALE} (0: automatic)"));
+        }
         if f.max_depth > 6 {
             return bad("field.max_depth", "must be at most 6");
         }
@@ -310,6 +323,37 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+/// `--downscale` of the command line. `train`, `eval` and `bench` read their settings from a file or a
+/// checkpoint inside `run`, where the command line cannot reach them, so it is held here for the process
+/// and wins over `data.downscale` wherever data is loaded ([`crate::data::LoadOptions`]).
+static CLI_DOWNSCALE: OnceLock<u32> = OnceLock::new();
+
+/// Sets `--downscale` for this process (the first call wins); 0 asks for the automatic choice.
+pub fn set_cli_downscale(factor: u32) -> Result<(), ConfigError> {
+    if factor > MAX_DOWNSCALE {
+        let message = format!("must be at most {MAX_DOWNSCALE} (0: automatic), got {factor}");
+        return Err(ConfigError::Invalid { file: "--downscale".into(), field: "data.downscale", message });
+    }
+    let _ = CLI_DOWNSCALE.set(factor);
+    Ok(())
+}
+
+/// `--downscale` when given on the command line.
+pub fn cli_downscale() -> Option<u32> {
+    CLI_DOWNSCALE.get().copied()
+}
+
+impl Config {
+    /// Applies what the command line set for the whole process (`--downscale`), so the settings a run
+    /// records say what it used.
+    pub fn with_cli_overrides(mut self) -> Self {
+        if let Some(factor) = cli_downscale() {
+            self.data.downscale = factor;
+        }
+        self
     }
 }
 

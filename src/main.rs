@@ -52,6 +52,9 @@ struct TrainArgs {
     /// Evaluate on this many evenly spaced test views (default: all).
     #[arg(long)]
     eval_views: Option<usize>,
+    /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -65,6 +68,9 @@ struct EvalArgs {
     /// Evaluate on this many evenly spaced views (default: all).
     #[arg(long)]
     views: Option<usize>,
+    /// Shrink every image by this integer factor while loading (default: the checkpoint's data.downscale).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -76,6 +82,9 @@ struct BenchArgs {
     config: Option<PathBuf>,
     #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     seconds: f64,
+    /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -108,6 +117,15 @@ fn main() -> ExitCode {
 
 fn execute(cli: Cli) -> Result<()> {
     let gpu = GpuOptions { adapter: cli.adapter, ..Default::default() };
+    let downscale = match &cli.command {
+        Some(Command::Train(a)) => a.downscale,
+        Some(Command::Eval(a)) => a.downscale,
+        Some(Command::Bench(a)) => a.downscale,
+        _ => None,
+    };
+    if let Some(factor) = downscale {
+        infnerf::config::set_cli_downscale(factor)?;
+    }
     match cli.command {
         None => {
             // No viewer yet: a two-minute headless demo on the bundled scene.

@@ -83,7 +83,7 @@ pub fn load_data(dir: &Path, config: &Config) -> Result<Dataset> {
 
 /// The training run: steps until `steps` or `max_seconds`, then evaluation and a checkpoint.
 pub fn train(request: &TrainRequest) -> Result<EvalReport> {
-    let mut config = load_config(request.config.as_deref())?;
+    let mut config = load_config(request.config.as_deref())?.with_cli_overrides();
     if let Some(steps) = request.steps {
         if steps == 0 {
             bail!("--steps must be positive");
