@@ -1,7 +1,7 @@
 //! The `infnerf` command line.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use infnerf::gpu::GpuOptions;
 use infnerf::run::{self, TrainRequest};
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ enum Command {
     Eval(EvalArgs),
     /// Measure training throughput and memory bandwidth; prints JSON.
     Bench(BenchArgs),
-    /// Render an analytic scene on the CPU into Blender format, with ground-truth depth and normals.
+    /// Render an analytic scene on the CPU (Blender or instant-ngp format), with ground-truth depth and normals.
     MakeScene(MakeSceneArgs),
 }
 
@@ -101,6 +101,15 @@ struct MakeSceneArgs {
     test_views: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// blender: transforms_{train,val,test}.json; ngp: one transforms.json (instant-ngp / nerfstudio).
+    #[arg(long, value_enum, default_value_t = SceneFormatArg::Blender)]
+    format: SceneFormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SceneFormatArg {
+    Blender,
+    Ngp,
 }
 
 fn main() -> ExitCode {
@@ -169,7 +178,11 @@ fn execute(cli: Cli) -> Result<()> {
                 test_views: a.test_views,
                 seed: a.seed,
             };
-            infnerf::scene_gen::make_scene(&a.out, &options)?;
+            let format = match a.format {
+                SceneFormatArg::Blender => infnerf::scene_gen::SceneFormat::Blender,
+                SceneFormatArg::Ngp => infnerf::scene_gen::SceneFormat::Ngp,
+            };
+            infnerf::scene_gen::make_scene_as(&a.out, &options, format)?;
             println!("wrote {}", a.out.display());
         }
     }

@@ -1,7 +1,7 @@
 //! Loading datasets: the synthetic scene, instant-ngp / nerfstudio files, bad input, the pyramid.
 
 use infnerf::data::{load_dataset, pyramid, scale_camera, Camera, DataError, Dataset, Image, LoadOptions, View};
-use infnerf::scene_gen::{default_scene_dir, make_scene, SceneOptions, CAMERA_ANGLE_X};
+use infnerf::scene_gen::{default_scene_dir, make_scene, make_scene_as, SceneFormat, SceneOptions, CAMERA_ANGLE_X};
 mod common;
 
 use common::TempDir;
@@ -105,6 +105,45 @@ fn synthetic_scene_loads_in_the_cube_frame_with_composited_background() {
     let depth = image::open(tmp.0.join("depth/train/r_0.png")).unwrap().into_luma16();
     let metres = f64::from(depth.get_pixel(20, 15).0[0]) * 1e-4;
     assert!((2.5..5.5).contains(&metres), "centre depth {metres}");
+}
+
+#[test]
+fn ngp_scene_is_the_blender_scene_in_another_layout() {
+    let (blender, ngp) = (TempDir::new("scene-blender"), TempDir::new("scene-ngp"));
+    let opts = SceneOptions { width: 24, height: 18, train_views: 4, test_views: 3, seed: 11 };
+    make_scene_as(&blender.0, &opts, SceneFormat::Blender).unwrap();
+    make_scene_as(&ngp.0, &opts, SceneFormat::Ngp).unwrap();
+    assert!(!ngp.0.join("transforms_train.json").exists());
+    let a = load_dataset(&blender.0, &options()).unwrap();
+    let b = load_dataset(&ngp.0, &options()).unwrap();
+    let counts = |d: &Dataset| (d.train.len(), d.val.len(), d.test.len());
+    assert_eq!((counts(&a), counts(&b)), ((4, 3, 3), (4, 3, 3)));
+    // The split lists, not holdout_every, choose the splits: test is the generated test views.
+    let names: Vec<_> = b.test.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["images/r_4.png", "images/r_5.png", "images/r_6.png"]);
+    for (va, vb) in all_views(&a).zip(all_views(&b)) {
+        assert_eq!(va.image, vb.image, "{} and {}", va.name, vb.name);
+        let (ca, cb) = (&va.camera, &vb.camera);
+        assert_eq!((cb.width, cb.height, cb.cx, cb.cy, cb.rotation), (ca.width, ca.height, ca.cx, ca.cy, ca.rotation));
+        assert!((ca.fx - cb.fx).abs() < 1e-4 && (ca.fy - cb.fy).abs() < 1e-4, "{ca:?} {cb:?}");
+        let name = vb.name.trim_start_matches("images/").trim_end_matches(".png");
+        for kind in ["depth", "normal"] {
+            assert!(ngp.0.join(format!("{kind}/{name}.png")).is_file(), "{kind} of {name}");
+        }
+    }
+    // Each format normalises the cameras its own way: the geometry agrees up to one scale factor.
+    let centres = |d: &Dataset| d.train.iter().chain(&d.test).map(|v| v.camera.position).collect::<Vec<_>>();
+    let (pa, pb) = (centres(&a), centres(&b));
+    let distance = |p: [f32; 3], q: [f32; 3]| length([p[0] - q[0], p[1] - q[1], p[2] - q[2]]);
+    let ratio = distance(pb[0], pb[1]) / distance(pa[0], pa[1]);
+    for i in 0..pa.len() {
+        for j in i + 1..pa.len() {
+            let r = distance(pb[i], pb[j]) / distance(pa[i], pa[j]);
+            assert!((r - ratio).abs() < 1e-4 * ratio, "cameras {i}, {j}: ratio {r}, not {ratio}");
+        }
+    }
+    // Blender maps radius 4 to 4 / 1.5; instant-ngp's cameras at mean distance 4 sit at radius 2.
+    assert!((ratio - 0.75).abs() < 1e-3, "ratio {ratio}");
 }
 
 #[test]
