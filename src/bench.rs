@@ -59,13 +59,14 @@ const PROFILED_STEPS: u32 = 16;
 pub fn bench(
     data: Option<&Path>,
     config: Option<&Path>,
+    downscale: Option<u32>,
     seconds: f64,
     gpu_options: &GpuOptions,
 ) -> Result<BenchReport> {
     if !(seconds.is_finite() && seconds > 0.0) {
         bail!("--seconds must be a positive number");
     }
-    let config = load_config(config)?;
+    let config = load_config(config)?.with_downscale(downscale)?;
     let dataset = load_data(&data_dir(data)?, &config)?;
     let gpu = Arc::new(Gpu::new(gpu_options)?);
     let mut trainer = Trainer::new(gpu.clone(), config, &dataset)?;

@@ -3,6 +3,9 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// Largest `data.downscale`: beyond it the images of any real capture are a few pixels wide.
+pub const MAX_DOWNSCALE: u32 = 64;
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -29,6 +32,11 @@ pub struct DataConfig {
     /// Train with a random background behind transparent pixels (photos with alpha), so empty space
     /// is learned as empty; evaluation always uses `background`.
     pub random_background: bool,
+    /// Shrink every image by this integer factor while loading (`--downscale` overrides): each pixel
+    /// becomes the mean of an N x N block, sizes divide with floor, focal lengths and principal point
+    /// divide by N. 0: automatic, full size unless the decoded images would not fit in half the
+    /// available host memory, then the smallest power of two that fits.
+    pub downscale: u32,
 }
 
 /// The octree and each node's field (SPEC §1).
@@ -135,6 +143,7 @@ impl Default for DataConfig {
             coarse_fraction: 0.2,
             scene_bound: 1.5,
             random_background: true,
+            downscale: 0,
         }
     }
 }
@@ -266,6 +275,9 @@ impl Config {
         }
         if !(d.scene_bound.is_finite() && d.scene_bound > 0.0) {
             return bad("data.scene_bound", "must be a positive number");
+        }
+        if d.downscale > MAX_DOWNSCALE {
+            return bad("data.downscale", &format!("must be at most {MAX_DOWNSCALE} (0: automatic)"));
         }
         if f.max_depth > 6 {
             return bad("field.max_depth", "must be at most 6");
@@ -414,6 +426,20 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+impl Config {
+    /// Applies `--downscale` of the command line (it wins over `data.downscale`), validated.
+    pub fn with_downscale(mut self, factor: Option<u32>) -> Result<Self, ConfigError> {
+        if let Some(factor) = factor {
+            if factor > MAX_DOWNSCALE {
+                let message = format!("must be at most {MAX_DOWNSCALE} (0: automatic), got {factor}");
+                return Err(ConfigError::Invalid { file: "--downscale".into(), field: "data.downscale", message });
+            }
+            self.data.downscale = factor;
+        }
+        Ok(self)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `infnerf` command line.
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use infnerf::gpu::GpuOptions;
 use infnerf::run::{self, TrainRequest};
 use std::path::PathBuf;
@@ -29,7 +29,7 @@ enum Command {
     Eval(EvalArgs),
     /// Measure training throughput and memory bandwidth; prints JSON.
     Bench(BenchArgs),
-    /// Render an analytic scene on the CPU into Blender format, with ground-truth depth and normals.
+    /// Render an analytic scene on the CPU (Blender or instant-ngp format), with ground-truth depth and normals.
     MakeScene(MakeSceneArgs),
 }
 
@@ -57,6 +57,9 @@ struct TrainArgs {
     /// counter, optimiser state and clock; --steps is the step to stop at.
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
+    /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -70,6 +73,9 @@ struct EvalArgs {
     /// Evaluate on this many evenly spaced views (default: all).
     #[arg(long)]
     views: Option<usize>,
+    /// Shrink every image by this integer factor while loading (default: the checkpoint's data.downscale).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -81,6 +87,9 @@ struct BenchArgs {
     config: Option<PathBuf>,
     #[arg(long, default_value_t = 20.0, allow_negative_numbers = true)]
     seconds: f64,
+    /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
 }
 
 #[derive(Args)]
@@ -97,6 +106,15 @@ struct MakeSceneArgs {
     test_views: u32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// blender: transforms_{train,val,test}.json; ngp: one transforms.json (instant-ngp / nerfstudio).
+    #[arg(long, value_enum, default_value_t = SceneFormatArg::Blender)]
+    format: SceneFormatArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SceneFormatArg {
+    Blender,
+    Ngp,
 }
 
 fn main() -> ExitCode {
@@ -140,6 +158,7 @@ fn execute(cli: Cli) -> Result<()> {
                 steps: a.steps,
                 max_seconds: a.max_seconds,
                 eval_views: a.eval_views,
+                downscale: a.downscale,
                 gpu,
                 progress: true,
             };
@@ -147,11 +166,11 @@ fn execute(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Eval(a)) => {
-            let report = run::eval_checkpoint(&a.checkpoint, &a.data, &a.split, a.views, &gpu)?;
+            let report = run::eval_checkpoint(&a.checkpoint, &a.data, &a.split, a.views, a.downscale, &gpu)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Bench(a)) => {
-            let report = infnerf::bench::bench(a.data.as_deref(), a.config.as_deref(), a.seconds, &gpu)?;
+            let report = infnerf::bench::bench(a.data.as_deref(), a.config.as_deref(), a.downscale, a.seconds, &gpu)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::MakeScene(a)) => {
@@ -162,7 +181,11 @@ fn execute(cli: Cli) -> Result<()> {
                 test_views: a.test_views,
                 seed: a.seed,
             };
-            infnerf::scene_gen::make_scene(&a.out, &options)?;
+            let format = match a.format {
+                SceneFormatArg::Blender => infnerf::scene_gen::SceneFormat::Blender,
+                SceneFormatArg::Ngp => infnerf::scene_gen::SceneFormat::Ngp,
+            };
+            infnerf::scene_gen::make_scene_as(&a.out, &options, format)?;
             println!("wrote {}", a.out.display());
         }
     }

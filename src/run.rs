@@ -31,6 +31,8 @@ pub struct TrainRequest {
     pub eval_views: Option<usize>,
     /// Continue the run of this checkpoint (its settings, step counter, optimiser state, clock).
     pub resume: Option<PathBuf>,
+    /// `--downscale`: overrides data.downscale.
+    pub downscale: Option<u32>,
     pub gpu: GpuOptions,
     /// Draw a progress bar (off in tests).
     pub progress: bool,
@@ -144,7 +146,8 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
     let mut config = match &resumed {
         Some(state) => state.config.clone(),
         None => load_config(request.config.as_deref())?,
-    };
+    }
+    .with_downscale(request.downscale)?;
     if let Some(steps) = request.steps {
         if steps == 0 {
             bail!("--steps must be positive");
@@ -461,9 +464,11 @@ pub fn eval_checkpoint(
     data: &Path,
     split: &str,
     views: Option<usize>,
+    downscale: Option<u32>,
     gpu: &GpuOptions,
 ) -> Result<EvalReport> {
-    let state = CheckpointState::read(checkpoint)?;
+    let mut state = CheckpointState::read(checkpoint)?;
+    state.config = state.config.with_downscale(downscale)?;
     let dataset = load_data(data, &state.config)?;
     let chosen: &[View] = match split {
         "test" => &dataset.test,

@@ -1,7 +1,8 @@
-//! A synthetic Blender-format scene rendered on the CPU by exact ray casting of an analytic scene, with
-//! ground-truth depth and normals: the tests' data and the embedded default scene.
+//! A synthetic scene rendered on the CPU by exact ray casting of an analytic scene, with ground-truth depth
+//! and normals, in the Blender or the instant-ngp / nerfstudio format: the tests' data and the embedded
+//! default scene.
 //!
-//! Layout written by [`make_scene`]:
+//! Blender layout ([`SceneFormat::Blender`], what [`make_scene`] writes):
 //! - `transforms_{train,val,test}.json`: `camera_angle_x`, frames with `file_path` (no extension) and an
 //!   OpenGL camera-to-world `transform_matrix`; val repeats the first few test frames (same files).
 //! - `{train,test}/r_<i>.png`: RGBA, straight alpha = pixel coverage (3x3 supersampling), alpha 0 on
@@ -10,6 +11,12 @@
 //!   in world units, value * `depth_scale` (per frame in the JSON) = depth; 0 on the background.
 //! - `normal/<split>/r_<i>.png`: 8-bit RGB world-frame normal at the pixel centre as n * 0.5 + 0.5;
 //!   black on the background.
+//!
+//! instant-ngp layout ([`SceneFormat::Ngp`]): the same cameras and pixels in one `transforms.json` with
+//! global intrinsics (`fl_x fl_y cx cy w h`, `camera_angle_x`), `aabb_scale` 1, frames with `file_path`
+//! `images/r_<i>.png` (train views first, then test views) and nerfstudio's `train_filenames` /
+//! `val_filenames` / `test_filenames`, so the generated test views are the test split; depth and
+//! normals as above in `depth/r_<i>.png` and `normal/r_<i>.png`.
 
 mod embedded;
 mod geometry;
@@ -38,40 +45,78 @@ impl Default for SceneOptions {
     }
 }
 
+/// The file layout [`make_scene_as`] writes (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SceneFormat {
+    /// `transforms_{train,val,test}.json`, as the NeRF synthetic scenes.
+    #[default]
+    Blender,
+    /// One `transforms.json` as instant-ngp and nerfstudio write it.
+    Ngp,
+}
+
 /// The NeRF synthetic scenes' horizontal field of view, radians.
 pub const CAMERA_ANGLE_X: f64 = 0.6911112070083618;
 /// Distance of every camera from the origin, world units.
 pub const CAMERA_RADIUS: f64 = 4.0;
 /// Metres (world units) per unit of the 16-bit depth images: 6.5 m of range at 0.1 mm steps.
 pub const DEPTH_SCALE: f64 = 1e-4;
-/// How many test views transforms_val.json repeats.
+/// How many test views the val split repeats.
 const VAL_VIEWS: u32 = 5;
 /// Supersampling per pixel side: alpha is the covered fraction of SS x SS samples.
 const SS: u32 = 3;
+/// The sample at the pixel centre (SS is odd), whose hit gives the depth and normal maps.
+const CENTRE_SAMPLE: u32 = SS * SS / 2;
+const _: () = assert!(SS % 2 == 1, "with an even SS no sample lies at the pixel centre");
 
 /// One camera: its pose rows (camera-to-world, top 3x4) and where its files go.
 struct Shot {
     split: &'static str,
-    index: u32,
     pose: [[f64; 4]; 3],
-}
-
-impl Shot {
-    fn name(&self) -> String {
-        format!("{}/r_{}", self.split, self.index)
-    }
+    /// The colour image's path in the output folder, without `.png` (`train/r_3`, `images/r_63`).
+    image: String,
+    /// The depth and normal maps' paths, without `.png`.
+    depth: String,
+    normal: String,
 }
 
 /// Renders the scene into `out` (created if needed) in the Blender format described above.
 pub fn make_scene(out: &Path, opts: &SceneOptions) -> anyhow::Result<()> {
+    make_scene_as(out, opts, SceneFormat::Blender)
+}
+
+/// Renders the scene into `out` (created if needed) in `format`; the pixels do not depend on the format.
+pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> anyhow::Result<()> {
     anyhow::ensure!(opts.width > 0 && opts.height > 0, "make_scene: width and height must be positive");
     anyhow::ensure!(opts.train_views > 0, "make_scene: train_views must be positive");
     let mut shots = Vec::new();
     for (split, count, stream) in [("train", opts.train_views, 1), ("test", opts.test_views, 2)] {
         let mut rng = SplitMix64::new(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream));
-        shots.extend((0..count).map(|index| Shot { split, index, pose: random_pose(&mut rng) }));
+        for index in 0..count {
+            let pose = random_pose(&mut rng);
+            // Blender numbers each split's files from 0; one images/ folder numbers them all.
+            let (image, depth, normal) = match format {
+                SceneFormat::Blender => (
+                    format!("{split}/r_{index}"),
+                    format!("depth/{split}/r_{index}"),
+                    format!("normal/{split}/r_{index}"),
+                ),
+                SceneFormat::Ngp => {
+                    let i = shots.len();
+                    (format!("images/r_{i}"), format!("depth/r_{i}"), format!("normal/r_{i}"))
+                }
+            };
+            shots.push(Shot { split, pose, image, depth, normal });
+        }
     }
-    for dir in ["train", "test", "depth/train", "depth/test", "normal/train", "normal/test"] {
+    let mut dirs: Vec<_> = shots
+        .iter()
+        .flat_map(|s| [&s.image, &s.depth, &s.normal])
+        .filter_map(|name| Path::new(name).parent())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
         std::fs::create_dir_all(out.join(dir))
             .with_context(|| format!("{}: cannot create", out.join(dir).display()))?;
     }
@@ -87,30 +132,69 @@ pub fn make_scene(out: &Path, opts: &SceneOptions) -> anyhow::Result<()> {
             .into_iter()
             .try_for_each(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a render thread panicked"))))
     })?;
-    let frames = |split: &str, take: u32| -> Vec<Value> {
-        shots.iter().filter(|s| s.split == split).take(take as usize).map(frame_json).collect()
-    };
-    for (split, list) in
-        [("train", frames("train", u32::MAX)), ("val", frames("test", VAL_VIEWS)), ("test", frames("test", u32::MAX))]
-    {
-        let file = out.join(format!("transforms_{split}.json"));
-        let text = serde_json::to_string_pretty(&json!({ "camera_angle_x": CAMERA_ANGLE_X, "frames": list }))?;
-        std::fs::write(&file, text + "\n").with_context(|| format!("{}: cannot write", file.display()))?;
+    match format {
+        SceneFormat::Blender => write_blender(out, &shots),
+        SceneFormat::Ngp => write_ngp(out, &shots, opts),
+    }
+}
+
+/// The split's shots; val is the first few test shots.
+fn split<'a>(shots: &'a [Shot], split: &'a str) -> impl Iterator<Item = &'a Shot> {
+    let (source, take) = if split == "val" { ("test", VAL_VIEWS as usize) } else { (split, usize::MAX) };
+    shots.iter().filter(move |s| s.split == source).take(take)
+}
+
+fn write_blender(out: &Path, shots: &[Shot]) -> anyhow::Result<()> {
+    for name in ["train", "val", "test"] {
+        let frames: Vec<Value> = split(shots, name).map(|shot| frame_json(shot, "")).collect();
+        let root = json!({ "camera_angle_x": CAMERA_ANGLE_X, "frames": frames });
+        write_json(&out.join(format!("transforms_{name}.json")), &root)?;
     }
     Ok(())
 }
 
-fn frame_json(shot: &Shot) -> Value {
-    let name = shot.name();
+fn write_ngp(out: &Path, shots: &[Shot], opts: &SceneOptions) -> anyhow::Result<()> {
+    let frames: Vec<Value> = shots.iter().map(|shot| frame_json(shot, ".png")).collect();
+    let files = |name: &str| -> Vec<String> { split(shots, name).map(|s| format!("{}.png", s.image)).collect() };
+    let (w, h) = (f64::from(opts.width), f64::from(opts.height));
+    let root = json!({
+        "camera_angle_x": CAMERA_ANGLE_X,
+        "fl_x": focal_length(opts.width),
+        "fl_y": focal_length(opts.width),
+        "cx": 0.5 * w,
+        "cy": 0.5 * h,
+        "w": opts.width,
+        "h": opts.height,
+        "aabb_scale": 1,
+        "frames": frames,
+        "train_filenames": files("train"),
+        "val_filenames": files("val"),
+        "test_filenames": files("test"),
+    });
+    write_json(&out.join("transforms.json"), &root)
+}
+
+fn write_json(file: &Path, root: &Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(root)?;
+    std::fs::write(file, text + "\n").with_context(|| format!("{}: cannot write", file.display()))
+}
+
+/// `image_suffix`: what follows the image's path in `file_path` (Blender's paths have no extension).
+fn frame_json(shot: &Shot, image_suffix: &str) -> Value {
     let mut matrix: Vec<Vec<f64>> = shot.pose.iter().map(|row| row.to_vec()).collect();
     matrix.push(vec![0.0, 0.0, 0.0, 1.0]);
     json!({
-        "file_path": format!("./{name}"),
+        "file_path": format!("./{}{image_suffix}", shot.image),
         "transform_matrix": matrix,
-        "depth_file_path": format!("./depth/{name}.png"),
-        "normal_file_path": format!("./normal/{name}.png"),
+        "depth_file_path": format!("./{}.png", shot.depth),
+        "normal_file_path": format!("./{}.png", shot.normal),
         "depth_scale": DEPTH_SCALE,
     })
+}
+
+/// Pixels, from the horizontal field of view.
+fn focal_length(width: u32) -> f64 {
+    0.5 * f64::from(width) / (0.5 * CAMERA_ANGLE_X).tan()
 }
 
 /// A camera on the upper hemisphere (10 to 70 degrees of elevation) looking at the origin, +Z up.
@@ -128,7 +212,7 @@ fn random_pose(rng: &mut SplitMix64) -> [[f64; 4]; 3] {
 
 fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> anyhow::Result<()> {
     let (w, h) = (opts.width, opts.height);
-    let focal = 0.5 * f64::from(w) / (0.5 * CAMERA_ANGLE_X).tan();
+    let focal = focal_length(w);
     let origin = [0, 1, 2].map(|r| shot.pose[r][3]);
     let axis = |c: usize| [0, 1, 2].map(|r| shot.pose[r][c]);
     let (right, up, back) = (axis(0), axis(1), axis(2));
@@ -142,13 +226,17 @@ fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> a
     for j in 0..h {
         for i in 0..w {
             let p = (j * w + i) as usize;
-            let (mut sum, mut hits) = ([0.0; 3], 0);
+            let (mut sum, mut hits, mut at_centre) = ([0.0; 3], 0, None);
             for s in 0..SS * SS {
                 let u = f64::from(i) + (f64::from(s % SS) + 0.5) / f64::from(SS);
                 let v = f64::from(j) + (f64::from(s / SS) + 0.5) / f64::from(SS);
-                if let Some(sample) = scene.trace(origin, ray(u, v)) {
+                let sample = scene.trace(origin, ray(u, v));
+                if let Some(sample) = &sample {
                     sum = [0, 1, 2].map(|k| sum[k] + sample.rgb[k]);
                     hits += 1;
+                }
+                if s == CENTRE_SAMPLE {
+                    at_centre = sample;
                 }
             }
             if hits > 0 {
@@ -158,7 +246,7 @@ fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> a
                 rgba[4 * p + 3] = to_u8(f64::from(hits) / f64::from(SS * SS));
             }
             let centre = ray(f64::from(i) + 0.5, f64::from(j) + 0.5);
-            if let Some(sample) = scene.trace(origin, centre) {
+            if let Some(sample) = at_centre {
                 let z = sample.t * -dot(centre, back);
                 depth[p] = (z / DEPTH_SCALE).round().clamp(1.0, f64::from(u16::MAX)) as u16;
                 for k in 0..3 {
@@ -167,10 +255,9 @@ fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> a
             }
         }
     }
-    let name = shot.name();
-    save(out, &format!("{name}.png"), image::RgbaImage::from_raw(w, h, rgba))?;
-    save(out, &format!("depth/{name}.png"), image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth))?;
-    save(out, &format!("normal/{name}.png"), image::RgbImage::from_raw(w, h, normal))
+    save(out, &format!("{}.png", shot.image), image::RgbaImage::from_raw(w, h, rgba))?;
+    save(out, &format!("{}.png", shot.depth), image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, depth))?;
+    save(out, &format!("{}.png", shot.normal), image::RgbImage::from_raw(w, h, normal))
 }
 
 fn save<P>(out: &Path, name: &str, image: Option<image::ImageBuffer<P, Vec<P::Subpixel>>>) -> anyhow::Result<()>

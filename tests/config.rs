@@ -27,6 +27,8 @@ fn invalid_settings_name_file_and_field() {
         ("[train]\nsamples_per_ray = 1\n", "train.samples_per_ray"),
         ("[train]\nadam_beta2 = 1.5\n", "train.adam_beta2"),
         ("[data]\nbackground = [2.0, 0.0, 0.0]\n", "data.background"),
+        ("[data]\ndownscale = 65\n", "data.downscale"),
+        ("[data]\ndownscale = -2\n", "data.downscale"),
         ("[train]\npatch_size = -8\n", "train.patch_size"),
         ("[field]\nhidden_width = \"wide\"\n", "field.hidden_width"),
         ("[field]\nmax_depth = 3\n[train]\noccupancy_resolution = 20\n", "train.occupancy_resolution"),
@@ -34,4 +36,13 @@ fn invalid_settings_name_file_and_field() {
         let error = Config::from_toml(text, "my.toml").unwrap_err().to_string();
         assert!(error.starts_with("my.toml: ") && error.contains(field), "{error}");
     }
+}
+
+#[test]
+fn downscale_from_the_command_line_is_checked() {
+    // Only a refused value: a valid one would be set for the whole test process.
+    let error = infnerf::config::set_cli_downscale(65).unwrap_err().to_string();
+    assert!(error.contains("--downscale") && error.contains("data.downscale") && error.contains("64"), "{error}");
+    assert_eq!(infnerf::config::cli_downscale(), None);
+    assert_eq!(Config::default().with_cli_overrides(), Config::default());
 }

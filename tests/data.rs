@@ -1,7 +1,7 @@
 //! Loading datasets: the synthetic scene, instant-ngp / nerfstudio files, bad input, the pyramid.
 
-use infnerf::data::{load_dataset, pyramid, scale_camera, Camera, DataError, Image, LoadOptions};
-use infnerf::scene_gen::{default_scene_dir, make_scene, SceneOptions, CAMERA_ANGLE_X};
+use infnerf::data::{load_dataset, pyramid, scale_camera, Camera, DataError, Dataset, Image, LoadOptions, View};
+use infnerf::scene_gen::{default_scene_dir, make_scene, make_scene_as, SceneFormat, SceneOptions, CAMERA_ANGLE_X};
 mod common;
 
 use common::TempDir;
@@ -11,7 +11,7 @@ use std::path::Path;
 const BACKGROUND: [f32; 3] = [0.2, 0.4, 0.6];
 
 fn options() -> LoadOptions {
-    LoadOptions { background: BACKGROUND, holdout_every: 3, scene_bound: 1.5 }
+    LoadOptions { background: BACKGROUND, holdout_every: 3, scene_bound: 1.5, downscale: 1, memory_budget: None }
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) {
@@ -108,6 +108,45 @@ fn synthetic_scene_loads_in_the_cube_frame_with_composited_background() {
 }
 
 #[test]
+fn ngp_scene_is_the_blender_scene_in_another_layout() {
+    let (blender, ngp) = (TempDir::new("scene-blender"), TempDir::new("scene-ngp"));
+    let opts = SceneOptions { width: 24, height: 18, train_views: 4, test_views: 3, seed: 11 };
+    make_scene_as(&blender.0, &opts, SceneFormat::Blender).unwrap();
+    make_scene_as(&ngp.0, &opts, SceneFormat::Ngp).unwrap();
+    assert!(!ngp.0.join("transforms_train.json").exists());
+    let a = load_dataset(&blender.0, &options()).unwrap();
+    let b = load_dataset(&ngp.0, &options()).unwrap();
+    let counts = |d: &Dataset| (d.train.len(), d.val.len(), d.test.len());
+    assert_eq!((counts(&a), counts(&b)), ((4, 3, 3), (4, 3, 3)));
+    // The split lists, not holdout_every, choose the splits: test is the generated test views.
+    let names: Vec<_> = b.test.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["images/r_4.png", "images/r_5.png", "images/r_6.png"]);
+    for (va, vb) in all_views(&a).zip(all_views(&b)) {
+        assert_eq!(va.image, vb.image, "{} and {}", va.name, vb.name);
+        let (ca, cb) = (&va.camera, &vb.camera);
+        assert_eq!((cb.width, cb.height, cb.cx, cb.cy, cb.rotation), (ca.width, ca.height, ca.cx, ca.cy, ca.rotation));
+        assert!((ca.fx - cb.fx).abs() < 1e-4 && (ca.fy - cb.fy).abs() < 1e-4, "{ca:?} {cb:?}");
+        let name = vb.name.trim_start_matches("images/").trim_end_matches(".png");
+        for kind in ["depth", "normal"] {
+            assert!(ngp.0.join(format!("{kind}/{name}.png")).is_file(), "{kind} of {name}");
+        }
+    }
+    // Each format normalises the cameras its own way: the geometry agrees up to one scale factor.
+    let centres = |d: &Dataset| d.train.iter().chain(&d.test).map(|v| v.camera.position).collect::<Vec<_>>();
+    let (pa, pb) = (centres(&a), centres(&b));
+    let distance = |p: [f32; 3], q: [f32; 3]| length([p[0] - q[0], p[1] - q[1], p[2] - q[2]]);
+    let ratio = distance(pb[0], pb[1]) / distance(pa[0], pa[1]);
+    for i in 0..pa.len() {
+        for j in i + 1..pa.len() {
+            let r = distance(pb[i], pb[j]) / distance(pa[i], pa[j]);
+            assert!((r - ratio).abs() < 1e-4 * ratio, "cameras {i}, {j}: ratio {r}, not {ratio}");
+        }
+    }
+    // Blender maps radius 4 to 4 / 1.5; instant-ngp's cameras at mean distance 4 sit at radius 2.
+    assert!((ratio - 0.75).abs() < 1e-3, "ratio {ratio}");
+}
+
+#[test]
 fn ngp_per_frame_intrinsics_distortion_missing_frames_and_holdout() {
     let tmp = TempDir::new("ngp");
     let target = [1.0, 2.0, 3.0];
@@ -146,7 +185,7 @@ fn ngp_per_frame_intrinsics_distortion_missing_frames_and_holdout() {
     );
     let data = load_dataset(&tmp.0, &options()).unwrap();
     // Frames 0..9 without 4; every third (0, 3, 6) held out.
-    let names = |views: &[infnerf::data::View]| views.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+    let names = |views: &[View]| views.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&data.test), ["images/frame_000.png", "images/frame_003.png", "images/frame_006.png"]);
     assert_eq!(data.train.len(), 5);
     assert!(data.val.is_empty());
@@ -195,7 +234,7 @@ fn nerfstudio_split_lists_choose_the_splits() {
     });
     write_json(&tmp.0.join("transforms.json"), &lists);
     let data = load_dataset(&tmp.0, &options()).unwrap();
-    let names = |views: &[infnerf::data::View]| views.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+    let names = |views: &[View]| views.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
     assert_eq!(names(&data.train), ["images/0.png", "images/2.png", "images/3.png"]);
     assert_eq!(names(&data.val), ["images/1.png"]);
     assert!(data.test.is_empty());
@@ -279,6 +318,122 @@ fn corrupt_image_and_no_dataset_are_errors() {
     let message = error(&tmp.0);
     assert!(message.contains("r_0.png: cannot decode image"), "{message}");
     assert!(matches!(load_dataset(&tmp.0.join("nope"), &options()), Err(DataError::Read { .. })));
+}
+
+/// Every view of every split, in order.
+fn all_views(data: &Dataset) -> impl Iterator<Item = &View> {
+    data.train.iter().chain(&data.val).chain(&data.test)
+}
+
+/// The mean of each n x n block of a `channels`-interleaved image, cropping the remainder.
+fn block_means(values: &[f32], width: u32, height: u32, channels: usize, n: u32) -> Vec<f64> {
+    let (w, h, n) = (width as usize, height as usize, n as usize);
+    let mut out = Vec::new();
+    if values.is_empty() {
+        return out;
+    }
+    for y in 0..h / n {
+        for x in 0..w / n {
+            for c in 0..channels {
+                let block = (0..n * n).map(|k| values[((y * n + k / n) * w + x * n + k % n) * channels + c]);
+                out.push(block.map(f64::from).sum::<f64>() / (n * n) as f64);
+            }
+        }
+    }
+    out
+}
+
+/// `shrunk` is `full` loaded at 1/n size: sizes floor, intrinsics divide, pixels are block means.
+/// (An image whose only transparent pixels were cropped away may drop its alpha; none here does.)
+fn assert_downscaled(full: &Dataset, shrunk: &Dataset, n: u32) {
+    assert_eq!(all_views(full).count(), all_views(shrunk).count());
+    for (a, b) in all_views(full).zip(all_views(shrunk)) {
+        let (ca, cb) = (&a.camera, &b.camera);
+        assert_eq!(b.name, a.name);
+        assert_eq!((cb.width, cb.height), (ca.width / n, ca.height / n), "{}", b.name);
+        assert_eq!((b.image.width, b.image.height), (cb.width, cb.height));
+        let n_f = n as f32;
+        assert_eq!((cb.fx, cb.fy, cb.cx, cb.cy), (ca.fx / n_f, ca.fy / n_f, ca.cx / n_f, ca.cy / n_f));
+        assert_eq!((cb.rotation, cb.position, cb.distortion), (ca.rotation, ca.position, ca.distortion));
+        let (w, h) = (a.image.width, a.image.height);
+        for (got, want) in [
+            (&b.image.rgb, block_means(&a.image.rgb, w, h, 3, n)),
+            (&b.image.alpha, block_means(&a.image.alpha, w, h, 1, n)),
+        ] {
+            assert_eq!(got.len(), want.len(), "{}", b.name);
+            for (g, e) in got.iter().zip(&want) {
+                assert!((f64::from(*g) - e).abs() < 1e-6, "{}: {g} where the block mean is {e}", b.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn downscale_averages_blocks_and_divides_intrinsics() {
+    let tmp = TempDir::new("downscale");
+    // Odd sizes: the remainder rows and columns are cropped.
+    let opts = SceneOptions { width: 41, height: 31, train_views: 3, test_views: 2, seed: 5 };
+    make_scene(&tmp.0, &opts).unwrap();
+    let full = load_dataset(&tmp.0, &options()).unwrap();
+    assert!(all_views(&full).all(|v| v.image.alpha.len() == 41 * 31), "the scene has transparent pixels");
+    for n in [2, 3] {
+        let shrunk = load_dataset(&tmp.0, &LoadOptions { downscale: n, ..options() }).unwrap();
+        assert_downscaled(&full, &shrunk, n);
+    }
+}
+
+#[test]
+fn downscale_checks_promised_sizes_at_full_size() {
+    let tmp = TempDir::new("downscale-ngp");
+    for i in 0..3 {
+        write_png(&tmp.0.join(format!("images/{i}.png")), 9, 6);
+    }
+    let frames: Vec<_> = (0..3)
+        .map(|i| json!({ "file_path": format!("images/{i}.png"), "transform_matrix": identity_pose(f64::from(i)) }))
+        .collect();
+    let file = json!({ "fl_x": 10.0, "fl_y": 11.0, "cx": 4.5, "w": 9, "h": 6, "k1": 0.1, "frames": frames });
+    write_json(&tmp.0.join("transforms.json"), &file);
+    let full = load_dataset(&tmp.0, &options()).unwrap();
+    let shrunk = load_dataset(&tmp.0, &LoadOptions { downscale: 2, ..options() }).unwrap();
+    assert_downscaled(&full, &shrunk, 2);
+    let c = shrunk.train[0].camera;
+    assert_eq!((c.width, c.height, c.fx, c.fy, c.cx, c.cy, c.distortion[0]), (4, 3, 5.0, 5.5, 2.25, 1.5, 0.1));
+    // Opaque photos stay without alpha.
+    assert!(all_views(&shrunk).all(|v| v.image.alpha.is_empty()));
+}
+
+#[test]
+fn automatic_downscale_takes_the_smallest_power_of_two_that_fits() {
+    let tmp = TempDir::new("downscale-auto");
+    let opts = SceneOptions { width: 40, height: 32, train_views: 3, test_views: 2, seed: 5 };
+    make_scene(&tmp.0, &opts).unwrap();
+    // 7 images (val repeats the 2 test views), 64/3 bytes per pixel: 1/4 size is 7 * 10 * 8 * 64/3 = 11947
+    // bytes, 1/2 size four times that.
+    let auto = |budget| LoadOptions { downscale: 0, memory_budget: Some(budget), ..options() };
+    let full = load_dataset(&tmp.0, &options()).unwrap();
+    assert_downscaled(&full, &load_dataset(&tmp.0, &auto(12_000)).unwrap(), 4);
+    assert_downscaled(&full, &load_dataset(&tmp.0, &auto(11_946)).unwrap(), 8);
+    assert_downscaled(&full, &load_dataset(&tmp.0, &auto(u64::MAX)).unwrap(), 1);
+    // Never below 1 pixel across: at 1/32 the 40x32 images still take 7 * 21.3 bytes.
+    let message = load_dataset(&tmp.0, &auto(100)).unwrap_err().to_string();
+    assert!(message.contains("downscale") && message.contains("automatic") && message.contains("1/32"), "{message}");
+    // The real budget (half of MemAvailable) holds this tiny scene at full size.
+    let real = load_dataset(&tmp.0, &LoadOptions { downscale: 0, ..options() }).unwrap();
+    assert_downscaled(&full, &real, 1);
+}
+
+#[test]
+fn bad_downscale_values_are_errors() {
+    let tmp = TempDir::new("downscale-bad");
+    blender_with_sizes(&tmp.0, &[(8, 8), (8, 8)]);
+    let error = |n| load_dataset(&tmp.0, &LoadOptions { downscale: n, ..options() }).unwrap_err().to_string();
+    let message = error(65);
+    assert!(message.contains("downscale") && message.contains("at most 64"), "{message}");
+    // 8 / 16 rounds to 0 pixels: the error names the image.
+    let message = error(16);
+    assert!(message.contains("r_0.png: image is 8x8") && message.contains("less than 1x1"), "{message}");
+    assert!(message.contains("data.downscale = 16"), "{message}");
+    assert!(load_dataset(&tmp.0, &LoadOptions { downscale: 8, ..options() }).is_ok());
 }
 
 #[test]

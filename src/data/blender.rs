@@ -29,13 +29,15 @@ pub(crate) fn load(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError>
     }
     // One parallel decode over every split keeps all cores busy.
     let paths: Vec<_> = splits.iter().flatten().flat_map(|t| t.frames.iter().map(|f| f.image.clone())).collect();
-    let mut images = decode_images(&paths, opts.background)?.into_iter();
+    let decoded = decode_images(dir, &paths, opts)?;
+    let factor = decoded.downscale.factor;
+    let mut images = decoded.images.into_iter();
     let mut next_split = |split: &Option<Transforms>| match split {
         None => Ok(Vec::new()),
         Some(t) => {
             let frames: Vec<_> = t.frames.iter().collect();
             let split_images = images.by_ref().take(frames.len()).collect();
-            assemble(&t.file, &frames, split_images, [0.0; 3], scale)
+            assemble(&t.file, &frames, split_images, factor, [0.0; 3], scale)
         }
     };
     let train = next_split(&splits[0])?;

@@ -6,6 +6,7 @@
 
 mod blender;
 mod decode;
+mod downscale;
 mod error;
 mod intrinsics;
 mod json;
@@ -81,6 +82,12 @@ pub struct LoadOptions {
     pub holdout_every: u32,
     /// Half-edge of the world box mapped onto the cube for Blender scenes (centred at the origin).
     pub scene_bound: f32,
+    /// Integer factor every image shrinks by while it is decoded (N x N block means; intrinsics / N);
+    /// 0: automatic, 1 unless the decoded images would not fit `memory_budget`.
+    pub downscale: u32,
+    /// Host bytes the decoded images may take in automatic mode; None: half of MemAvailable
+    /// (/proc/meminfo), or 8 GiB where that cannot be read.
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -91,12 +98,19 @@ impl Default for LoadOptions {
 
 impl From<&crate::config::DataConfig> for LoadOptions {
     fn from(c: &crate::config::DataConfig) -> Self {
-        Self { background: c.background, holdout_every: c.holdout_every, scene_bound: c.scene_bound }
+        Self {
+            background: c.background,
+            holdout_every: c.holdout_every,
+            scene_bound: c.scene_bound,
+            downscale: c.downscale,
+            memory_budget: None,
+        }
     }
 }
 
 /// Loads the dataset in `dir`: Blender when it holds `transforms_train.json`, instant-ngp / nerfstudio
-/// when it holds `transforms.json`. Images are decoded in parallel and composited on the background.
+/// when it holds `transforms.json`. Images are decoded in parallel, composited on the background and
+/// shrunk by `opts.downscale` (or the automatic factor) one at a time.
 pub fn load_dataset(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError> {
     if !(opts.scene_bound.is_finite() && opts.scene_bound > 0.0) {
         let message = format!("must be a positive number, got {}", opts.scene_bound);
@@ -105,6 +119,11 @@ pub fn load_dataset(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError
     if !opts.background.iter().all(|c| (0.0..=1.0).contains(c)) {
         let message = format!("must have components in [0, 1], got {:?}", opts.background);
         return Err(DataError::Options { field: "background", message });
+    }
+    if opts.downscale > crate::config::MAX_DOWNSCALE {
+        let message =
+            format!("must be at most {} (0: automatic), got {}", crate::config::MAX_DOWNSCALE, opts.downscale);
+        return Err(DataError::Options { field: "downscale", message });
     }
     if dir.join(blender::TRAIN_FILE).is_file() {
         blender::load(dir, opts)

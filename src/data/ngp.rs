@@ -52,9 +52,11 @@ pub(crate) fn load(dir: &Path, opts: &LoadOptions) -> Result<Dataset, DataError>
         return Err(DataError::NoFrames { file: t.file.clone(), message: message.into() });
     }
     let paths: Vec<_> = [&train, &val, &test].into_iter().flatten().map(|f| f.image.clone()).collect();
-    let mut images = decode_images(&paths, opts.background)?.into_iter();
+    let decoded = decode_images(dir, &paths, opts)?;
+    let factor = decoded.downscale.factor;
+    let mut images = decoded.images.into_iter();
     let mut views = |frames: &[&Frame]| -> Result<Vec<View>, DataError> {
-        assemble(&t.file, frames, images.by_ref().take(frames.len()).collect(), centre, scale)
+        assemble(&t.file, frames, images.by_ref().take(frames.len()).collect(), factor, centre, scale)
     };
     let (train, val, test) = (views(&train)?, views(&val)?, views(&test)?);
     let centre = centre.map(|c| c as f32);
