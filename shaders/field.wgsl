@@ -78,8 +78,10 @@ fn sh_encode(d: vec3<f32>) -> array<f32, 16> {
     return out;
 }
 
+// A non-finite raw value stays non-finite (clamp would turn a NaN into either bound, by the
+// implementation's choice), so the passes zero and count it.
 fn density_from_raw(raw: f32) -> f32 {
-    return min(exp(clamp(raw, -15.0, 15.0)), scene.max_density);
+    return select(min(exp(clamp(raw, -15.0, 15.0)), scene.max_density), raw, nonfinite(raw));
 }
 
 fn sigmoid(x: f32) -> f32 {

@@ -18,7 +18,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let base = (node - page.first_node) * NODE_PARAMS;
     let wm = base + HASH_PARAMS;
     load_weights(local, wm);
-    let s = active_list[group.y + min(local, group.z - 1u)];
+    let s = active_list[group.y + min(local, max(group.z, 1u) - 1u)];
     let sample = samples[s];
     let g = sample_grads[s];
     let used = local < group.z && any(g != vec4<f32>(0.0));

@@ -11,7 +11,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // lanes past the group's samples evaluate its last sample again and store nothing: no lane
     // leaves early, so the weight loads stay uniform across the workgroup
     let valid = local < group.z;
-    let s = active_list[group.y + min(local, group.z - 1u)];
+    let s = active_list[group.y + min(local, max(group.z, 1u) - 1u)];
     let sample = samples[s];
     let a = field_eval(base, node_local(nodes[node], sample.pos), rays[sample.ray].dir);
     if valid {

@@ -6,6 +6,10 @@
 // (node, first index in active_list, samples) of workgroup `wg` of this page's dispatch.
 fn node_group(wg: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
     let group = wg_first[page.first_node] + wg.y * nwg.x + wg.x;
+    // an x by y dispatch (x at most 65535) may run past the page's last workgroup: those take no samples
+    if group >= wg_first[page.first_node + page.n_nodes] {
+        return vec3<u32>(page.first_node, node_offsets[page.first_node], 0u);
+    }
     // the last node of the page whose first workgroup is at or before this one (nodes without
     // samples share their successor's first workgroup, so they are never chosen)
     var lo = page.first_node;

@@ -7,12 +7,16 @@
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    // (node, first index in occ_cells, cells)
-    let group = occ_groups[occ_group_base[sampling.phase * scene.n_pages + page.index] + wg.y * nwg.x + wg.x];
+    // (node, first index in occ_cells, cells); an x by y dispatch (x at most 65535) may run past this
+    // (phase, page)'s groups (occ_group_base ends with the total): those workgroups update no cell
+    let k = sampling.phase * scene.n_pages + page.index;
+    let index = occ_group_base[k] + wg.y * nwg.x + wg.x;
+    let listed = occ_groups[min(index, arrayLength(&occ_groups) - 1u)];
+    let group = select(vec4<u32>(page.first_node, 0u, 0u, 0u), listed, index < occ_group_base[k + 1u]);
     let node = group.x;
     let base = (node - page.first_node) * NODE_PARAMS;
     load_weights(local, base + HASH_PARAMS);
-    let cell = occ_cells[group.y + min(local, group.z - 1u)];
+    let cell = occ_cells[group.y + min(local, max(group.z, 1u) - 1u)];
     let res = sampling.resolution;
     let c = vec3<u32>(cell % res, (cell / res) % res, cell / (res * res));
     let jitter = vec3<f32>(rand01(sampling.seed, 30u, cell), rand01(sampling.seed, 31u, cell), rand01(sampling.seed, 32u, cell));

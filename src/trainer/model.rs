@@ -242,8 +242,8 @@ impl Model {
 /// The occupancy grid's cells listed for the node-batched update: for each phase (cell % OCC_PHASES)
 /// the cells sorted by the deepest node holding them, cut into groups of at most `workgroup` cells of
 /// one node. Returns the cells, the groups (node, first index into the cells, count, 0), the first
-/// group of each (phase, page) and each (phase, page)'s group count. Config validation makes `res` a
-/// multiple of 2^max_depth, so each cell lies in one node.
+/// group of each (phase, page) followed by the number of groups, and each (phase, page)'s group
+/// count. Config validation makes `res` a multiple of 2^max_depth, so each cell lies in one node.
 pub fn occupancy_groups(
     octree: &Octree,
     paging: &Paging,
@@ -280,6 +280,8 @@ pub fn occupancy_groups(
         }
     }
     debug_assert_eq!(i, keyed.len(), "every cell lies in a node of some page ({n_nodes} nodes)");
+    // the end of the last (phase, page): the kernel tells its own groups from a larger dispatch's extras
+    base.push(groups.len() as u32);
     if groups.is_empty() {
         groups.push([0; 4]);
     }

@@ -1,13 +1,17 @@
 //! CPU references of every WGSL pass, in plain Rust (f64 where it helps). Tests only: this is the
-//! specification the kernels must match.
+//! specification the kernels must match. Each function names the pass it mirrors.
 
 #![allow(dead_code)]
 // Index loops mirror the kernels line by line; the SH constants are written as the kernels write them.
 #![allow(clippy::needless_range_loop, clippy::excessive_precision)]
 
 use infnerf::field::FieldLayout;
-use infnerf::gpu::records::{Frame, GpuCamera, Patch, Ray, RayResult, Sample};
+use infnerf::gpu::records::{
+    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, Ray, Sample, Sampling, LOSS_TERMS, MAX_CUTS, OCC_PHASES,
+    STATS_WORDS,
+};
 use infnerf::octree::Octree;
+use std::ops::Range;
 
 pub const NO_NODE: u32 = u32::MAX;
 pub const MAX_TAU: f64 = 30.0;
@@ -23,11 +27,7 @@ pub fn rand01(seed: u32, stream: u32, index: u32) -> f32 {
     (h >> 8) as f32 * (1.0 / 16777216.0)
 }
 
-pub fn undistort_for_test(xd: [f64; 2], k: [f64; 4]) -> [f64; 2] {
-    undistort(xd, k)
-}
-
-fn undistort(xd: [f64; 2], k: [f64; 4]) -> [f64; 2] {
+pub fn undistort(xd: [f64; 2], k: [f64; 4]) -> [f64; 2] {
     let mut p = xd;
     for _ in 0..10 {
         let (x, y) = (p[0], p[1]);
@@ -60,29 +60,29 @@ pub fn distort(p: [f64; 2], k: [f64; 4]) -> [f64; 2] {
     ]
 }
 
-fn unpack(v: u32) -> [f32; 3] {
+pub fn unpack(v: u32) -> [f32; 3] {
     [(v & 255) as f32 / 255.0, ((v >> 8) & 255) as f32 / 255.0, ((v >> 16) & 255) as f32 / 255.0]
 }
 
-/// rays.wgsl
-pub fn rays(frame: &Frame, cameras: &[GpuCamera], patches: &[Patch], offsets: &[u32], pixels: &[u32]) -> Vec<Ray> {
-    (0..frame.n_rays)
+/// rays.wgsl: `targets` are the batch's gathered pixels (RGBA8), one per ray.
+pub fn rays(batch: &Batch, cameras: &[GpuCamera], patches: &[Patch], targets: &[u32]) -> Vec<Ray> {
+    (0..batch.n_rays)
         .map(|r| {
-            let (view, level, px, py) = if frame.training != 0 {
-                let per = frame.patch_size * frame.patch_size;
+            let (view, level, px, py) = if batch.training != 0 {
+                let per = batch.patch_size * batch.patch_size;
                 let p = patches[(r / per) as usize];
                 let w = r % per;
-                (p.view, p.level, p.x0 + w % frame.patch_size, p.y0 + w / frame.patch_size)
+                (p.view, p.level, p.x0 + w % batch.patch_size, p.y0 + w / batch.patch_size)
             } else {
-                let pixel = r + frame.ray_offset;
-                let c = &cameras[frame.view as usize];
-                (frame.view, 0, pixel % c.width, pixel / c.width)
+                let pixel = r + batch.ray_offset;
+                let c = &cameras[batch.view as usize];
+                (batch.view, 0, pixel % c.width, pixel / c.width)
             };
             let cam = &cameras[view as usize];
             let (width, height) = (cam.width >> level, cam.height >> level);
             let inside = px < width && py < height;
-            let jitter = if frame.training != 0 {
-                [rand01(frame.seed, 10, r) as f64, rand01(frame.seed, 11, r) as f64]
+            let jitter = if batch.training != 0 {
+                [f64::from(rand01(batch.seed, 10, r)), f64::from(rand01(batch.seed, 11, r))]
             } else {
                 [0.5, 0.5]
             };
@@ -111,17 +111,16 @@ pub fn rays(frame: &Frame, cameras: &[GpuCamera], patches: &[Patch], offsets: &[
             let mut far = tmax.max(near);
             let mut target = [0.0; 4];
             let mut background = 0;
-            if inside && frame.training != 0 {
-                let off = offsets[(view * frame.pyramid_levels + level) as usize];
-                let packed = pixels[(off + py * width + px) as usize];
+            if inside && batch.training != 0 {
+                let packed = targets[r as usize];
                 let mut c = unpack(packed);
-                if frame.random_background != 0 {
-                    let bg = [0, 1, 2].map(|k| pcg(frame.seed ^ (3 * r + k)) & 255);
+                if batch.random_background != 0 {
+                    let bg = [0, 1, 2].map(|k| pcg(batch.seed ^ (3 * r + k)) & 255);
                     background = bg[0] | (bg[1] << 8) | (bg[2] << 16);
                     let transparency = 1.0 - (packed >> 24) as f32 * (1.0 / 255.0);
                     let new_bg = unpack(background);
                     for k in 0..3 {
-                        c[k] += (new_bg[k] - frame.background[k]) * transparency;
+                        c[k] += (new_bg[k] - batch.background[k]) * transparency;
                     }
                 }
                 target = [c[0], c[1], c[2], 1.0];
@@ -144,33 +143,51 @@ pub fn rays(frame: &Frame, cameras: &[GpuCamera], patches: &[Patch], offsets: &[
         .collect()
 }
 
-/// samples.wgsl (f32 arithmetic in the same order, so node choices match exactly)
-pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], occupancy_mean: f32) -> Vec<Sample> {
-    let n = frame.samples_per_ray;
-    (0..frame.n_rays * n)
+/// Slots (ray at one cut) of a batch.
+pub fn slots(batch: &Batch) -> usize {
+    (batch.n_rays * batch.n_cuts) as usize
+}
+
+/// samples.wgsl, in f32 with the kernel's order of operations (so node choices match), without the
+/// ranks (their order among a node's samples is the atomics' order). Slot c * n_rays + r is ray r at
+/// cut cuts[c]; skipped samples keep only node = NO_NODE (the kernel writes nothing else of them).
+/// `occupancy` and its `mean` are read only when `sampling.skip` is set.
+pub fn samples(
+    batch: &Batch,
+    sampling: &Sampling,
+    rays: &[Ray],
+    octree: &Octree,
+    occupancy: &[f32],
+    mean: f32,
+) -> Vec<Sample> {
+    let n = batch.samples_per_ray;
+    (0..batch.n_rays * batch.n_cuts * n)
         .map(|s| {
-            let r = s / n;
+            let slot = s / n;
             let i = s % n;
+            let r = slot % batch.n_rays;
+            let cut = batch.cuts[(slot / batch.n_rays) as usize];
+            let k = r * n + i;
             let ray = &rays[r as usize];
             let mut sample = Sample { ray: r, node: NO_NODE, ..Default::default() };
             if ray.far > ray.near {
-                let (u, v) = if frame.training != 0 {
-                    (rand01(frame.seed, 20, s), rand01(frame.seed, 21, s))
+                let (u, v) = if batch.training != 0 {
+                    (rand01(batch.seed, 20, k), rand01(batch.seed, 21, k))
                 } else {
                     (0.5, 0.5)
                 };
                 sample.delta = (ray.far - ray.near) / n as f32;
                 sample.t = ray.near + (i as f32 + u) * sample.delta;
-                sample.pos = [0, 1, 2].map(|k| (ray.origin[k] + sample.t * ray.dir[k]).clamp(-1.0, 1.0));
-                let radius = sample.t * ray.pixel_radius * (v - 0.5).exp2();
-                sample.node = octree.level_node(sample.pos, radius, frame.cut);
-                if frame.occ_skip != 0 {
-                    let threshold = (frame.occ_threshold / sample.delta).min(occupancy_mean);
-                    let explore = frame.training != 0 && rand01(frame.seed, 22, s) < frame.occ_explore;
-                    if occupancy[occupancy_cell(sample.pos, frame.occ_resolution)] < threshold && !explore {
-                        sample.node = NO_NODE;
+                sample.pos = [0, 1, 2].map(|a| (ray.origin[a] + sample.t * ray.dir[a]).clamp(-1.0, 1.0));
+                if sampling.skip != 0 {
+                    let threshold = (sampling.threshold / sample.delta).min(mean);
+                    let explore = batch.training != 0 && rand01(batch.seed, 22, k) < sampling.explore;
+                    if occupancy[occupancy_cell(sample.pos, sampling.resolution)] < threshold && !explore {
+                        return Sample { node: NO_NODE, ..Default::default() };
                     }
                 }
+                let radius = sample.t * ray.pixel_radius * (v - 0.5).exp2();
+                sample.node = octree.level_node(sample.pos, radius, cut);
             }
             sample
         })
@@ -181,6 +198,51 @@ pub fn samples(frame: &Frame, rays: &[Ray], octree: &Octree, occupancy: &[f32], 
 pub fn occupancy_cell(pos: [f32; 3], res: u32) -> usize {
     let cell = pos.map(|p| ((((p + 1.0) * 0.5).clamp(0.0, 1.0) * res as f32) as u32).min(res - 1));
     (cell[0] + res * (cell[1] + res * cell[2])) as usize
+}
+
+/// Active samples per node (samples.wgsl's node_counts).
+pub fn node_counts(samples: &[Sample], n_nodes: usize) -> Vec<u32> {
+    let mut counts = vec![0u32; n_nodes];
+    for s in samples.iter().filter(|s| s.node != NO_NODE) {
+        counts[s.node as usize] += 1;
+    }
+    counts
+}
+
+/// What node_scan.wgsl computes from the per-node counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeScan {
+    /// Exclusive prefix sum of the counts.
+    pub offsets: Vec<u32>,
+    /// Exclusive prefix sum of ceil(count / field_wg), one entry past the last node (the total).
+    pub wg_first: Vec<u32>,
+    /// (x, y, z) workgroups of each page's field dispatch.
+    pub dispatch_args: Vec<[u32; 3]>,
+    pub active: u32,
+}
+
+/// node_scan.wgsl: pages of `nodes_per_page` whole nodes.
+pub fn node_scan(counts: &[u32], nodes_per_page: u32, n_pages: u32, field_wg: u32) -> NodeScan {
+    let mut offsets = Vec::with_capacity(counts.len());
+    let mut wg_first = Vec::with_capacity(counts.len() + 1);
+    let (mut samples, mut groups) = (0u32, 0u32);
+    for &c in counts {
+        offsets.push(samples);
+        wg_first.push(groups);
+        samples += c;
+        groups += c.div_ceil(field_wg);
+    }
+    wg_first.push(groups);
+    let dispatch_args = (0..n_pages)
+        .map(|p| {
+            let a = (p * nodes_per_page) as usize;
+            let b = (a + nodes_per_page as usize).min(counts.len());
+            let total = wg_first[b] - wg_first[a];
+            let x = total.min(65535);
+            [x, if x > 0 { total.div_ceil(x) } else { 0 }, 1]
+        })
+        .collect();
+    NodeScan { offsets, wg_first, dispatch_args, active: samples }
 }
 
 /// Intermediate values of one field evaluation.
@@ -250,6 +312,7 @@ pub fn sh_encode(degree: u32, d: [f64; 3]) -> Vec<f64> {
     all[..(degree * degree) as usize].to_vec()
 }
 
+/// field.wgsl's field_eval for node `node` (its block at node * node_params of `params`).
 pub fn field_eval(
     layout: &FieldLayout,
     params: &[f64],
@@ -302,7 +365,8 @@ pub fn node_local(octree: &Octree, node: u32, pos: [f32; 3]) -> [f64; 3] {
     [0, 1, 2].map(|k| f64::from((pos[k] - n.min[k]) / n.edge))
 }
 
-/// field_forward.wgsl: (rgb, sigma) per sample.
+/// field_forward.wgsl: (rgb, sigma) per sample (zeros for skipped samples, which the kernel leaves
+/// untouched).
 pub fn field_forward(
     layout: &FieldLayout,
     params: &[f64],
@@ -324,82 +388,111 @@ pub fn field_forward(
         .collect()
 }
 
-/// The background each ray is rendered on (random per ray in training, see rays.wgsl).
-pub fn ray_backgrounds(frame: &Frame, rays: &[Ray]) -> Vec<[f64; 3]> {
-    rays.iter()
-        .map(|r| {
-            if frame.training != 0 && frame.random_background != 0 {
-                unpack(r.background).map(f64::from)
-            } else {
-                frame.background.map(f64::from)
-            }
-        })
-        .collect()
+/// What render_forward.wgsl writes per slot.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Output {
+    pub rgb: [f64; 3],
+    pub opacity: f64,
+    pub depth: f64,
+    pub evaluated: u32,
 }
 
-/// render.wgsl forward: per ray (colour, opacity, depth).
-pub fn render_forward(
-    samples: &[Sample],
-    field: &[[f64; 4]],
-    n: usize,
-    backgrounds: &[[f64; 3]],
-) -> Vec<([f64; 3], f64, f64)> {
-    field
-        .chunks(n)
-        .zip(samples.chunks(n))
-        .zip(backgrounds)
-        .map(|((f, s), background)| {
+/// dLoss/d(output) per slot (RayGrad).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OutputGrad {
+    pub rgb: [f64; 3],
+    pub opacity: f64,
+    pub depth: f64,
+}
+
+/// The background behind ray `ray` (random per ray in training with random backgrounds, rays.wgsl).
+pub fn background(batch: &Batch, ray: &Ray) -> [f64; 3] {
+    if batch.training != 0 && batch.random_background != 0 {
+        unpack(ray.background).map(f64::from)
+    } else {
+        batch.background.map(f64::from)
+    }
+}
+
+/// render_forward.wgsl: colour over the background, opacity, depth and evaluated samples per slot.
+pub fn render_forward(batch: &Batch, rays: &[Ray], samples: &[Sample], field: &[[f64; 4]]) -> Vec<Output> {
+    let n = batch.samples_per_ray as usize;
+    (0..slots(batch))
+        .map(|slot| {
+            let (s, f) = (&samples[slot * n..(slot + 1) * n], &field[slot * n..(slot + 1) * n]);
             let mut t = 1.0;
-            let mut rgb = [0.0; 3];
-            let mut depth = 0.0;
+            let mut out = Output::default();
             for i in 0..n {
                 if s[i].node == NO_NODE {
                     continue;
                 }
+                out.evaluated += 1;
                 let alpha = 1.0 - (-(f[i][3] * f64::from(s[i].delta)).min(MAX_TAU)).exp();
                 let w = t * alpha;
                 for c in 0..3 {
-                    rgb[c] += w * f[i][c];
+                    out.rgb[c] += w * f[i][c];
                 }
-                depth += w * f64::from(s[i].t);
+                out.depth += w * f64::from(s[i].t);
                 t *= 1.0 - alpha;
             }
-            ([0, 1, 2].map(|c| rgb[c] + t * background[c]), 1.0 - t, depth)
+            let bg = background(batch, &rays[slot % batch.n_rays as usize]);
+            for c in 0..3 {
+                out.rgb[c] += t * bg[c];
+            }
+            out.opacity = 1.0 - t;
+            out
         })
         .collect()
 }
 
-/// The training loss: mean over valid rays and channels of the squared error.
-pub fn mse_loss(colours: &[([f64; 3], f64, f64)], rays: &[Ray], inv_count: f64) -> f64 {
-    colours
+/// loss_mse.wgsl: (dLoss/d(rgb) per slot, the unweighted loss share per slot). The weighted loss the
+/// optimiser sees is sum over slots of lambda_mse * cut_weights[cut] * loss share.
+pub fn loss_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> (Vec<OutputGrad>, Vec<f64>) {
+    let n_rays = batch.n_rays as usize;
+    outputs
         .iter()
-        .zip(rays)
-        .map(|(c, r)| {
-            (0..3).map(|k| (c.0[k] - f64::from(r.target_rgb[k])).powi(2)).sum::<f64>() * f64::from(r.target_rgb[3])
+        .enumerate()
+        .map(|(slot, out)| {
+            let target = rays[slot % n_rays].target_rgb.map(f64::from);
+            let diff = [0, 1, 2].map(|c| out.rgb[c] - target[c]);
+            let share = f64::from(loss.inv_count) * target[3];
+            let weight = f64::from(loss.lambda_mse) * f64::from(loss.cut_weights[slot / n_rays]);
+            let grad = OutputGrad { rgb: diff.map(|d| 2.0 * d * share * weight), ..Default::default() };
+            (grad, diff.iter().map(|d| d * d).sum::<f64>() * share)
         })
-        .sum::<f64>()
-        * inv_count
+        .unzip()
 }
 
-/// render.wgsl backward: d loss / d (rgb, sigma) per sample.
+/// The weighted MSE the optimiser sees (what loss_mse's gradients are the gradient of).
+pub fn weighted_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> f64 {
+    let n_rays = batch.n_rays as usize;
+    let (_, shares) = loss_mse(batch, loss, rays, outputs);
+    shares
+        .iter()
+        .enumerate()
+        .map(|(slot, v)| v * f64::from(loss.lambda_mse) * f64::from(loss.cut_weights[slot / n_rays]))
+        .sum()
+}
+
+/// render_backward.wgsl: dLoss/d(rgb, sigma) per sample from dLoss/d(rgb, opacity, depth) per slot
+/// (`outputs`: the forward render's, which the formulas reuse).
 pub fn render_backward(
+    batch: &Batch,
     samples: &[Sample],
     field: &[[f64; 4]],
-    rays: &[Ray],
-    n: usize,
-    backgrounds: &[[f64; 3]],
-    inv_count: f64,
+    outputs: &[Output],
+    grads: &[OutputGrad],
 ) -> Vec<[f64; 4]> {
-    let colours = render_forward(samples, field, n, backgrounds);
-    let mut grads = vec![[0.0; 4]; field.len()];
-    for (r, ray) in rays.iter().enumerate() {
-        let colour = colours[r].0;
-        let w_ray = f64::from(ray.target_rgb[3]);
-        let dc = [0, 1, 2].map(|k| 2.0 * (colour[k] - f64::from(ray.target_rgb[k])) * w_ray * inv_count);
+    let n = batch.samples_per_ray as usize;
+    let mut sample_grads = vec![[0.0; 4]; samples.len()];
+    for slot in 0..slots(batch) {
+        let (out, g) = (&outputs[slot], &grads[slot]);
+        let t_final = 1.0 - out.opacity;
         let mut t = 1.0;
-        let mut prefix = [0.0; 3];
+        let mut prefix_rgb = [0.0; 3];
+        let mut prefix_depth = 0.0;
         for i in 0..n {
-            let s = r * n + i;
+            let s = slot * n + i;
             // skipped samples (empty space) have no gradient
             if samples[s].node == NO_NODE {
                 continue;
@@ -409,20 +502,24 @@ pub fn render_backward(
             let tau = f[3] * delta;
             let alpha = 1.0 - (-tau.min(MAX_TAU)).exp();
             let w = t * alpha;
-            for k in 0..3 {
-                prefix[k] += w * f[k];
+            for c in 0..3 {
+                prefix_rgb[c] += w * f[c];
             }
+            let ts = f64::from(samples[s].t);
+            prefix_depth += w * ts;
             let t_next = t * (1.0 - alpha);
-            let mut d_sigma: f64 =
-                (0..3).map(|k| dc[k] * (t_next * f[k] - (colour[k] - prefix[k]))).sum::<f64>() * delta;
+            let mut d_sigma: f64 = (0..3).map(|c| g.rgb[c] * (t_next * f[c] - (out.rgb[c] - prefix_rgb[c]))).sum();
+            d_sigma += g.depth * (t_next * ts - (out.depth - prefix_depth));
+            d_sigma += g.opacity * t_final;
+            d_sigma *= delta;
             if tau >= MAX_TAU {
                 d_sigma = 0.0;
             }
-            grads[s] = [dc[0] * w, dc[1] * w, dc[2] * w, d_sigma];
+            sample_grads[s] = [g.rgb[0] * w, g.rgb[1] * w, g.rgb[2] * w, d_sigma];
             t = t_next;
         }
     }
-    grads
+    sample_grads
 }
 
 /// One dense layer y = W x + b (W row-major [out][in] at `w`, b at `b`): adds dL/dW and dL/db for
@@ -440,7 +537,8 @@ fn dense_backward(grads: &mut [f64], params: &[f64], w: usize, b: usize, d_out: 
     d_in
 }
 
-/// field_backward.wgsl: d loss / d params, given d loss / d (rgb, sigma) per sample.
+/// field_backward.wgsl: dLoss/d(params) (all nodes, node after node) from dLoss/d(rgb, sigma) per
+/// sample. The density's clamps pass the gradient straight through (d sigma / d raw = sigma).
 pub fn field_backward(
     layout: &FieldLayout,
     params: &[f64],
@@ -482,47 +580,163 @@ pub fn field_backward(
     grads
 }
 
-/// adam.wgsl: one update of params and moments in place.
-pub fn adam(frame: &Frame, layout: &FieldLayout, params: &mut [f32], moments: &mut [[f32; 2]], grads: &[f32]) {
+/// adam.wgsl: one update in place, in f32 as the kernel computes it. Entries without gradient keep
+/// their moments and parameters; non-finite gradients are dropped (returned: how many).
+pub fn adam(
+    u: &AdamUniforms,
+    layout: &FieldLayout,
+    params: &mut [f32],
+    m1: &mut [f32],
+    m2: &mut [f32],
+    grads: &[f32],
+) -> u32 {
+    let mut dropped = 0;
     for i in 0..params.len() {
         let g = grads[i];
-        if g == 0.0 || !g.is_finite() {
+        if g == 0.0 {
             continue;
         }
-        let lr = if (i as u32) % layout.node_params < layout.hash_params { frame.lr_hash } else { frame.lr_mlp };
-        let m = &mut moments[i];
-        m[0] = frame.beta1 * m[0] + (1.0 - frame.beta1) * g;
-        m[1] = frame.beta2 * m[1] + (1.0 - frame.beta2) * g * g;
-        params[i] -= lr * (m[0] / frame.bias1) / ((m[1] / frame.bias2).sqrt() + frame.eps);
+        if !g.is_finite() {
+            dropped += 1;
+            continue;
+        }
+        let lr = if (i as u32) % layout.node_params < layout.hash_params { u.lr_hash } else { u.lr_mlp };
+        m1[i] = u.beta1 * m1[i] + (1.0 - u.beta1) * g;
+        m2[i] = u.beta2 * m2[i] + (1.0 - u.beta2) * g * g;
+        params[i] -= lr * (m1[i] / u.bias1) / ((m2[i] / u.bias2).sqrt() + u.eps);
     }
+    dropped
 }
 
-pub fn results_close(a: &RayResult, b: &([f64; 3], f64, f64), tol: f64) -> bool {
-    (0..3).all(|k| (f64::from(a.rgb[k]) - b.0[k]).abs() <= tol)
-        && (f64::from(a.opacity) - b.1).abs() <= tol
-        && (f64::from(a.depth) - b.2).abs() <= tol * (1.0 + b.2.abs())
-}
-
-/// Density alone at a node-local point (occupancy.wgsl).
+/// Density alone at a node-local point (occupancy.wgsl's field_density).
 pub fn field_density(layout: &FieldLayout, params: &[f64], node: u32, local: [f64; 3], max_density: f64) -> f64 {
     field_eval(layout, params, node, local, [0.0, 0.0, 1.0], max_density).sigma
 }
 
-/// occupancy.wgsl: max(old * decay, density at a jittered point of each cell).
-pub fn occupancy_update(frame: &Frame, layout: &FieldLayout, params: &[f64], octree: &Octree, old: &[f32]) -> Vec<f64> {
-    let res = frame.occ_resolution;
+/// occupancy.wgsl: the cells of `sampling.phase` take max(old * decay, the density at a jittered
+/// point of the cell, from the deepest node there); the others keep their value.
+pub fn occupancy_update(
+    sampling: &Sampling,
+    layout: &FieldLayout,
+    params: &[f64],
+    octree: &Octree,
+    old: &[f32],
+    max_density: f64,
+) -> Vec<f64> {
+    let res = sampling.resolution;
     (0..res * res * res)
         .map(|cell| {
-            if cell % infnerf::trainer::OCC_PHASES != frame.occ_phase {
+            if cell % OCC_PHASES != sampling.phase {
                 return f64::from(old[cell as usize]);
             }
             let c = [cell % res, (cell / res) % res, cell / (res * res)];
-            let jitter = [30, 31, 32].map(|stream| rand01(frame.seed, stream, cell));
+            let jitter = [30, 31, 32].map(|stream| rand01(sampling.seed, stream, cell));
             let pos = [0, 1, 2].map(|k| (c[k] as f32 + jitter[k]) * (2.0 / res as f32) - 1.0);
-            let node = octree.level_node(pos, 0.0, frame.cut);
-            let sigma =
-                field_density(layout, params, node, node_local(octree, node, pos), f64::from(frame.max_density));
-            (f64::from(old[cell as usize]) * f64::from(frame.occ_decay)).max(sigma)
+            let node = octree.level_node(pos, 0.0, u32::MAX);
+            let sigma = field_density(layout, params, node, node_local(octree, node, pos), max_density);
+            (f64::from(old[cell as usize]) * f64::from(sampling.decay)).max(sigma)
         })
         .collect()
+}
+
+/// occupancy_mean.wgsl.
+pub fn occupancy_mean(grid: &[f64]) -> f64 {
+    grid.iter().sum::<f64>() / grid.len() as f64
+}
+
+/// loss_stats.wgsl: `stats` plus this batch's step count, evaluated samples and per term and cut the
+/// sum of the loss shares (`losses`: LOSS_TERMS rows of one value per slot).
+pub fn loss_stats(batch: &Batch, outputs: &[Output], losses: &[f64], stats: &[f64]) -> Vec<f64> {
+    let mut out = stats.to_vec();
+    assert_eq!(out.len(), STATS_WORDS);
+    let n_slots = slots(batch);
+    out[0] += 1.0;
+    for slot in 0..n_slots {
+        let c = slot / batch.n_rays as usize;
+        out[1] += f64::from(outputs[slot].evaluated);
+        for t in 0..LOSS_TERMS {
+            out[2 + t * MAX_CUTS + c] += losses[t * n_slots + slot];
+        }
+    }
+    out
+}
+
+/// One parameter tensor of a node's block: a hash level's table or one decoder weight or bias.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    pub name: String,
+    /// Offsets inside a node's block.
+    pub range: Range<usize>,
+    pub hash: bool,
+}
+
+/// Every tensor of a node's parameter block, in block order.
+pub fn tensors(layout: &FieldLayout) -> Vec<Tensor> {
+    let table = (layout.table_size * 2) as usize;
+    let mut out: Vec<Tensor> = (0..layout.hash_levels as usize)
+        .map(|l| Tensor { name: format!("hash level {l}"), range: l * table..(l + 1) * table, hash: true })
+        .collect();
+    let l = layout;
+    let bounds = [
+        ("W1", l.off_w1, l.off_b1),
+        ("b1", l.off_b1, l.off_w2),
+        ("W2", l.off_w2, l.off_b2),
+        ("b2", l.off_b2, l.off_w3),
+        ("W3", l.off_w3, l.off_b3),
+        ("b3", l.off_b3, l.off_w4),
+        ("W4", l.off_w4, l.off_b4),
+        ("b4", l.off_b4, l.node_params),
+    ];
+    for (name, start, end) in bounds {
+        out.push(Tensor { name: name.to_string(), range: start as usize..end as usize, hash: false });
+    }
+    assert_eq!(out.last().map(|t| t.range.end), Some(layout.node_params as usize));
+    out
+}
+
+/// Compares parameter gradients tensor by tensor (every node's hash levels and decoder tensors): the
+/// largest difference in a tensor must be at most `rel` times that tensor's own largest reference
+/// gradient, and a tensor without reference gradient must have none. Returns the tensors with a
+/// gradient and the worst relative difference seen.
+pub fn assert_close_per_tensor(
+    what: &str,
+    layout: &FieldLayout,
+    actual: &[f64],
+    reference: &[f64],
+    rel: f64,
+) -> (usize, f64) {
+    assert_eq!(actual.len(), reference.len(), "{what}: lengths");
+    let block = layout.node_params as usize;
+    let mut with_gradient = 0;
+    let mut worst = 0.0f64;
+    for node in 0..reference.len() / block {
+        for tensor in tensors(layout) {
+            let range = node * block + tensor.range.start..node * block + tensor.range.end;
+            let scale = reference[range.clone()].iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let (at, diff) = range
+                .clone()
+                .map(|i| (i, (actual[i] - reference[i]).abs()))
+                .fold((range.start, 0.0f64), |best, x| if x.1 > best.1 { x } else { best });
+            if scale == 0.0 {
+                assert!(
+                    diff == 0.0,
+                    "{what}: node {node} {} has no reference gradient but got {}",
+                    tensor.name,
+                    actual[at]
+                );
+                continue;
+            }
+            with_gradient += 1;
+            worst = worst.max(diff / scale);
+            assert!(
+                diff <= rel * scale,
+                "{what}: node {node} {}: entry {} is {} against {} (difference {diff:e}, tensor scale {scale:e})",
+                tensor.name,
+                at - node * block,
+                actual[at],
+                reference[at]
+            );
+        }
+    }
+    (with_gradient, worst)
 }
