@@ -178,11 +178,16 @@ fn resume_from_the_command_line_and_what_it_refuses() {
         assert!((report.psnr - first.psnr).abs() < tolerance, "{name}: PSNR {} vs {}", report.psnr, first.psnr);
     }
 
-    // `--resume` alone continues in the checkpoint's folder
-    let (ok, error, stdout) = infnerf(&["train", "--resume", checkpoint_arg, "--data", scene_arg, "--steps", "40"]);
+    // `--resume` alone continues in the checkpoint's folder (here on images at half size: the
+    // settings it writes and its checkpoint's say so alike)
+    let args = ["train", "--resume", checkpoint_arg, "--data", scene_arg, "--steps", "40", "--downscale", "2"];
+    let (ok, error, stdout) = infnerf(&args);
     assert!(ok, "{error}");
     let report: EvalReport = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report.steps, 2 * LOG_EVERY);
     let steps: Vec<u64> = metrics(&out).iter().map(|l| l["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [u64::from(LOG_EVERY), 2 * u64::from(LOG_EVERY)]);
+    let state = CheckpointState::read(&checkpoint).unwrap();
+    assert_eq!((state.step, state.config.data.downscale), (2 * LOG_EVERY, 2));
+    assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("downscale = 2"));
 }
