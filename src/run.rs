@@ -161,24 +161,36 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
             bail!("--max-seconds must be a positive number");
         }
     }
+    if let Some(state) = resumed.as_ref().filter(|s| s.step >= config.train.steps) {
+        bail!(
+            "{}: the checkpoint is at step {}, at or past the last step {} (give a larger --steps)",
+            state.path.display(),
+            state.step,
+            config.train.steps
+        );
+    }
     let dir = data_dir(request.data.as_deref())?;
     let dataset = Arc::new(load_data(&dir, &config)?);
     let gpu = Arc::new(Gpu::new(&request.gpu)?);
     std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    write_atomic(&request.out.join("config.toml"), config.to_toml().as_bytes())?;
+    let config_path = request.out.join("config.toml");
+    write_atomic(&config_path, config.to_toml().as_bytes())
+        .with_context(|| format!("{}: cannot write", config_path.display()))?;
     let metrics_path = request.out.join("metrics.jsonl");
+    let metrics_error = || format!("{}: cannot write", metrics_path.display());
     let (trainer, mut metrics, elapsed_before) = match resumed {
         Some(state) => {
             let elapsed = state.elapsed_s;
             let mut trainer = state.into_trainer(gpu.clone(), &dataset)?;
-            trainer.config.train.steps = config.train.steps;
-            (trainer, MetricsLog::append_to(&metrics_path)?, elapsed)
+            // the settings this run trains with: the checkpoint's, with this run's step limit and downscale
+            trainer.config = config.clone();
+            (trainer, MetricsLog::append_to(&metrics_path).with_context(metrics_error)?, elapsed)
         }
-        None => (Trainer::new(gpu.clone(), config.clone(), &dataset)?, MetricsLog::create(&metrics_path)?, 0.0),
+        None => {
+            let trainer = Trainer::new(gpu.clone(), config.clone(), &dataset)?;
+            (trainer, MetricsLog::create(&metrics_path).with_context(metrics_error)?, 0.0)
+        }
     };
-    if trainer.step >= config.train.steps {
-        bail!("the checkpoint is at step {}, at or past --steps {}", trainer.step, config.train.steps);
-    }
     log::info!(
         "{}: {} training views, octree nodes per depth {:?}, {} parameters in {} page(s), adapter {}",
         dir.display(),
@@ -202,7 +214,7 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
         match event {
             Event::Stats(stats) => {
                 let line = MetricsLine::new(&stats);
-                metrics.append(&line)?;
+                metrics.append(&line).with_context(metrics_error)?;
                 elapsed = stats.elapsed_s;
                 if let Some(bar) = &bar {
                     bar.set_position(if request.max_seconds.is_some() && request.steps.is_none() {
@@ -236,7 +248,9 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
     let (split, views) = eval_split(&dataset);
     let renders = request.out.join("renders");
     let report = evaluate(&trainer, views, split, request.eval_views, elapsed, Some(&renders))?;
-    write_atomic(&request.out.join("eval.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    let eval_path = request.out.join("eval.json");
+    write_atomic(&eval_path, serde_json::to_string_pretty(&report)?.as_bytes())
+        .with_context(|| format!("{}: cannot write", eval_path.display()))?;
     Ok(report)
 }
 

@@ -9,7 +9,7 @@
 
 use crate::config::Config;
 use crate::data::{Camera, Dataset};
-use crate::run::{evaluate, eval_split, EvalReport};
+use crate::run::{eval_split, evaluate, EvalReport};
 use crate::trainer::{LossStats, RenderJob, Rendered, Trainer};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -24,17 +24,28 @@ pub enum Command {
     /// Stop training after the current step (renders and other commands still run).
     Pause,
     Resume,
-    /// Train this many steps, then pause (with a statistics event at the end).
+    /// Train this many steps, then pause (with a statistics event at the end); `Step(0)` pauses.
     Step(u32),
     /// Change a setting that may change while training (`config::LIVE_SETTINGS`); it applies from
     /// the next step on.
-    Set { key: String, value: f64 },
+    Set {
+        key: String,
+        value: f64,
+    },
     /// Render `camera` at tree cut `cut` (its width and height are the resolution).
-    Render { id: u64, camera: Camera, cut: u32 },
+    Render {
+        id: u64,
+        camera: Camera,
+        cut: u32,
+    },
     /// PSNR and SSIM on the evaluation split (all views, or `views` evenly spaced ones).
-    Evaluate { views: Option<usize> },
+    Evaluate {
+        views: Option<usize>,
+    },
     /// Write a resumable checkpoint.
-    Save { path: PathBuf },
+    Save {
+        path: PathBuf,
+    },
     /// End the thread; `Session::join` returns the trainer.
     Stop,
 }
@@ -43,14 +54,33 @@ pub enum Command {
 #[derive(Clone, Debug)]
 pub enum Event {
     Stats(StepStats),
-    Rendered { id: u64, cut: u32, step: u32, image: Rendered },
+    Rendered {
+        id: u64,
+        cut: u32,
+        step: u32,
+        image: Rendered,
+    },
     Evaluated(EvalReport),
-    Saved { path: PathBuf, step: u32 },
-    SettingChanged { key: String, value: f64, step: u32 },
-    Paused { step: u32 },
-    Resumed { step: u32 },
-    /// The step or time limit was reached; training stops (commands are still served).
-    Finished { step: u32 },
+    Saved {
+        path: PathBuf,
+        step: u32,
+    },
+    SettingChanged {
+        key: String,
+        value: f64,
+        step: u32,
+    },
+    Paused {
+        step: u32,
+    },
+    Resumed {
+        step: u32,
+    },
+    /// The step or time limit was reached; training stops (commands are still served; `Step` and
+    /// `Resume` answer with a warning).
+    Finished {
+        step: u32,
+    },
     Warning(String),
     /// An error ended the thread.
     Failed(String),
@@ -258,6 +288,7 @@ impl Worker {
         }
         if limit {
             self.finished = true;
+            self.stepping = None;
             self.pause_clock();
             self.emit(Event::Finished { step });
         }
@@ -310,9 +341,21 @@ impl Worker {
                 self.pause_clock();
                 self.emit(Event::Paused { step });
             }
+            Command::Resume | Command::Step(_) if self.finished => {
+                let message =
+                    format!("training reached its step limit or time limit at step {step}: {command:?} ignored");
+                self.emit(Event::Warning(message));
+            }
             Command::Resume => {
                 self.running = true;
                 self.emit(Event::Resumed { step });
+            }
+            Command::Step(0) => {
+                // nothing to train: paused at once, as after any Step
+                self.running = false;
+                self.stepping = None;
+                self.pause_clock();
+                self.emit(Event::Paused { step });
             }
             Command::Step(n) => {
                 self.running = false;

@@ -1,6 +1,6 @@
 //! The bundled settings files and the validation of settings.
 
-use infnerf::config::Config;
+use infnerf::config::{Config, LIVE_SETTINGS};
 use std::path::Path;
 
 fn asset(name: &str) -> std::path::PathBuf {
@@ -10,6 +10,26 @@ fn asset(name: &str) -> std::path::PathBuf {
 #[test]
 fn default_toml_is_the_built_in_default() {
     assert_eq!(Config::load(&asset("default.toml")).unwrap(), Config::default());
+}
+
+#[test]
+fn default_toml_names_every_setting() {
+    // default.toml documents the settings: every one is written out, none only defaulted
+    let text = std::fs::read_to_string(asset("default.toml")).unwrap();
+    let file: toml::Table = toml::from_str(&text).unwrap();
+    let built_in: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+    for (section, fields) in &built_in {
+        let fields = fields.as_table().unwrap();
+        for key in fields.keys() {
+            let written = file.get(section).and_then(|s| s.get(key)).is_some();
+            assert!(written, "default.toml lacks {section}.{key}");
+        }
+    }
+    // with a comment saying what it does
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate().filter(|(_, l)| !l.starts_with('#') && l.contains(" = ")) {
+        assert!(lines[i - 1].starts_with('#'), "default.toml: `{line}` has no comment above it");
+    }
 }
 
 #[test]
@@ -40,9 +60,85 @@ fn invalid_settings_name_file_and_field() {
 
 #[test]
 fn downscale_from_the_command_line_is_checked() {
-    // Only a refused value: a valid one would be set for the whole test process.
-    let error = infnerf::config::set_cli_downscale(65).unwrap_err().to_string();
+    let error = Config::default().with_downscale(Some(65)).unwrap_err().to_string();
     assert!(error.contains("--downscale") && error.contains("data.downscale") && error.contains("64"), "{error}");
-    assert_eq!(infnerf::config::cli_downscale(), None);
-    assert_eq!(Config::default().with_cli_overrides(), Config::default());
+    assert_eq!(Config::default().with_downscale(None).unwrap(), Config::default());
+    assert_eq!(Config::default().with_downscale(Some(4)).unwrap().data.downscale, 4);
+}
+
+#[test]
+fn loss_and_paging_settings_validate() {
+    let loaded = Config::from_toml(
+        "[loss]\nlambda_mse = 0.5\nlevel_gamma = -1.5\ncoarse_cuts = 3\n[field]\npage_mb = 16\n",
+        "ok.toml",
+    )
+    .unwrap();
+    assert_eq!((loaded.loss.lambda_mse, loaded.loss.level_gamma, loaded.loss.coarse_cuts), (0.5, -1.5, 3));
+    assert_eq!(loaded.field.page_mb, 16);
+    for (text, field) in [
+        ("[loss]\nlambda_mse = -1.0\n", "loss.lambda_mse"),
+        ("[loss]\nlambda_mse = nan\n", "loss.lambda_mse"),
+        ("[loss]\nlevel_gamma = 17.0\n", "loss.level_gamma"),
+        ("[loss]\nlevel_gamma = inf\n", "loss.level_gamma"),
+        ("[loss]\ncoarse_cuts = 4\n", "loss.coarse_cuts"),
+        ("[loss]\ncoarse_cuts = -1\n", "loss.coarse_cuts"),
+        ("[loss]\nlambda_rgb = 1.0\n", "lambda_rgb"),
+        ("[field]\npage_mb = -1\n", "field.page_mb"),
+    ] {
+        let error = Config::from_toml(text, "my.toml").unwrap_err().to_string();
+        assert!(error.starts_with("my.toml: ") && error.contains(field), "{text}: {error}");
+    }
+}
+
+#[test]
+fn every_live_setting_can_be_set_and_read_back() {
+    for key in LIVE_SETTINGS {
+        let mut config = Config::default();
+        let before = config.live(key).unwrap_or_else(|| panic!("{key} has no value"));
+        // a valid value different from the default (whole numbers for the step counts)
+        let value = match key {
+            "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" => before * 2.0,
+            _ => before * 0.5,
+        };
+        assert_ne!(value, before, "{key}");
+        config.set_live(key, value).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+        assert_eq!(config.live(key), Some(f64::from(value as f32)), "{key}");
+        // nothing else changed
+        let mut expected = Config::default();
+        expected.set_live(key, value).unwrap();
+        assert_eq!(config, expected);
+        assert_ne!(config, Config::default(), "{key} changed nothing");
+    }
+}
+
+#[test]
+fn live_settings_refuse_other_keys_and_bad_values() {
+    let refused = [
+        ("field.hidden_width", 64.0),
+        ("train.steps", 10.0),
+        ("loss.coarse_cuts", 1.0),
+        ("lambda_mse", 1.0),
+        ("", 1.0),
+        ("loss.lambda_mse", -1.0),
+        ("loss.lambda_mse", f64::NAN),
+        ("loss.level_gamma", 100.0),
+        ("train.lr_hash", 0.0),
+        ("train.lr_mlp", f64::INFINITY),
+        ("train.lr_final_ratio", 1.5),
+        ("train.log_every", 0.0),
+        ("train.log_every", 2.5),
+        ("train.lr_decay_steps", -3.0),
+        ("train.lr_decay_start", 1e12),
+        ("train.occupancy_explore", 2.0),
+        ("data.coarse_fraction", -0.1),
+    ];
+    for (key, value) in refused {
+        let mut config = Config::tiny();
+        let error = config.set_live(key, value).unwrap_err().to_string();
+        assert!(error.contains(key), "{key} = {value}: the error names the key: {error}");
+        assert_eq!(config, Config::tiny(), "{key} = {value}: a refused setting changes nothing");
+    }
+    // an unknown key's error lists the keys that can change
+    let error = Config::tiny().set_live("field.hidden_width", 64.0).unwrap_err().to_string();
+    assert!(error.contains("loss.lambda_mse") && error.contains("train.lr_hash"), "{error}");
 }

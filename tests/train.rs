@@ -1,18 +1,21 @@
 //! End to end: training on generated scenes, through the library and the command line, and the
 //! command line's answers to bad input.
 
-mod common;
+#[path = "common/temp_dir.rs"]
+mod temp_dir;
 
-use common::TempDir;
 use infnerf::run::{train, EvalReport, TrainRequest};
 use infnerf::scene_gen::{make_scene, SceneOptions};
 use std::path::Path;
 use std::process::Command;
+use temp_dir::TempDir;
 
-fn tiny_config(dir: &Path, steps: u32) -> std::path::PathBuf {
+/// tiny.toml with one coarser tree cut rendered per step besides the finest.
+fn tiny_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tiny.toml");
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/configs/tiny.toml")).unwrap();
-    std::fs::write(&path, text.replace("steps = 300", &format!("steps = {steps}"))).unwrap();
+    assert!(!text.contains("[loss]"));
+    std::fs::write(&path, text + "\n[loss]\ncoarse_cuts = 1\n").unwrap();
     path
 }
 
@@ -21,7 +24,7 @@ fn training_raises_test_psnr_and_writes_every_output() {
     let tmp = TempDir::new("train");
     let scene = tmp.0.join("scene");
     make_scene(&scene, &SceneOptions { width: 40, height: 40, train_views: 24, test_views: 4, seed: 3 }).unwrap();
-    let config = tiny_config(&tmp.0, 1);
+    let config = tiny_config(&tmp.0);
     let request = |out: &str, steps: u32| TrainRequest {
         data: Some(scene.clone()),
         config: Some(config.clone()),
@@ -47,8 +50,49 @@ fn training_raises_test_psnr_and_writes_every_output() {
         .collect();
     assert!(lines.len() >= 2);
     assert!(out.join("renders/test_000.png").exists(), "evaluation writes comparison images");
-    for key in ["step", "elapsed_s", "loss_total", "psnr_train", "rays", "samples", "lr"] {
+    for key in [
+        "step",
+        "elapsed_s",
+        "loss_total",
+        "loss_mse",
+        "loss",
+        "psnr_train",
+        "rays",
+        "samples",
+        "samples_active",
+        "rays_per_s",
+        "lr",
+        "lr_hash",
+        "lr_mlp",
+        "gpu_bytes",
+        "sanitized",
+        "sanitized_by_pass",
+        "dispatches_per_step",
+    ] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
+    }
+    let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=12).map(|i| 25 * i).collect::<Vec<u64>>(), "a line every log_every = 25 steps");
+    for line in &lines {
+        // the loss of every term at each rendered cut (the finest and one coarser), the first the finest
+        let loss = line["loss"].as_object().unwrap();
+        assert_eq!(loss.keys().collect::<Vec<_>>(), ["mse"], "{line}");
+        let mse: Vec<f64> = loss["mse"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(mse.len(), 2, "{line}");
+        assert!(mse.iter().all(|v| v.is_finite() && *v > 0.0), "{line}");
+        assert_eq!(mse[0], line["loss_mse"].as_f64().unwrap());
+        assert_eq!(line["sanitized"].as_u64(), Some(0), "{line}");
+        let by_pass = line["sanitized_by_pass"].as_object().unwrap();
+        assert!(by_pass.len() == 4 && by_pass.values().all(|n| n.as_u64() == Some(0)), "{line}");
+        // the total weighs the cuts by 2^(-level_gamma * level), normalised: levels 1 and 0 get 1/3, 2/3
+        let total = line["loss_total"].as_f64().unwrap();
+        assert!((total - (mse[0] / 3.0 + mse[1] * 2.0 / 3.0)).abs() < 1e-6 * total, "{line}");
+        // rays, samples, node_scan, scatter, field_forward, render_forward, loss_mse, render_backward,
+        // field_backward, loss_stats, adam (one page each); occupancy + its mean on update steps (the
+        // line's last step, s - 1, updates in the 16-step warm-up and every 8 steps)
+        let last = line["step"].as_u64().unwrap() - 1;
+        let expected = 11 + if last < 16 || last % 8 == 0 { 2 } else { 0 };
+        assert_eq!(line["dispatches_per_step"].as_u64(), Some(expected), "{line}");
     }
     let first = lines[0]["loss_total"].as_f64().unwrap();
     let last = lines.last().unwrap()["loss_total"].as_f64().unwrap();
@@ -93,6 +137,9 @@ fn bad_input_is_a_one_line_error_naming_file_and_field() {
         ("negative.toml", "[train]\npatch_size = -8\n", "patch_size"),
         ("unknown.toml", "[train]\nlearning_rate = 1.0\n", "learning_rate"),
         ("nan.toml", "[train]\nlr_hash = nan\n", "train.lr_hash"),
+        ("lambda.toml", "[loss]\nlambda_mse = -1.0\n", "loss.lambda_mse"),
+        ("cuts.toml", "[loss]\ncoarse_cuts = 9\n", "loss.coarse_cuts"),
+        ("page.toml", "[field]\npage_mb = \"big\"\n", "field.page_mb"),
     ] {
         let config = bad_config(name, text);
         let (ok, error) =
@@ -101,6 +148,12 @@ fn bad_input_is_a_one_line_error_naming_file_and_field() {
         assert_eq!(error.lines().count(), 1, "{error}");
         assert!(error.contains(name) && error.contains(field), "{error}");
     }
+
+    // an output folder where a file should be
+    let blocked = tmp.0.join("blocked");
+    std::fs::create_dir_all(blocked.join("metrics.jsonl")).unwrap();
+    let (ok, error) = infnerf(&["train", "--data", scene_arg, "--out", blocked.to_str().unwrap(), "--steps", "1"]);
+    assert!(!ok && error.lines().count() == 1 && error.contains("metrics.jsonl"), "{error}");
 
     // malformed JSON
     let broken = tmp.0.join("broken");

@@ -3,12 +3,14 @@
 #![allow(dead_code)]
 
 pub mod reference;
+mod temp_dir;
+
+pub use temp_dir::TempDir;
 
 use infnerf::config::Config;
 use infnerf::data::{Camera, Dataset, Image, View};
 use infnerf::field::SplitMix64;
 use infnerf::gpu::{Gpu, GpuOptions};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 pub fn gpu() -> Arc<Gpu> {
@@ -72,22 +74,4 @@ pub fn max_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     (diff, scale)
-}
-
-/// A fresh folder under the temp dir, removed when dropped.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let dir = std::env::temp_dir().join(format!("infnerf-test-{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
