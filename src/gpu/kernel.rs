@@ -121,13 +121,7 @@ pub struct Compiled {
 
 impl Compiled {
     /// Compiles `source` with an explicit bind group layout made from the declared bindings.
-    pub fn new(
-        gpu: &Gpu,
-        name: &'static str,
-        source: &str,
-        workgroup: u32,
-        bindings: &[BindingDecl],
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, name: &'static str, source: &str, workgroup: u32, bindings: &[BindingDecl]) -> Result<Self> {
         let entries: Vec<wgpu::BindGroupLayoutEntry> =
             bindings.iter().enumerate().map(|(i, b)| b.layout_entry(i)).collect();
         let layout = gpu
@@ -279,10 +273,9 @@ impl<'g> Recorder<'g> {
     pub fn dispatch_groups(&mut self, kernel: &Compiled, group: &wgpu::BindGroup, x: u32, y: u32) {
         let started = self.begin_timing();
         {
-            let mut pass = self.encoder().begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.name),
-                timestamp_writes: None,
-            });
+            let mut pass = self
+                .encoder()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, group, &[]);
             pass.dispatch_workgroups(x, y, 1);
@@ -295,10 +288,9 @@ impl<'g> Recorder<'g> {
     pub fn dispatch_indirect(&mut self, kernel: &Compiled, group: &wgpu::BindGroup, args: &wgpu::Buffer, offset: u64) {
         let started = self.begin_timing();
         {
-            let mut pass = self.encoder().begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(kernel.name),
-                timestamp_writes: None,
-            });
+            let mut pass = self
+                .encoder()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(kernel.name), timestamp_writes: None });
             pass.set_pipeline(&kernel.pipeline);
             pass.set_bind_group(0, group, &[]);
             pass.dispatch_workgroups_indirect(args, offset);

@@ -92,7 +92,12 @@ impl RenderJob {
     pub fn finish(self) -> Rendered {
         let (w, h) = (self.camera.width, self.camera.height);
         Rendered {
-            rgb: Image { width: w, height: h, rgb: self.outputs.iter().flat_map(|r| r.rgb).collect(), alpha: Vec::new() },
+            rgb: Image {
+                width: w,
+                height: h,
+                rgb: self.outputs.iter().flat_map(|r| r.rgb).collect(),
+                alpha: Vec::new(),
+            },
             depth: self.outputs.iter().map(|r| r.depth).collect(),
             opacity: self.outputs.iter().map(|r| r.opacity).collect(),
         }
@@ -599,7 +604,12 @@ impl Trainer {
 
     /// Starts rendering `camera` at tree cut `cut` (its own buffers; the training ones are untouched).
     pub fn render_job(&self, camera: &Camera, cut: u32) -> RenderJob {
-        RenderJob { camera: *camera, cut, next: 0, outputs: Vec::with_capacity((camera.width * camera.height) as usize) }
+        RenderJob {
+            camera: *camera,
+            cut,
+            next: 0,
+            outputs: Vec::with_capacity((camera.width * camera.height) as usize),
+        }
     }
 
     /// Renders the next chunk of `job` (up to the view workspace's rays) and waits for it.

@@ -123,12 +123,7 @@ impl Model {
                 gpu.uniform_init(&format!("page {p}"), &page)
             })
             .collect();
-        let scene = Scene {
-            max_density,
-            n_nodes,
-            n_pages: paging.n_pages,
-            nodes_per_page: paging.nodes_per_page,
-        };
+        let scene = Scene { max_density, n_nodes, n_pages: paging.n_pages, nodes_per_page: paging.nodes_per_page };
         let res = occupancy_resolution.max(1);
         let (cells, groups, base, counts) = occupancy_groups(octree, &paging, res, field_workgroup);
         let scene = gpu.uniform_init("scene", &scene);

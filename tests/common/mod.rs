@@ -5,6 +5,7 @@
 pub mod reference;
 mod temp_dir;
 
+#[allow(unused_imports)]
 pub use temp_dir::TempDir;
 
 use infnerf::config::Config;
