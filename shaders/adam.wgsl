@@ -1,23 +1,19 @@
 // Pass 7: Adam over one page of parameters, with one learning rate for the hash tables and one for
-// the decoders (SPEC §4). Entries without gradient this step keep their moments (sparse hash updates).
-// Clears the gradient for the next step. Each invocation takes ADAM_RUN (header) consecutive
-// parameters and skips them at once when none has a gradient (most hash entries, most steps).
+// the decoders (SPEC §4). Each invocation takes one block of ADAM_BLOCK (header) consecutive
+// parameters, and only if field_backward flagged it in `touched` (most hash entries get no gradient in
+// a step: the work follows the parameters touched, whatever the size of the tree). Entries without
+// gradient keep their moments (sparse updates). Clears the gradients and the flags for the next step.
 // Non-finite gradients are dropped and counted.
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let first = flat_index(wg, nwg, local, WORKGROUP) * ADAM_RUN;
-    if first >= page.n_params {
+    let block = flat_index(wg, nwg, local, WORKGROUP);
+    let first = block * ADAM_BLOCK;
+    if first >= page.n_params || touched[block] == 0u {
         return;
     }
-    let last = min(first + ADAM_RUN, page.n_params);
-    var any_grad = false;
-    for (var i = first; i < last; i++) {
-        any_grad = any_grad || bitcast<u32>(grads[i]) != 0u;
-    }
-    if !any_grad {
-        return;
-    }
+    touched[block] = 0u;
+    let last = min(first + ADAM_BLOCK, page.n_params);
     for (var i = first; i < last; i++) {
         update(i);
     }

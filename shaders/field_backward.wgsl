@@ -2,7 +2,8 @@
 // like the forward (one dispatch per parameter page, a node per workgroup). The forward is recomputed
 // per sample (no stored activations). Decoder weight gradients are summed over the workgroup's
 // samples in workgroup memory first (the generated reduce_* functions), one atomic per weight per
-// workgroup; hash-table gradients are scattered with one atomic per corner and feature.
+// workgroup; hash-table gradients are scattered with one atomic per corner and feature. Every block of
+// ADAM_BLOCK parameters that gets a gradient is flagged in `touched` for Adam.
 
 // 1 where the workgroup's sample has a gradient
 var<workgroup> wg_use: array<u32, WORKGROUP>;
@@ -61,6 +62,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     stage_density_hidden(local, a.in1, d_pre1);
     workgroupBarrier();
     reduce_density_hidden(local, base);
+    // Adam visits the decoder blocks of this node
+    for (var b = wm / ADAM_BLOCK + local; b <= (base + NODE_PARAMS - 1u) / ADAM_BLOCK; b += WORKGROUP) {
+        touched[b] = 1u;
+    }
 
     // hash tables: scatter d(encoding) to the 8 corners of each level's cell
     if used {
@@ -75,6 +80,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let idx = base + hash_index(l, cell.xyz + corner_offset(c));
                 grads_add(idx, w * d0);
                 grads_add(idx + 1u, w * d1);
+                // a node's block may start at an odd offset, so a feature pair can straddle two blocks
+                touched[idx / ADAM_BLOCK] = 1u;
+                touched[(idx + 1u) / ADAM_BLOCK] = 1u;
             }
         }
     }

@@ -166,6 +166,8 @@ kernel! {
             node_offsets: Read [u32],
             wg_first: Read [u32],
             grads: FloatAtomic [f32],
+            /// 1 per block of ADAM_BLOCK parameters with a gradient
+            touched: ReadWrite [u32],
         }
     }
 }
@@ -184,6 +186,8 @@ kernel! {
             /// second moments
             m2: ReadWrite [f32],
             grads: ReadWrite [f32],
+            /// the blocks to update (cleared here)
+            touched: ReadWrite [u32],
             sanitized: Atomic [u32],
         }
     }

@@ -13,7 +13,7 @@ use infnerf::gpu::records::{
     AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS,
     MAX_CUTS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
-use infnerf::gpu::shader::ADAM_RUN;
+use infnerf::gpu::shader::ADAM_BLOCK;
 use infnerf::gpu::unrolled::WeightSource;
 use infnerf::gpu::Gpu;
 use infnerf::trainer::model::Model;
@@ -607,7 +607,28 @@ fn field_backward_matches(f: &Fixture) -> Vec<f64> {
         }
     }
     let cpu_grads = cpu::field_backward(&t.layout, &params, &t.octree, &samples, &rays, &f.sample_grads(), max_density);
-    let (tensors, worst) = cpu::assert_close_per_tensor("field_backward", &t.layout, &f.grads(), &cpu_grads, 1e-4);
+    let gpu_grads = f.grads();
+    let (tensors, worst) = cpu::assert_close_per_tensor("field_backward", &t.layout, &gpu_grads, &cpu_grads, 1e-4);
+    // every block with a gradient is flagged for Adam, and few without one are
+    let touched: Vec<u32> = (0..t.model.paging.n_pages)
+        .flat_map(|p| f.read::<u32>(&t.model.touched[p as usize], t.model.paging.blocks(p) as usize))
+        .collect();
+    let pages_start: Vec<usize> =
+        (0..t.model.paging.n_pages).map(|p| (t.model.paging.nodes(p).start * t.layout.node_params) as usize).collect();
+    let block_of = |i: usize| {
+        let page = pages_start.iter().rposition(|&s| s <= i).expect("a page");
+        let first_block: usize = (0..page).map(|p| t.model.paging.blocks(p as u32) as usize).sum();
+        first_block + (i - pages_start[page]) / ADAM_BLOCK as usize
+    };
+    let mut with_grad = BTreeSet::new();
+    for (i, g) in gpu_grads.iter().enumerate() {
+        if *g != 0.0 {
+            assert_eq!(touched[block_of(i)], 1, "parameter {i} has a gradient but its block is not flagged");
+            with_grad.insert(block_of(i));
+        }
+    }
+    let flagged = touched.iter().filter(|&&v| v == 1).count();
+    assert!(flagged <= with_grad.len() + with_grad.len() / 10 + 64, "{flagged} blocks flagged, {} with gradient", with_grad.len());
     let used: BTreeSet<u32> = active(&samples).map(|s| samples[s].node).collect();
     assert_eq!(tensors, used.len() * cpu::tensors(&t.layout).len(), "every tensor of every used node");
     assert!(used.len() > 20, "{} nodes used", used.len());
@@ -652,6 +673,7 @@ fn adam_step(f: &Fixture, u: &AdamUniforms, state: &mut [Vec<f32>; 3], grads: &[
     let t = &f.trainer;
     t.gpu.write(&t.model.adam, &[*u]);
     f.write_paged(&t.model.grads, grads);
+    t.model.touch_all(&t.gpu);
     f.run(|t, rec| t.record_adam(rec));
     let [params, m1, m2] = state;
     let dropped = cpu::adam(u, &t.layout, params, m1, m2, grads);
@@ -687,7 +709,7 @@ fn adam_matches_reference_with_separate_learning_rates() {
     // a third of the entries without gradient; runs without any: across the hash/decoder boundary of
     // node 1, a whole node, the kernel's runs, and across the boundary between pages 0 and 1
     let page_end = t.model.paging.nodes(0).end as usize * block;
-    let run = ADAM_RUN as usize;
+    let run = ADAM_BLOCK as usize;
     let runs = [
         block + l.hash_params as usize - 300..block + l.hash_params as usize + 77,
         5 * block..6 * block,
@@ -1082,6 +1104,7 @@ fn non_finite_values_are_zeroed_and_counted() {
     grads[inf_entry] = f32::NEG_INFINITY;
     grads[good] = 0.5;
     f.write_paged(&t.model.grads, &grads);
+    t.model.touch_all(&t.gpu);
     t.gpu.write(&t.model.adam, &[adam_uniforms(0)]);
     f.run(|t, rec| t.record_adam(rec));
     let after = t.read_params().unwrap();

@@ -26,8 +26,10 @@ pub enum Include {
     FieldBackward,
 }
 
-/// Consecutive parameters per invocation of the Adam pass.
-pub const ADAM_RUN: u32 = 8;
+/// Parameters per block of the `touched` flags: the backward flags each block it adds a gradient to,
+/// and each Adam invocation updates one flagged block, so a step's optimiser work follows the
+/// parameters it touched, not the size of the tree.
+pub const ADAM_BLOCK: u32 = 64;
 
 /// Compile-time shape of the kernels (WGSL has no preprocessor: these become constants).
 #[derive(Clone, Debug)]
@@ -165,7 +167,7 @@ impl KernelShape {
             ("FIELD_WG", wg),
             ("WG_IN_SIZE", wg * max_in),
             ("WG_DELTA_SIZE", wg * max_out.div_ceil(4)),
-            ("ADAM_RUN", ADAM_RUN),
+            ("ADAM_BLOCK", ADAM_BLOCK),
             ("MAX_CUTS", crate::gpu::records::MAX_CUTS as u32),
             ("LOSS_TERMS", crate::gpu::records::LOSS_TERMS as u32),
             ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),

@@ -18,7 +18,7 @@ use crate::gpu::records::{
     AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_TERMS, MAX_CUTS,
     OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
-use crate::gpu::shader::{KernelShape, ADAM_RUN};
+use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
@@ -520,10 +520,10 @@ impl Trainer {
         }
     }
 
-    /// Adam over every page (clears the gradients).
+    /// Adam over the flagged blocks of every page (clears the gradients and flags).
     pub fn record_adam(&self, rec: &mut Recorder) {
         for (page, group) in self.model.adam_groups.iter().enumerate() {
-            let threads = self.model.paging.params(page as u32).div_ceil(u64::from(ADAM_RUN)) as u32;
+            let threads = self.model.paging.blocks(page as u32) as u32;
             rec.dispatch(&self.kernels.adam, group, threads);
         }
     }

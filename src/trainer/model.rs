@@ -8,6 +8,7 @@
 
 use crate::field::FieldLayout;
 use crate::gpu::records::{AdamUniforms, Page, Sampling, Scene, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS};
+use crate::gpu::shader::ADAM_BLOCK;
 use crate::gpu::Gpu;
 use crate::kernels::{AdamBindings, Kernels, OccupancyBindings, OccupancyMeanBindings};
 use crate::octree::Octree;
@@ -49,6 +50,11 @@ impl Paging {
         self.nodes(page).len() as u64 * u64::from(self.node_params)
     }
 
+    /// Blocks of `ADAM_BLOCK` parameters of a page (Adam's invocations).
+    pub fn blocks(&self, page: u32) -> u64 {
+        self.params(page).div_ceil(u64::from(ADAM_BLOCK))
+    }
+
     pub fn page_of(&self, node: u32) -> u32 {
         node / self.nodes_per_page
     }
@@ -62,6 +68,9 @@ pub struct Model {
     /// Adam's first and second moments.
     pub m1: Vec<wgpu::Buffer>,
     pub m2: Vec<wgpu::Buffer>,
+    /// Per page, one u32 per block of ADAM_BLOCK parameters: set by the backward where it adds a
+    /// gradient, read and cleared by Adam.
+    pub touched: Vec<wgpu::Buffer>,
     /// One `Page` uniform per page.
     pub pages: Vec<wgpu::Buffer>,
     pub scene: wgpu::Buffer,
@@ -131,6 +140,9 @@ impl Model {
         let grads = zeroed("gradients")?;
         let m1 = zeroed("adam first moments")?;
         let m2 = zeroed("adam second moments")?;
+        let touched = (0..paging.n_pages)
+            .map(|p| gpu.storage(&format!("touched blocks {p}"), paging.blocks(p) * 4))
+            .collect::<Result<Vec<_>>>()?;
         let adam = gpu.uniform::<AdamUniforms>("adam");
         let sampling = gpu.uniform::<Sampling>("occupancy update");
         let occupancy = gpu.storage("occupancy grid", u64::from(res).pow(3) * 4)?;
@@ -151,6 +163,7 @@ impl Model {
                         m1: &m1[p],
                         m2: &m2[p],
                         grads: &grads[p],
+                        touched: &touched[p],
                         sanitized: &sanitized,
                     },
                 )
@@ -185,6 +198,7 @@ impl Model {
             grads,
             m1,
             m2,
+            touched,
             pages,
             scene,
             nodes,
@@ -202,6 +216,14 @@ impl Model {
             occupancy_groups,
             occupancy_mean_group,
         })
+    }
+
+    /// Flags every block of every page for Adam (as if each had a gradient; Adam still skips the
+    /// entries whose gradient is zero).
+    pub fn touch_all(&self, gpu: &Gpu) {
+        for (p, page) in self.touched.iter().enumerate() {
+            gpu.write(page, &vec![1u32; self.paging.blocks(p as u32) as usize]);
+        }
     }
 
     /// Parameters in total.

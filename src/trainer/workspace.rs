@@ -216,6 +216,7 @@ impl Workspace {
                             node_offsets: &node_offsets,
                             wg_first: &wg_first,
                             grads: &model.grads[p],
+                            touched: &model.touched[p],
                         },
                     )
                 })
