@@ -2,8 +2,9 @@
 // like the forward (one dispatch per parameter page, a node per workgroup). The forward is recomputed
 // per sample (no stored activations). Decoder weight gradients are summed over the workgroup's
 // samples in workgroup memory first (the generated reduce_* functions), one atomic per weight per
-// workgroup; hash-table gradients are scattered with one atomic per corner and feature. Every block of
-// ADAM_BLOCK parameters that gets a gradient is flagged in `touched` for Adam.
+// workgroup; hash-table gradients are scattered with one atomic per corner and feature. Adam finds the
+// entries with a gradient again from the samples (adam_nodes.wgsl); when a step runs in several
+// chunks, every block of ADAM_BLOCK parameters with a gradient is flagged in `touched` instead.
 
 // 1 where the workgroup's sample has a gradient
 var<workgroup> wg_use: array<u32, WORKGROUP>;
@@ -49,22 +50,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // each layer's weight gradients: inputs and output gradients staged in workgroup memory, then summed
     stage_colour_out(local, a.pre3, array<f32, RGB>(d_out4.x, d_out4.y, d_out4.z));
     workgroupBarrier();
-    reduce_colour_out(local, base);
+    reduce_colour_out(local, base, group.z);
     workgroupBarrier();
     stage_colour_hidden(local, a.in3, d_pre3);
     workgroupBarrier();
-    reduce_colour_hidden(local, base);
+    reduce_colour_hidden(local, base, group.z);
     workgroupBarrier();
     stage_density_out(local, a.pre1, d_out1);
     workgroupBarrier();
-    reduce_density_out(local, base);
+    reduce_density_out(local, base, group.z);
     workgroupBarrier();
     stage_density_hidden(local, a.in1, d_pre1);
     workgroupBarrier();
-    reduce_density_hidden(local, base);
-    // Adam visits the decoder blocks of this node
-    for (var b = wm / ADAM_BLOCK + local; b <= (base + NODE_PARAMS - 1u) / ADAM_BLOCK; b += WORKGROUP) {
-        touched[b] = 1u;
+    reduce_density_hidden(local, base, group.z);
+    // a step in chunks: Adam visits the flagged blocks (adam_blocks.wgsl), these decoders' among them
+    if FLAG_BLOCKS {
+        for (var b = wm / ADAM_BLOCK + local; b <= (base + NODE_PARAMS - 1u) / ADAM_BLOCK; b += WORKGROUP) {
+            touched[b] = 1u;
+        }
     }
 
     // hash tables: scatter d(encoding) to the 8 corners of each level's cell
@@ -80,9 +83,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                 let idx = base + hash_index(l, cell.xyz + corner_offset(c));
                 grads_add(idx, w * d0);
                 grads_add(idx + 1u, w * d1);
-                // a node's block may start at an odd offset, so a feature pair can straddle two blocks
-                touched[idx / ADAM_BLOCK] = 1u;
-                touched[(idx + 1u) / ADAM_BLOCK] = 1u;
+                // a feature pair may straddle two blocks (a node's block may start at an odd offset)
+                if FLAG_BLOCKS {
+                    touched[idx / ADAM_BLOCK] = 1u;
+                    touched[(idx + 1u) / ADAM_BLOCK] = 1u;
+                }
             }
         }
     }

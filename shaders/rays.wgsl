@@ -57,7 +57,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let inside = px < width && py < height;
     var jitter = vec2<f32>(0.5, 0.5);
     if batch.training != 0u {
-        jitter = vec2<f32>(rand01(batch.seed, 10u, r), rand01(batch.seed, 11u, r));
+        // random streams by the ray's index in the whole step (ray_offset: the chunk's first ray)
+        let g = r + batch.ray_offset;
+        jitter = vec2<f32>(rand01(batch.seed, 10u, g), rand01(batch.seed, 11u, g));
     }
     let scale = 1.0 / f32(1u << level);
     let k = cam.intrinsics * scale;
@@ -87,7 +89,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if batch.random_background != 0u {
             // the photo was composited on batch.background; swap in a random one behind its transparent part,
             // so empty space must be learned as empty rather than painted in the background colour
-            let bg = vec3<u32>(pcg(batch.seed ^ (3u * r)) & 255u, pcg(batch.seed ^ (3u * r + 1u)) & 255u, pcg(batch.seed ^ (3u * r + 2u)) & 255u);
+            let g = r + batch.ray_offset;
+            let bg = vec3<u32>(pcg(batch.seed ^ (3u * g)) & 255u, pcg(batch.seed ^ (3u * g + 1u)) & 255u, pcg(batch.seed ^ (3u * g + 2u)) & 255u);
             ray.background = bg.x | (bg.y << 8u) | (bg.z << 16u);
             let transparency = 1.0 - f32(packed >> 24u) * (1.0 / 255.0);
             let frame_bg = batch.background;

@@ -20,8 +20,8 @@ fn make_sample(s: u32) {
     let i = s % batch.samples_per_ray;
     let r = slot % batch.n_rays;
     let cut = batch.cuts[slot / batch.n_rays];
-    // the same random stream for every cut of a ray
-    let k = r * batch.samples_per_ray + i;
+    // the same random stream for every cut of a ray (ray_offset: the training chunk's first ray)
+    let k = (r + batch.ray_offset) * batch.samples_per_ray + i;
     let ray = rays[r];
     var sample: Sample;
     sample.ray = r;

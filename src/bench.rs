@@ -30,7 +30,10 @@ pub struct BenchReport {
     pub steps: u32,
     pub seconds: f64,
     pub rays_per_s: f64,
+    /// Sample slots per second (rays x samples_per_ray), skipped ones included.
     pub samples_per_s: f64,
+    /// Samples the field evaluated per second (the work that scales with the scene).
+    pub active_samples_per_s: f64,
     /// Samples per step the field evaluated at the end of the run (the rest skipped as empty space).
     pub samples_active_per_step: f64,
     pub samples_per_step: f64,
@@ -91,11 +94,13 @@ pub fn bench(
     let started = Instant::now();
     let first = trainer.step;
     let mut last_stats = trainer.read_stats()?;
+    let mut active_total = 0.0;
     while started.elapsed().as_secs_f64() < seconds {
         for _ in 0..5 {
             trainer.step()?;
         }
         last_stats = trainer.read_stats()?;
+        active_total += last_stats.active_samples * f64::from(last_stats.steps);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let steps = trainer.step - first;
@@ -137,6 +142,7 @@ pub fn bench(
         seconds: elapsed,
         rays_per_s: f64::from(steps) * rays_per_step / elapsed,
         samples_per_s,
+        active_samples_per_s: active_total / elapsed,
         samples_active_per_step: last_stats.active_samples,
         samples_per_step,
         bytes_per_sample: bytes,

@@ -61,9 +61,6 @@ pub struct FieldConfig {
     pub sh_degree: u32,
     /// Upper clamp on density.
     pub max_density: f32,
-    /// Largest parameter page in MiB (0: the adapter's largest storage binding). Parameters,
-    /// gradients and Adam moments are split into pages of whole nodes; pass-through for tests.
-    pub page_mb: u32,
 }
 
 /// The loss terms and how they are weighted (SPEC §3).
@@ -132,6 +129,10 @@ pub struct TrainConfig {
     pub log_every: u32,
     /// Seed of the initialisation, the batches and the kernels' jitter.
     pub seed: u64,
+    /// Largest device buffer in MiB (0: the adapter's largest storage binding). Parameters,
+    /// gradients and Adam moments are split into pages of whole nodes, and a step's patches go
+    /// through the passes in chunks whose per-sample buffers fit; lower it to test both.
+    pub max_buffer_mb: u32,
 }
 
 impl Default for DataConfig {
@@ -160,7 +161,6 @@ impl Default for FieldConfig {
             geo_features: 7,
             sh_degree: 3,
             max_density: 1.0e4,
-            page_mb: 0,
         }
     }
 }
@@ -188,6 +188,7 @@ impl Default for TrainConfig {
             occupancy_explore: 0.01,
             log_every: 25,
             seed: 1,
+            max_buffer_mb: 0,
         }
     }
 }

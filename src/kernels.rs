@@ -173,9 +173,32 @@ kernel! {
 }
 
 kernel! {
-    /// Adam over one page of parameters; clears the gradients.
-    pub struct Adam, AdamBindings = "adam" {
-        includes: [],
+    /// Adam over one page's nodes with samples: decoders, dense tables, sparse nodes' touched entries.
+    pub struct AdamNodes, AdamNodesBindings = "adam_nodes" {
+        includes: [Octree, NodeGroups, HashGrid, AdamUpdate],
+        workgroup: |shape: &KernelShape| shape.field_workgroup,
+        bindings: {
+            adam: Uniform AdamUniforms,
+            page: Uniform Page,
+            nodes: Read [Node],
+            samples: Read [Sample],
+            active_list: Read [u32],
+            node_counts: Read [u32],
+            node_offsets: Read [u32],
+            wg_first: Read [u32],
+            params: ReadWrite [f32],
+            m1: ReadWrite [f32],
+            m2: ReadWrite [f32],
+            grads: Atomic [u32],
+            sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// Adam over the flagged blocks of one page (a step in chunks); clears their gradients and flags.
+    pub struct AdamBlocks, AdamBlocksBindings = "adam_blocks" {
+        includes: [AdamUpdate],
         workgroup: |_| 64,
         bindings: {
             adam: Uniform AdamUniforms,
@@ -274,7 +297,8 @@ kernel_set! {
     loss_mse: LossMse,
     render_backward: RenderBackward,
     field_backward: FieldBackward,
-    adam: Adam,
+    adam_nodes: AdamNodes,
+    adam_blocks: AdamBlocks,
     occupancy: Occupancy,
     occupancy_mean: OccupancyMean,
     loss_stats: LossStats,

@@ -69,12 +69,12 @@ fn downscale_from_the_command_line_is_checked() {
 #[test]
 fn loss_and_paging_settings_validate() {
     let loaded = Config::from_toml(
-        "[loss]\nlambda_mse = 0.5\nlevel_gamma = -1.5\ncoarse_cuts = 3\n[field]\npage_mb = 16\n",
+        "[loss]\nlambda_mse = 0.5\nlevel_gamma = -1.5\ncoarse_cuts = 3\n[train]\nmax_buffer_mb = 16\n",
         "ok.toml",
     )
     .unwrap();
     assert_eq!((loaded.loss.lambda_mse, loaded.loss.level_gamma, loaded.loss.coarse_cuts), (0.5, -1.5, 3));
-    assert_eq!(loaded.field.page_mb, 16);
+    assert_eq!(loaded.train.max_buffer_mb, 16);
     for (text, field) in [
         ("[loss]\nlambda_mse = -1.0\n", "loss.lambda_mse"),
         ("[loss]\nlambda_mse = nan\n", "loss.lambda_mse"),
@@ -83,7 +83,7 @@ fn loss_and_paging_settings_validate() {
         ("[loss]\ncoarse_cuts = 4\n", "loss.coarse_cuts"),
         ("[loss]\ncoarse_cuts = -1\n", "loss.coarse_cuts"),
         ("[loss]\nlambda_rgb = 1.0\n", "lambda_rgb"),
-        ("[field]\npage_mb = -1\n", "field.page_mb"),
+        ("[train]\nmax_buffer_mb = -1\n", "train.max_buffer_mb"),
     ] {
         let error = Config::from_toml(text, "my.toml").unwrap_err().to_string();
         assert!(error.starts_with("my.toml: ") && error.contains(field), "{text}: {error}");

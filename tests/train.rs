@@ -139,7 +139,7 @@ fn bad_input_is_a_one_line_error_naming_file_and_field() {
         ("nan.toml", "[train]\nlr_hash = nan\n", "train.lr_hash"),
         ("lambda.toml", "[loss]\nlambda_mse = -1.0\n", "loss.lambda_mse"),
         ("cuts.toml", "[loss]\ncoarse_cuts = 9\n", "loss.coarse_cuts"),
-        ("page.toml", "[field]\npage_mb = \"big\"\n", "field.page_mb"),
+        ("buffer.toml", "[train]\nmax_buffer_mb = \"big\"\n", "train.max_buffer_mb"),
     ] {
         let config = bad_config(name, text);
         let (ok, error) =

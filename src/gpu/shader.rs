@@ -9,6 +9,8 @@ use std::fmt::Write;
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const OCTREE: &str = include_str!("../../shaders/octree.wgsl");
 const FIELD: &str = include_str!("../../shaders/field.wgsl");
+const HASH_GRID: &str = include_str!("../../shaders/hash_grid.wgsl");
+const ADAM_UPDATE: &str = include_str!("../../shaders/adam_update.wgsl");
 const NODE_GROUPS: &str = include_str!("../../shaders/node_groups.wgsl");
 
 /// Shared WGSL a pass can include (after its bindings).
@@ -19,16 +21,20 @@ pub enum Include {
     /// Which node and which samples a workgroup of a node-batched field pass takes (needs the
     /// `page`, `wg_first`, `node_counts`, `node_offsets` and `active_list` bindings).
     NodeGroups,
-    /// One node's field: hash encoding, the decoders' generated layers (needs `params`).
+    /// Which hash-table entries a node-local point reads, with what weights.
+    HashGrid,
+    /// One node's field: hash encoding (includes HashGrid), the decoders' generated layers (needs
+    /// `params`).
     Field,
     /// The decoders' generated backward: input gradients, weight-gradient staging and reduction
     /// (needs a `grads` float-atomic binding).
     FieldBackward,
+    /// `adam_update(i, gradient)` (needs `adam`, `params`, `m1`, `m2`, `sanitized`).
+    AdamUpdate,
 }
 
-/// Parameters per block of the `touched` flags: the backward flags each block it adds a gradient to,
-/// and each Adam invocation updates one flagged block, so a step's optimiser work follows the
-/// parameters it touched, not the size of the tree.
+/// Parameters per block of the `touched` flags (a step in several chunks): the backward flags each
+/// block it adds a gradient to, and each invocation of adam_blocks updates one flagged block.
 pub const ADAM_BLOCK: u32 = 64;
 
 /// Compile-time shape of the kernels (WGSL has no preprocessor: these become constants).
@@ -41,6 +47,9 @@ pub struct KernelShape {
     pub field_workgroup: u32,
     /// Where the field passes read the decoder weights from.
     pub weights: WeightSource,
+    /// The backward flags the blocks it adds gradients to, for Adam over flagged blocks (a step in
+    /// several chunks; else Adam finds the touched entries from the samples, node by node).
+    pub flag_blocks: bool,
 }
 
 impl KernelShape {
@@ -57,7 +66,7 @@ impl KernelShape {
         while field_workgroup > 8 && weight_bytes + field_workgroup * staging > budget {
             field_workgroup /= 2;
         }
-        Self { layout, float_atomics, field_workgroup, weights }
+        Self { layout, float_atomics, field_workgroup, weights, flag_blocks: false }
     }
 
     /// Whether the field passes' workgroup memory fits `workgroup_storage` bytes.
@@ -72,6 +81,7 @@ impl KernelShape {
     pub fn assemble(&self, includes: &[Include], workgroup: u32, bindings: &[BindingDecl], body: &str) -> String {
         let mut source = self.header();
         let _ = writeln!(source, "const WORKGROUP: u32 = {workgroup}u;");
+        let _ = writeln!(source, "const FLAG_BLOCKS: bool = {};", self.flag_blocks);
         source.push_str(COMMON);
         let mut defined: Vec<&str> = Vec::new();
         for binding in bindings {
@@ -89,8 +99,13 @@ impl KernelShape {
             match include {
                 Include::Octree => source.push_str(OCTREE),
                 Include::NodeGroups => source.push_str(NODE_GROUPS),
-                Include::Field => self.field(&mut source),
+                Include::HashGrid => source.push_str(HASH_GRID),
+                Include::Field => {
+                    source.push_str(HASH_GRID);
+                    self.field(&mut source)
+                }
                 Include::FieldBackward => self.field_backward(&mut source),
+                Include::AdamUpdate => source.push_str(ADAM_UPDATE),
             }
         }
         source.push_str(body);

@@ -147,17 +147,17 @@ impl Dense {
         s
     }
 
-    /// `fn reduce_NAME(local, wb)`: this layer's weight and bias gradients summed over the
-    /// workgroup's samples in workgroup memory (`wg_use` = the sample has a gradient, `wg_in` = the
-    /// layer's input f(x), `wg_delta` = dL/dy), one lane per input (lane n_in is the bias), each
+    /// `fn reduce_NAME(local, wb, n)`: this layer's weight and bias gradients summed over the first
+    /// `n` samples of the workgroup in workgroup memory (`wg_use` = the sample has a gradient, `wg_in`
+    /// = the layer's input f(x), `wg_delta` = dL/dy), one lane per input (lane n_in is the bias), each
     /// holding all outputs; then one `grads_add` per weight of the workgroup's node (its block at `wb`).
     pub fn reduce(&self) -> String {
         let (name, n_in, out_const) = (self.name, self.n_in, self.out_const);
         let mut s = format!(
-            "fn reduce_{name}(local: u32, wb: u32) {{\n    for (var lane = local; lane <= {n_in}u; lane += WORKGROUP) {{\n        reduce_{name}_input(lane, wb);\n    }}\n}}\n"
+            "fn reduce_{name}(local: u32, wb: u32, n: u32) {{\n    for (var lane = local; lane <= {n_in}u; lane += WORKGROUP) {{\n        reduce_{name}_input(lane, wb, n);\n    }}\n}}\n"
         );
-        let _ = writeln!(s, "fn reduce_{name}_input(lane: u32, wb: u32) {{\n    var acc: array<f32, {out_const}>;");
-        s.push_str("    for (var s = 0u; s < WORKGROUP; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
+        let _ = writeln!(s, "fn reduce_{name}_input(lane: u32, wb: u32, n: u32) {{\n    var acc: array<f32, {out_const}>;");
+        s.push_str("    for (var s = 0u; s < n; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
         let _ = writeln!(
             s,
             "        let x = select(1.0, wg_in[s * MAX_IN + min(lane, {}u)], lane < {n_in}u);\n        let d = s * MAX_OUT4;",

@@ -163,8 +163,23 @@ impl Trainer {
         if params.len() as u64 != octree.nodes.len() as u64 * u64::from(layout.node_params) {
             bail!("{} parameters for {} nodes of {} each", params.len(), octree.nodes.len(), layout.node_params);
         }
+        let max_buffer = match config.train.max_buffer_mb {
+            0 => gpu.max_buffer_bytes(),
+            mb => gpu.max_buffer_bytes().min(u64::from(mb) << 20),
+        };
+        // the per-sample buffers of one chunk of patches must fit one buffer
+        let t = &config.train;
+        let per_patch = u64::from(t.patch_size * t.patch_size)
+            * u64::from(1 + config.loss.coarse_cuts)
+            * u64::from(t.samples_per_ray)
+            * Workspace::LARGEST_SAMPLE_RECORD;
+        let chunk_patches = (max_buffer / per_patch).min(u64::from(t.patches_per_batch)) as u32;
+        if chunk_patches == 0 {
+            bail!("one patch's samples need more than one buffer may hold: lower train.samples_per_ray");
+        }
         let storage = gpu.limits.max_compute_workgroup_storage_size;
-        let shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
+        let mut shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
+        shape.flag_blocks = chunk_patches < t.patches_per_batch;
         if !shape.fits(storage) {
             bail!(
                 "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
@@ -172,10 +187,6 @@ impl Trainer {
             );
         }
         let kernels = Kernels::new(&gpu, &shape)?;
-        let page_limit = match config.field.page_mb {
-            0 => u64::MAX,
-            mb => u64::from(mb) << 20,
-        };
         let model = Model::new(
             &gpu,
             &kernels,
@@ -185,7 +196,7 @@ impl Trainer {
             config.field.max_density,
             config.train.occupancy_resolution,
             shape.field_workgroup,
-            page_limit,
+            max_buffer,
         )?;
 
         // the image pyramid of every training view stays on the host; a step uploads its pixels
@@ -210,12 +221,6 @@ impl Trainer {
         let t = &config.train;
         let cuts = 1 + config.loss.coarse_cuts;
         let patch_rays = t.patch_size * t.patch_size;
-        // the per-sample buffers of one chunk must fit one binding
-        let per_patch = u64::from(patch_rays) * u64::from(cuts) * u64::from(t.samples_per_ray) * 32;
-        let chunk_patches = (gpu.max_buffer_bytes() / per_patch).min(u64::from(t.patches_per_batch)) as u32;
-        if chunk_patches == 0 {
-            bail!("one patch's samples need more than one buffer may hold: lower train.samples_per_ray");
-        }
         let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
         let train_size = WorkspaceSize {
             rays: chunk_patches * patch_rays,
@@ -308,10 +313,11 @@ impl Trainer {
             n_rays: rays,
             samples_per_ray: t.samples_per_ray,
             n_cuts: cuts.len() as u32,
-            seed: step_seed(t.seed, step) ^ chunk.wrapping_mul(0x9e37_79b9),
+            seed: step_seed(t.seed, step),
             training: 1,
             patch_size: t.patch_size,
-            ray_offset: 0,
+            // random streams follow the ray's index in the whole step, so chunking changes nothing
+            ray_offset: chunk * self.chunk_patches * t.patch_size * t.patch_size,
             view: 0,
             cuts: cut_array,
             background: self.config.data.background,
@@ -453,7 +459,7 @@ impl Trainer {
             self.record_backward(&mut rec, ws, rays * plan.cuts.len() as u32);
             rec.dispatch_groups(&self.kernels.loss_stats, &ws.groups.loss_stats, 1, 1);
             if chunk + 1 == chunks {
-                self.record_adam(&mut rec);
+                self.record_adam(&mut rec, ws);
             }
             dispatches += rec.dispatches;
             let (index, times) = rec.submit();
@@ -520,11 +526,23 @@ impl Trainer {
         }
     }
 
-    /// Adam over the flagged blocks of every page (clears the gradients and flags).
-    pub fn record_adam(&self, rec: &mut Recorder) {
-        for (page, group) in self.model.adam_groups.iter().enumerate() {
+    /// Adam over the parameters with gradients: node by node over `ws`'s samples, or over the
+    /// flagged blocks when a step runs in chunks. Clears the gradients.
+    pub fn record_adam(&self, rec: &mut Recorder, ws: &Workspace) {
+        if self.shape.flag_blocks {
+            self.record_adam_blocks(rec);
+        } else {
+            for (page, group) in ws.groups.adam_nodes.iter().enumerate() {
+                rec.dispatch_indirect(&self.kernels.adam_nodes, group, &ws.dispatch_args, page as u64 * 12);
+            }
+        }
+    }
+
+    /// Adam over the blocks flagged in `model.touched`, every page.
+    pub fn record_adam_blocks(&self, rec: &mut Recorder) {
+        for (page, group) in self.model.adam_block_groups.iter().enumerate() {
             let threads = self.model.paging.blocks(page as u32) as u32;
-            rec.dispatch(&self.kernels.adam, group, threads);
+            rec.dispatch(&self.kernels.adam_blocks, group, threads);
         }
     }
 

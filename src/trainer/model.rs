@@ -10,7 +10,7 @@ use crate::field::FieldLayout;
 use crate::gpu::records::{AdamUniforms, Page, Sampling, Scene, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS};
 use crate::gpu::shader::ADAM_BLOCK;
 use crate::gpu::Gpu;
-use crate::kernels::{AdamBindings, Kernels, OccupancyBindings, OccupancyMeanBindings};
+use crate::kernels::{AdamBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings};
 use crate::octree::Octree;
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -88,7 +88,7 @@ pub struct Model {
     /// Loss statistics summed over steps (STATS_WORDS floats) and the sanitised-value counters.
     pub stats: wgpu::Buffer,
     pub sanitized: wgpu::Buffer,
-    pub adam_groups: Vec<wgpu::BindGroup>,
+    pub adam_block_groups: Vec<wgpu::BindGroup>,
     pub occupancy_groups: Vec<wgpu::BindGroup>,
     pub occupancy_mean_group: wgpu::BindGroup,
 }
@@ -104,11 +104,10 @@ impl Model {
         max_density: f32,
         occupancy_resolution: u32,
         field_workgroup: u32,
-        page_limit: u64,
+        max_buffer: u64,
     ) -> Result<Self> {
         let n_nodes = octree.nodes.len() as u32;
-        let max_binding = gpu.max_buffer_bytes().min(page_limit);
-        let paging = Paging::new(n_nodes, layout.node_params, max_binding)?;
+        let paging = Paging::new(n_nodes, layout.node_params, max_buffer)?;
         let page_floats = |p: u32| paging.params(p) as usize;
         let mut start = 0usize;
         let mut param_pages = Vec::new();
@@ -152,11 +151,11 @@ impl Model {
         let occ_group_base = gpu.storage_init("occupancy group bases", bytemuck::cast_slice(&base))?;
         let stats = gpu.storage("loss statistics", (STATS_WORDS * 4) as u64)?;
         let sanitized = gpu.storage("sanitized counters", (SANITIZED_SLOTS.len() * 4) as u64)?;
-        let adam_groups = (0..paging.n_pages as usize)
+        let adam_block_groups = (0..paging.n_pages as usize)
             .map(|p| {
-                kernels.adam.bind(
+                kernels.adam_blocks.bind(
                     gpu,
-                    &AdamBindings {
+                    &AdamBlocksBindings {
                         adam: &adam,
                         page: &pages[p],
                         params: &param_pages[p],
@@ -212,7 +211,7 @@ impl Model {
             occ_group_counts: counts,
             stats,
             sanitized,
-            adam_groups,
+            adam_block_groups,
             occupancy_groups,
             occupancy_mean_group,
         })

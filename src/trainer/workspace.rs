@@ -7,7 +7,7 @@ use crate::gpu::records::{
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings, NodeScanBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings, NodeScanBindings,
     RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
@@ -73,6 +73,7 @@ pub struct Groups {
     pub loss_mse: wgpu::BindGroup,
     pub render_backward: wgpu::BindGroup,
     pub field_backward: Vec<wgpu::BindGroup>,
+    pub adam_nodes: Vec<wgpu::BindGroup>,
     pub loss_stats: wgpu::BindGroup,
 }
 
@@ -217,6 +218,28 @@ impl Workspace {
                             wg_first: &wg_first,
                             grads: &model.grads[p],
                             touched: &model.touched[p],
+                        },
+                    )
+                })
+                .collect(),
+            adam_nodes: (0..model.paging.n_pages as usize)
+                .map(|p| {
+                    kernels.adam_nodes.bind(
+                        gpu,
+                        &AdamNodesBindings {
+                            adam: &model.adam,
+                            page: &model.pages[p],
+                            nodes: &model.nodes,
+                            samples: &samples,
+                            active_list: &active_list,
+                            node_counts: &node_counts,
+                            node_offsets: &node_offsets,
+                            wg_first: &wg_first,
+                            params: &model.params[p],
+                            m1: &model.m1[p],
+                            m2: &model.m2[p],
+                            grads: &model.grads[p],
+                            sanitized: &model.sanitized,
                         },
                     )
                 })

@@ -82,7 +82,8 @@ pub fn rays(batch: &Batch, cameras: &[GpuCamera], patches: &[Patch], targets: &[
             let (width, height) = (cam.width >> level, cam.height >> level);
             let inside = px < width && py < height;
             let jitter = if batch.training != 0 {
-                [f64::from(rand01(batch.seed, 10, r)), f64::from(rand01(batch.seed, 11, r))]
+                let g = r + batch.ray_offset;
+                [f64::from(rand01(batch.seed, 10, g)), f64::from(rand01(batch.seed, 11, g))]
             } else {
                 [0.5, 0.5]
             };
@@ -115,7 +116,8 @@ pub fn rays(batch: &Batch, cameras: &[GpuCamera], patches: &[Patch], targets: &[
                 let packed = targets[r as usize];
                 let mut c = unpack(packed);
                 if batch.random_background != 0 {
-                    let bg = [0, 1, 2].map(|k| pcg(batch.seed ^ (3 * r + k)) & 255);
+                    let g = r + batch.ray_offset;
+                    let bg = [0, 1, 2].map(|k| pcg(batch.seed ^ (3 * g + k)) & 255);
                     background = bg[0] | (bg[1] << 8) | (bg[2] << 16);
                     let transparency = 1.0 - (packed >> 24) as f32 * (1.0 / 255.0);
                     let new_bg = unpack(background);
@@ -167,7 +169,7 @@ pub fn samples(
             let i = s % n;
             let r = slot % batch.n_rays;
             let cut = batch.cuts[(slot / batch.n_rays) as usize];
-            let k = r * n + i;
+            let k = (r + batch.ray_offset) * n + i;
             let ray = &rays[r as usize];
             let mut sample = Sample { ray: r, node: NO_NODE, ..Default::default() };
             if ray.far > ray.near {

@@ -1,0 +1,60 @@
+// Pass 7: Adam over the parameters of one page's nodes that have samples this step, node-batched like
+// the field passes (a node per workgroup): the work follows the samples, not the size of the tree.
+// Each workgroup of a node takes a part of it:
+// - the node's first workgroup updates its decoders;
+// - in a node whose samples touch about as many hash entries as its tables hold ("dense": a shallow
+//   tree's nodes), the workgroups split the tables and update every entry with a gradient;
+// - in a sparse node (a deep tree has many nodes, each with few samples per step, whose entries are
+//   scattered over its tables), each invocation recomputes its sample's corners as field_backward did
+//   and claims each entry's gradient by swapping in 0: the first to reach an entry applies the whole
+//   summed gradient, the others find 0.
+// Entries without gradient keep their moments. (When a step runs in several chunks the samples of
+// the earlier chunks are gone: adam_blocks.wgsl updates the blocks the backward flagged instead.)
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let group = node_group(wg, nwg);
+    let node = group.x;
+    let base = (node - page.first_node) * NODE_PARAMS;
+    let index = (group.y - node_offsets[node]) / WORKGROUP;
+    if index == 0u {
+        for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {
+            take(base + HASH_PARAMS + i);
+        }
+    }
+    if node_counts[node] * HASH_LEVELS * 16u >= HASH_PARAMS {
+        let groups = wg_first[node + 1u] - wg_first[node];
+        let share = (HASH_PARAMS + groups - 1u) / groups;
+        let end = min((index + 1u) * share, HASH_PARAMS);
+        for (var i = index * share + local; i < end; i += WORKGROUP) {
+            take(base + i);
+        }
+    } else if local < group.z {
+        let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
+        for (var l = 0u; l < HASH_LEVELS; l++) {
+            let cell = grid_cell(l, local_pos);
+            for (var c = 0u; c < 8u; c++) {
+                let idx = base + hash_index(l, cell.xyz + corner_offset(c));
+                claim(idx);
+                claim(idx + 1u);
+            }
+        }
+    }
+}
+
+// An entry only this invocation visits: a plain read and clear.
+fn take(i: u32) {
+    let raw = atomicLoad(&grads[i]);
+    if raw != 0u {
+        atomicStore(&grads[i], 0u);
+        adam_update(i, bitcast<f32>(raw));
+    }
+}
+
+// An entry other invocations may reach too: the first to swap in 0 applies the gradient.
+fn claim(i: u32) {
+    let raw = atomicExchange(&grads[i], 0u);
+    if raw != 0u {
+        adam_update(i, bitcast<f32>(raw));
+    }
+}
