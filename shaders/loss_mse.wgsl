@@ -1,8 +1,7 @@
 // Loss: mean squared error of the rendered colour against the target, per slot, weighted by the
 // slot's cut (level weight) and lambda_mse. Adds its dLoss/d(colour) to the slot's RayGrad and writes
-// its unweighted share of the mean (for the statistics) to row TERM_MSE of `losses`.
-
-const TERM_MSE: u32 = 0u;
+// its unweighted share of the mean (for the statistics) to row TERM_MSE of `losses` (the header
+// numbers the terms of records::LOSS_NAMES).
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {

@@ -191,6 +191,9 @@ impl KernelShape {
         for (name, value) in consts {
             let _ = writeln!(h, "const {name}: u32 = {value}u;");
         }
+        for (name, term) in crate::gpu::records::LOSS_NAMES.iter().zip(0u32..) {
+            let _ = writeln!(h, "const TERM_{}: u32 = {term}u;", name.to_uppercase());
+        }
         for (name, slot) in crate::gpu::records::SANITIZED_SLOTS.iter().zip(0u32..) {
             let _ = writeln!(h, "const SANITIZED_{}: u32 = {slot}u;", name.to_uppercase());
         }

@@ -156,8 +156,11 @@ impl Dense {
         let mut s = format!(
             "fn reduce_{name}(local: u32, wb: u32, n: u32) {{\n    for (var lane = local; lane <= {n_in}u; lane += WORKGROUP) {{\n        reduce_{name}_input(lane, wb, n);\n    }}\n}}\n"
         );
-        let _ = writeln!(s, "fn reduce_{name}_input(lane: u32, wb: u32, n: u32) {{\n    var acc: array<f32, {out_const}>;");
-        s.push_str("    for (var s = 0u; s < n; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n");
+        let _ =
+            writeln!(s, "fn reduce_{name}_input(lane: u32, wb: u32, n: u32) {{\n    var acc: array<f32, {out_const}>;");
+        s.push_str(
+            "    for (var s = 0u; s < n; s++) {\n        if wg_use[s] == 0u {\n            continue;\n        }\n",
+        );
         let _ = writeln!(
             s,
             "        let x = select(1.0, wg_in[s * MAX_IN + min(lane, {}u)], lane < {n_in}u);\n        let d = s * MAX_OUT4;",

@@ -7,8 +7,8 @@ use crate::gpu::records::{
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings, NodeScanBindings,
-    RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings,
+    NodeScanBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
