@@ -1,5 +1,5 @@
 // Loss: mean squared error of the rendered colour against the target, per slot, weighted by the
-// slot's cut (level weight) and lambda_mse. Adds its dLoss/d(colour) to the slot's RayGrad and writes
+// slot's cut (level weight) and its lambda. Adds its dLoss/d(colour) to the slot's RayGrad and writes
 // its unweighted share of the mean (for the statistics) to row TERM_MSE of `losses` (the header
 // numbers the terms of records::LOSS_NAMES).
 
@@ -12,7 +12,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     let target_rgb = rays[slot % batch.n_rays].target_rgb;
     let diff = outputs[slot].rgb - target_rgb.xyz;
-    let weight = loss.lambda_mse * loss.cut_weights[slot / batch.n_rays];
+    let weight = loss.lambdas[TERM_MSE / 4u][TERM_MSE % 4u] * loss.cut_weights[slot / batch.n_rays];
     losses[TERM_MSE * n_slots + slot] = dot(diff, diff) * target_rgb.w * loss.inv_count;
     ray_grads[slot].rgb += 2.0 * diff * target_rgb.w * loss.inv_count * weight;
 }

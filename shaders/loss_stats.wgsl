@@ -1,6 +1,7 @@
 // Adds this step's numbers to a small statistics buffer the host reads now and then (STATS_WORDS
-// floats): [0] steps summed, [1] evaluated samples, then per loss term t and cut c, at
-// 2 + t * MAX_CUTS + c, the term's mean over that cut's rays. One workgroup.
+// floats): [0] batches summed, [1] evaluated samples, [2] the weighted loss the optimiser saw (each
+// term's lambda times its cut's level weight, at this step's settings), then per loss term t and cut c,
+// at 3 + t * MAX_CUTS + c, the term's mean over that cut's rays. One workgroup.
 
 var<workgroup> partial: array<array<f32, STATS_WORDS>, WORKGROUP>;
 
@@ -12,7 +13,9 @@ fn main(@builtin(local_invocation_index) local: u32) {
         let c = slot / batch.n_rays;
         acc[1] += outputs[slot].evaluated;
         for (var t = 0u; t < LOSS_TERMS; t++) {
-            acc[2u + t * MAX_CUTS + c] += losses[t * n_slots + slot];
+            let value = losses[t * n_slots + slot];
+            acc[2] += loss.lambdas[t / 4u][t % 4u] * loss.cut_weights[c] * value;
+            acc[3u + t * MAX_CUTS + c] += value;
         }
     }
     partial[local] = acc;

@@ -373,6 +373,14 @@ impl Config {
         Ok(())
     }
 
+    /// The weight of loss term `name` (one of `gpu::records::LOSS_NAMES`).
+    pub fn lambda(&self, name: &str) -> f32 {
+        match name {
+            "mse" => self.loss.lambda_mse,
+            other => panic!("no loss term named {other}"),
+        }
+    }
+
     /// Changes a setting that may change while training (`LIVE_SETTINGS`), validated as a whole.
     pub fn set_live(&mut self, key: &str, value: f64) -> Result<(), ConfigError> {
         let mut changed = self.clone();

@@ -259,6 +259,7 @@ kernel! {
         workgroup: |_| 64,
         bindings: {
             batch: Uniform Batch,
+            loss: Uniform LossUniforms,
             outputs: Read [RayOutput],
             losses: Read [f32],
             stats: ReadWrite [f32],

@@ -233,6 +233,9 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
                 }
             }
             Event::Warning(warning) => log::warn!("{warning}"),
+            Event::SettingChanged { key, value, step } => {
+                metrics.append(&json!({ "event": "set", "step": step, "key": key, "value": value }))?;
+            }
             Event::Finished { .. } | Event::Failed(_) => break,
             _ => {}
         }

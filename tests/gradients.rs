@@ -73,10 +73,9 @@ fn scene() -> Scene {
     let samples = cpu::samples(&batch, &sampling, &rays, &octree, &[], 0.0);
     let loss = LossUniforms {
         inv_count: 1.0 / (3.0 * valid as f32),
-        lambda_mse: 0.7,
-        _pad0: 0.0,
-        _pad1: 0.0,
+        lambdas: [[0.7, 0.0, 0.0, 0.0], [0.0; 4], [0.0; 4], [0.0; 4]],
         cut_weights: [0.6, 0.4, 0.0, 0.0],
+        ..Default::default()
     };
     let layout = FieldLayout::new(&config.field);
     Scene { layout, octree, batch, rays, samples, loss, max_density: f64::from(config.field.max_density) }
@@ -221,7 +220,7 @@ fn whole_chain_matches_finite_differences() {
     let loss = |field: &[[f64; 4]], slots: &BTreeSet<usize>| {
         let outputs = cpu::render_forward(&scene.batch, rays, samples, field);
         let (_, shares) = cpu::loss_mse(&scene.batch, &scene.loss, rays, &outputs);
-        let weight = |slot: usize| f64::from(scene.loss.lambda_mse * scene.loss.cut_weights[slot / n_rays]);
+        let weight = |slot: usize| f64::from(scene.loss.lambdas[0][0] * scene.loss.cut_weights[slot / n_rays]);
         let mse: f64 = slots.iter().map(|&slot| shares[slot] * weight(slot)).sum();
         let linear: f64 = slots.iter().map(|&slot| linear_loss(&outputs[slot..=slot], &extra[slot..=slot])).sum();
         mse + linear

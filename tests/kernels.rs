@@ -110,15 +110,10 @@ impl Fixture {
 
     /// The loss uniforms of the plan, as the loss passes must see them.
     fn loss(&self) -> LossUniforms {
-        let mut cut_weights = [0.0; MAX_CUTS];
-        cut_weights[..self.plan.cut_weights.len()].copy_from_slice(&self.plan.cut_weights);
-        LossUniforms {
-            inv_count: 1.0 / (3.0 * self.plan.valid_rays as f32),
-            lambda_mse: self.trainer.config.loss.lambda_mse,
-            _pad0: 0.0,
-            _pad1: 0.0,
-            cut_weights,
-        }
+        let loss = self.trainer.loss_uniforms(&self.plan);
+        assert_eq!(loss.lambdas[0][0], self.trainer.config.loss.lambda_mse);
+        assert_eq!(&loss.cut_weights[..self.plan.cut_weights.len()], &self.plan.cut_weights[..]);
+        loss
     }
 
     /// Records with `record`, submits and waits.
@@ -568,21 +563,25 @@ fn forward_losses_and_render_backward_match_reference() {
         f.run(|t, rec| rec.dispatch_groups(&t.kernels.loss_stats, &t.train.groups.loss_stats, 1, 1));
     }
     let stats = to_f64(&f.read::<f32>(&t.model.stats, STATS_WORDS));
-    let once = cpu::loss_stats(&batch, &outputs, &losses, &[0.0; STATS_WORDS]);
-    let twice = cpu::loss_stats(&batch, &outputs, &losses, &once);
+    let loss = f.loss();
+    let once = cpu::loss_stats(&batch, &loss, &outputs, &losses, &[0.0; STATS_WORDS]);
+    let twice = cpu::loss_stats(&batch, &loss, &outputs, &losses, &once);
     for (k, (g, c)) in stats.iter().zip(&twice).enumerate() {
         assert!((g - c).abs() <= 1e-5 * c.abs(), "statistics word {k}: {g} vs {c}");
     }
-    assert!(twice[2] > 0.0 && twice[3] > 0.0 && twice[4] == 0.0, "two cuts: {twice:?}");
+    assert!(twice[3] > 0.0 && twice[4] > 0.0 && twice[5] == 0.0, "two cuts: {twice:?}");
+    let weighted = (0..2).map(|c| f64::from(loss.lambdas[0][0] * loss.cut_weights[c]) * once[3 + c]).sum::<f64>();
+    assert!((once[2] - weighted).abs() <= 1e-6 * weighted, "weighted total {} vs {weighted}", once[2]);
     let read = f.trainer.read_stats().unwrap();
     assert_eq!(read.steps, 2);
     let evaluated = active(&samples).count() as f64;
     assert!((read.active_samples - evaluated).abs() <= 1e-6 * evaluated, "{} vs {evaluated}", read.active_samples);
     for c in 0..2 {
-        let mean = once[2 + c];
+        let mean = once[3 + c];
         assert!((read.terms[0].1[c] - mean).abs() <= 1e-5 * mean, "cut {c}: {:?} vs {mean}", read.terms[0].1);
     }
     assert_eq!(read.mse, read.terms[0].1[0]);
+    assert!((read.total - once[2]).abs() <= 1e-5 * once[2], "total {} vs {}", read.total, once[2]);
     assert_eq!(read.sanitized_total(), 0, "{:?}", read.sanitized);
     let cleared = to_f64(&f.read::<f32>(&f.trainer.model.stats, STATS_WORDS));
     assert!(cleared.iter().all(|&v| v == 0.0));

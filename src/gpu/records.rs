@@ -10,8 +10,13 @@ pub const MAX_CUTS: usize = 4;
 pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse"];
 pub const LOSS_TERMS: usize = 1;
 
-/// The statistics buffer: steps summed, evaluated samples, then per loss term and cut the mean loss.
-pub const STATS_WORDS: usize = 2 + LOSS_TERMS * MAX_CUTS;
+/// Loss terms a `LossUniforms` can weigh (`lambdas`).
+pub const MAX_LOSS_TERMS: usize = 16;
+const _: () = assert!(LOSS_TERMS <= MAX_LOSS_TERMS);
+
+/// The statistics buffer: batches summed, evaluated samples, the weighted loss the optimiser saw,
+/// then per loss term and cut the term's mean (at 3 + term * MAX_CUTS + cut).
+pub const STATS_WORDS: usize = 3 + LOSS_TERMS * MAX_CUTS;
 
 /// Counters of non-finite values that kernels replaced by 0, one per kind of pass (WGSL constants
 /// `SANITIZED_FIELD`, ...).
@@ -101,11 +106,13 @@ gpu_struct! {
     pub struct LossUniforms {
         /// 1 / (3 * rays with a target): the mean over rays and channels
         pub inv_count: f32,
-        pub lambda_mse: f32,
         pub _pad0: f32,
         pub _pad1: f32,
+        pub _pad2: f32,
         /// level weight of each rendered cut
         pub cut_weights: [f32; 4],
+        /// weight of loss term t (its index in LOSS_NAMES, TERM_* in WGSL) at lambdas[t / 4][t % 4]
+        pub lambdas: [[f32; 4]; 4],
     }
 }
 

@@ -403,17 +403,20 @@ impl Trainer {
         self.gpu.write(&ws.targets, &self.gather_targets(patches));
         self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
+        self.gpu.write(&ws.loss, &[self.loss_uniforms(plan)]);
+        rays
+    }
+
+    /// The loss passes' uniforms for `plan`: every term's lambda, the cuts' level weights.
+    pub fn loss_uniforms(&self, plan: &StepPlan) -> LossUniforms {
         let mut cut_weights = [0.0f32; MAX_CUTS];
         cut_weights[..plan.cut_weights.len()].copy_from_slice(&plan.cut_weights);
-        let loss = LossUniforms {
-            inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
-            lambda_mse: self.config.loss.lambda_mse,
-            _pad0: 0.0,
-            _pad1: 0.0,
-            cut_weights,
-        };
-        self.gpu.write(&ws.loss, &[loss]);
-        rays
+        let mut lambdas = [[0.0f32; 4]; 4];
+        for (t, name) in LOSS_NAMES.iter().enumerate() {
+            lambdas[t / 4][t % 4] = self.config.lambda(name);
+        }
+        let inv_count = 1.0 / (3.0 * plan.valid_rays.max(1) as f32);
+        LossUniforms { inv_count, cut_weights, lambdas, ..Default::default() }
     }
 
     /// Chunks of a step's patches.
@@ -597,22 +600,13 @@ impl Trainer {
         let cuts = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
         let terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)
             .map(|t| {
-                let per_cut = (0..cuts).map(|c| f64::from(stats[2 + t * MAX_CUTS + c]) / per_step).collect();
+                let per_cut = (0..cuts).map(|c| f64::from(stats[3 + t * MAX_CUTS + c]) / per_step).collect();
                 (LOSS_NAMES[t], per_cut)
             })
             .collect();
-        // the weighted total: lambdas times the level-weighted sum over cuts (weights of the current
-        // settings; the cuts themselves vary per step)
-        let lambdas = [self.config.loss.lambda_mse];
-        let weights = self.level_weights(&(0..cuts as u32).map(|c| self.octree.max_depth() - c).collect::<Vec<_>>());
-        let total = terms
-            .iter()
-            .zip(lambdas)
-            .map(|((_, v), l)| f64::from(l) * v.iter().zip(&weights).map(|(v, w)| v * f64::from(*w)).sum::<f64>())
-            .sum();
         Ok(LossStats {
             steps,
-            total,
+            total: f64::from(stats[2]) / per_step,
             mse: terms[0].1[0],
             terms,
             active_samples: f64::from(stats[1]) / per_step,

@@ -246,7 +246,13 @@ impl Workspace {
                 .collect(),
             loss_stats: kernels.loss_stats.bind(
                 gpu,
-                &LossStatsBindings { batch: &batch, outputs: &outputs, losses: &losses, stats: &model.stats },
+                &LossStatsBindings {
+                    batch: &batch,
+                    loss: &loss,
+                    outputs: &outputs,
+                    losses: &losses,
+                    stats: &model.stats,
+                },
             ),
         };
         Ok(Self {

@@ -448,7 +448,7 @@ pub fn render_forward(batch: &Batch, rays: &[Ray], samples: &[Sample], field: &[
 }
 
 /// loss_mse.wgsl: (dLoss/d(rgb) per slot, the unweighted loss share per slot). The weighted loss the
-/// optimiser sees is sum over slots of lambda_mse * cut_weights[cut] * loss share.
+/// optimiser sees is sum over slots of lambdas[TERM_MSE] * cut_weights[cut] * loss share.
 pub fn loss_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> (Vec<OutputGrad>, Vec<f64>) {
     let n_rays = batch.n_rays as usize;
     outputs
@@ -458,7 +458,7 @@ pub fn loss_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Out
             let target = rays[slot % n_rays].target_rgb.map(f64::from);
             let diff = [0, 1, 2].map(|c| out.rgb[c] - target[c]);
             let share = f64::from(loss.inv_count) * target[3];
-            let weight = f64::from(loss.lambda_mse) * f64::from(loss.cut_weights[slot / n_rays]);
+            let weight = f64::from(loss.lambdas[0][0]) * f64::from(loss.cut_weights[slot / n_rays]);
             let grad = OutputGrad { rgb: diff.map(|d| 2.0 * d * share * weight), ..Default::default() };
             (grad, diff.iter().map(|d| d * d).sum::<f64>() * share)
         })
@@ -472,7 +472,7 @@ pub fn weighted_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &
     shares
         .iter()
         .enumerate()
-        .map(|(slot, v)| v * f64::from(loss.lambda_mse) * f64::from(loss.cut_weights[slot / n_rays]))
+        .map(|(slot, v)| v * f64::from(loss.lambdas[0][0]) * f64::from(loss.cut_weights[slot / n_rays]))
         .sum()
 }
 
@@ -646,9 +646,9 @@ pub fn occupancy_mean(grid: &[f64]) -> f64 {
     grid.iter().sum::<f64>() / grid.len() as f64
 }
 
-/// loss_stats.wgsl: `stats` plus this batch's step count, evaluated samples and per term and cut the
-/// sum of the loss shares (`losses`: LOSS_TERMS rows of one value per slot).
-pub fn loss_stats(batch: &Batch, outputs: &[Output], losses: &[f64], stats: &[f64]) -> Vec<f64> {
+/// loss_stats.wgsl: `stats` plus this batch's step count, evaluated samples, weighted loss and per
+/// term and cut the sum of the loss shares (`losses`: LOSS_TERMS rows of one value per slot).
+pub fn loss_stats(batch: &Batch, loss: &LossUniforms, outputs: &[Output], losses: &[f64], stats: &[f64]) -> Vec<f64> {
     let mut out = stats.to_vec();
     assert_eq!(out.len(), STATS_WORDS);
     let n_slots = slots(batch);
@@ -657,7 +657,9 @@ pub fn loss_stats(batch: &Batch, outputs: &[Output], losses: &[f64], stats: &[f6
         let c = slot / batch.n_rays as usize;
         out[1] += f64::from(outputs[slot].evaluated);
         for t in 0..LOSS_TERMS {
-            out[2 + t * MAX_CUTS + c] += losses[t * n_slots + slot];
+            let value = losses[t * n_slots + slot];
+            out[2] += f64::from(loss.lambdas[t / 4][t % 4]) * f64::from(loss.cut_weights[c]) * value;
+            out[3 + t * MAX_CUTS + c] += value;
         }
     }
     out
