@@ -42,12 +42,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-// An entry only this invocation visits: a plain read and clear.
+// An entry only this invocation visits: a plain read and clear (`grad_values` is `grads` unsynchronised).
 fn take(i: u32) {
-    let raw = atomicLoad(&grads[i]);
-    if raw != 0u {
-        atomicStore(&grads[i], 0u);
-        adam_update(i, bitcast<f32>(raw));
+    let raw = grad_values[i];
+    if bitcast<u32>(raw) != 0u {
+        grad_values[i] = 0.0;
+        adam_update(i, raw);
     }
 }
 

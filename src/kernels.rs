@@ -189,6 +189,10 @@ kernel! {
             params: ReadWrite [f32],
             m1: ReadWrite [f32],
             m2: ReadWrite [f32],
+            /// the gradients, for entries only one invocation visits (plain loads are far cheaper
+            /// than atomics on a CPU)
+            grad_values: ReadWrite [f32],
+            /// the same buffer, for entries several invocations may reach
             grads: Atomic [u32],
             sanitized: Atomic [u32],
         }

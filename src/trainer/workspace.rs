@@ -238,6 +238,7 @@ impl Workspace {
                             params: &model.params[p],
                             m1: &model.m1[p],
                             m2: &model.m2[p],
+                            grad_values: &model.grads[p],
                             grads: &model.grads[p],
                             sanitized: &model.sanitized,
                         },
