@@ -7,7 +7,6 @@
 //! and the few steps already queued on the device (`trainer::MAX_IN_FLIGHT`), never for a long
 //! queue, and it uses buffers of its own, so it cannot disturb the step in flight.
 
-use crate::config::Config;
 use crate::data::{Camera, Dataset};
 use crate::run::{eval_split, evaluate, EvalReport};
 use crate::trainer::{LossStats, RenderJob, Rendered, Trainer};
@@ -384,9 +383,4 @@ impl Worker {
         }
         Ok(())
     }
-}
-
-/// The settings a session trains with, for consumers that show them.
-pub fn live_settings(config: &Config) -> Vec<(&'static str, f64)> {
-    crate::config::LIVE_SETTINGS.iter().filter_map(|&key| config.live(key).map(|v| (key, v))).collect()
 }

@@ -679,6 +679,7 @@ impl Trainer {
 
 /// Decoder weights from workgroup memory on CPU adapters, read in place on GPUs (their caches
 /// serve a workgroup-uniform address well, and the workgroup memory is left for the reductions).
+/// `INFNERF_WEIGHTS=storage|workgroup` forces one (the tests check both paths on one adapter).
 fn weight_source(gpu: &Gpu, layout: &FieldLayout) -> WeightSource {
     match std::env::var("INFNERF_WEIGHTS").as_deref() {
         Ok("storage") => return WeightSource::Storage,

@@ -281,9 +281,6 @@ impl Workspace {
         })
     }
 
-    /// Bytes of the per-sample buffers per sample.
-    pub const BYTES_PER_SAMPLE: u64 = std::mem::size_of::<Sample>() as u64 + 16 + 16 + 4;
-
     /// The largest per-sample record: bounds the samples a workspace can hold in one binding.
     pub const LARGEST_SAMPLE_RECORD: u64 = std::mem::size_of::<Sample>() as u64;
 }
