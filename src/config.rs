@@ -69,6 +69,13 @@ pub struct FieldConfig {
 pub struct LossConfig {
     /// Weight of the mean squared error of the rendered colour.
     pub lambda_mse: f32,
+    /// Weight of the total variation of the rendered patches' colour (mean absolute difference of
+    /// adjacent pixels per channel, horizontally plus vertically); needs train.patch_size >= 2.
+    pub lambda_tv: f32,
+    /// Weight of the total variation of the rendered patches' depth.
+    pub lambda_tv_depth: f32,
+    /// Weight of the density sparsity: the mean density over the step's sample slots.
+    pub lambda_sparsity: f32,
     /// Level weights of the rendered tree cuts: w_k = 2^(-level_gamma * k) / sum over the cuts
     /// rendered. Signed: the seed's formula (gamma > 0) weighs the root most, although its comment
     /// says finer levels should weigh more (gamma < 0 does that).
@@ -79,7 +86,14 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { lambda_mse: 1.0, level_gamma: 1.0, coarse_cuts: 0 }
+        Self {
+            lambda_mse: 1.0,
+            lambda_tv: 0.0,
+            lambda_tv_depth: 0.0,
+            lambda_sparsity: 0.0,
+            level_gamma: 1.0,
+            coarse_cuts: 0,
+        }
     }
 }
 
@@ -194,8 +208,11 @@ impl Default for TrainConfig {
 }
 
 /// The settings that may change while training (through the trainer's command API), by TOML path.
-pub const LIVE_SETTINGS: [&str; 11] = [
+pub const LIVE_SETTINGS: [&str; 14] = [
     "loss.lambda_mse",
+    "loss.lambda_tv",
+    "loss.lambda_tv_depth",
+    "loss.lambda_sparsity",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -361,8 +378,15 @@ impl Config {
             return bad("train.log_every", "must be positive");
         }
         let l = &self.loss;
-        if !(l.lambda_mse.is_finite() && l.lambda_mse >= 0.0) {
-            return bad("loss.lambda_mse", "must be a number >= 0");
+        for (field, lambda) in [
+            ("loss.lambda_mse", l.lambda_mse),
+            ("loss.lambda_tv", l.lambda_tv),
+            ("loss.lambda_tv_depth", l.lambda_tv_depth),
+            ("loss.lambda_sparsity", l.lambda_sparsity),
+        ] {
+            if !(lambda.is_finite() && lambda >= 0.0) {
+                return bad(field, "must be a number >= 0");
+            }
         }
         if !(l.level_gamma.is_finite() && l.level_gamma.abs() <= 16.0) {
             return bad("loss.level_gamma", "must be a number in [-16, 16]");
@@ -377,6 +401,9 @@ impl Config {
     pub fn lambda(&self, name: &str) -> f32 {
         match name {
             "mse" => self.loss.lambda_mse,
+            "tv" => self.loss.lambda_tv,
+            "tv_depth" => self.loss.lambda_tv_depth,
+            "sparsity" => self.loss.lambda_sparsity,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -387,6 +414,9 @@ impl Config {
         let invalid = |message: String| ConfigError::Live { key: key.to_string(), message };
         match key {
             "loss.lambda_mse" => changed.loss.lambda_mse = value as f32,
+            "loss.lambda_tv" => changed.loss.lambda_tv = value as f32,
+            "loss.lambda_tv_depth" => changed.loss.lambda_tv_depth = value as f32,
+            "loss.lambda_sparsity" => changed.loss.lambda_sparsity = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -419,6 +449,9 @@ impl Config {
     pub fn live(&self, key: &str) -> Option<f64> {
         Some(match key {
             "loss.lambda_mse" => f64::from(self.loss.lambda_mse),
+            "loss.lambda_tv" => f64::from(self.loss.lambda_tv),
+            "loss.lambda_tv_depth" => f64::from(self.loss.lambda_tv_depth),
+            "loss.lambda_sparsity" => f64::from(self.loss.lambda_sparsity),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

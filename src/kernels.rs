@@ -132,6 +132,38 @@ kernel! {
 }
 
 kernel! {
+    /// Total variation of the rendered patches' colour and depth: its gradient per slot.
+    pub struct LossTv, LossTvBindings = "loss_tv" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            rays: Read [Ray],
+            outputs: Read [RayOutput],
+            ray_grads: ReadWrite [RayGrad],
+            losses: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// Density sparsity: its gradient added to the evaluated samples' density gradients.
+    pub struct LossSparsity, LossSparsityBindings = "loss_sparsity" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            samples: Read [Sample],
+            field_out: Read [[f32; 4]],
+            sample_grads: ReadWrite [[f32; 4]],
+            losses: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
     /// dLoss/d(rgb, sigma) per sample from dLoss/d(colour, opacity, depth) per slot.
     pub struct RenderBackward, RenderBackwardBindings = "render_backward" {
         includes: [],
@@ -300,6 +332,8 @@ kernel_set! {
     field_forward: FieldForward,
     render_forward: RenderForward,
     loss_mse: LossMse,
+    loss_tv: LossTv,
+    loss_sparsity: LossSparsity,
     render_backward: RenderBackward,
     field_backward: FieldBackward,
     adam_nodes: AdamNodes,

@@ -192,6 +192,89 @@ fn loss_mse_matches_finite_differences() {
     assert!(per_cut.iter().all(|&n| n > 30), "{per_cut:?}");
 }
 
+/// loss_tv's dLoss/d(colour, depth) per slot against finite differences of the weighted total
+/// variation (its two lambdas and the cuts' weights included); it has no opacity gradient.
+#[test]
+fn loss_tv_matches_finite_differences() {
+    let mut scene = scene();
+    scene.loss.lambdas[0][cpu::TERM_TV] = 0.3;
+    scene.loss.lambdas[0][cpu::TERM_TV_DEPTH] = 0.2;
+    scene.loss.inv_pairs = 1.0 / 41.0;
+    assert!(scene.batch.patch_size >= 2);
+    let mut rng = SplitMix64(13);
+    let mut outputs: Vec<Output> = (0..scene.slots())
+        .map(|_| Output {
+            rgb: [0, 1, 2].map(|_| f64::from(rng.next_f32())),
+            depth: f64::from(rng.next_f32()) * 3.0,
+            ..Default::default()
+        })
+        .collect();
+    let (grads, _) = cpu::loss_tv(&scene.batch, &scene.loss, &scene.rays, &outputs);
+    assert!(grads.iter().all(|g| g.opacity == 0.0));
+    let scale = |pick: fn(&OutputGrad) -> f64| grads.iter().map(pick).fold(0.0f64, |m, v| m.max(v.abs()));
+    let scales = [scale(|g| g.rgb[0]), scale(|g| g.depth)];
+    assert!(scales.iter().all(|&s| s > 0.0));
+    let mut nonzero = 0;
+    for slot in 0..scene.slots() {
+        for k in 0..4 {
+            fn value(o: &mut Output, k: usize) -> &mut f64 {
+                if k < 3 {
+                    &mut o.rgb[k]
+                } else {
+                    &mut o.depth
+                }
+            }
+            let keep = *value(&mut outputs[slot], k);
+            let numeric = central(
+                |v| {
+                    *value(&mut outputs[slot], k) = v;
+                    cpu::weighted_tv(&scene.batch, &scene.loss, &scene.rays, &outputs)
+                },
+                keep,
+            );
+            *value(&mut outputs[slot], k) = keep;
+            let analytic = if k < 3 { grads[slot].rgb[k] } else { grads[slot].depth };
+            check(&format!("slot {slot} output {k}"), analytic, numeric, scales[usize::from(k == 3)]);
+            nonzero += usize::from(numeric != 0.0);
+        }
+    }
+    assert!(nonzero > scene.slots(), "{nonzero} outputs with a gradient");
+}
+
+/// loss_sparsity's dLoss/d sigma per sample against finite differences of the weighted mean density.
+#[test]
+fn loss_sparsity_matches_finite_differences() {
+    let mut scene = scene();
+    scene.loss.lambdas[0][cpu::TERM_SPARSITY] = 0.05;
+    scene.loss.inv_samples = 1.0 / (scene.samples.len() as f32);
+    let mut field = scene.random_field(5);
+    let n_rays = scene.batch.n_rays as usize;
+    let n = scene.batch.samples_per_ray as usize;
+    let weighted = |field: &[[f64; 4]]| {
+        let (_, shares) = cpu::loss_sparsity(&scene.batch, &scene.loss, &scene.samples, field);
+        let weight =
+            |slot: usize| f64::from(scene.loss.lambdas[0][cpu::TERM_SPARSITY] * scene.loss.cut_weights[slot / n_rays]);
+        shares.iter().enumerate().map(|(slot, v)| v * weight(slot)).sum::<f64>()
+    };
+    let (grads, _) = cpu::loss_sparsity(&scene.batch, &scene.loss, &scene.samples, &field);
+    let scale = grads.iter().fold(0.0f64, |m, g| m.max(g.abs()));
+    let mut checked = 0;
+    for s in (0..scene.samples.len()).step_by(3) {
+        let keep = field[s][3];
+        let numeric = central(
+            |v| {
+                field[s][3] = v;
+                weighted(&field)
+            },
+            keep,
+        );
+        field[s][3] = keep;
+        check(&format!("sample {s} (slot {})", s / n), grads[s], numeric, scale);
+        checked += usize::from(numeric != 0.0);
+    }
+    assert!(checked > 50, "{checked} samples with a gradient");
+}
+
 /// The whole chain, params -> field -> render (two cuts) -> weighted MSE plus linear opacity and depth
 /// terms, against field_backward(render_backward(loss_mse + those terms)): sampled entries of every
 /// decoder tensor of every used node and of every hash level, each against its tensor's own scale.

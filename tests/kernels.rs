@@ -1173,3 +1173,86 @@ fn a_step_in_chunks_equals_the_step_in_one() {
     let differ = a.iter().zip(b.iter()).filter(|(x, y)| (*x - *y).abs() > 1e-5).count();
     assert!(differ * 1000 <= moved, "{differ} of {moved} moved parameters differ");
 }
+
+/// The regularisers: total variation of the rendered patches (colour and depth) adds its gradient to
+/// the slots' after loss_mse; density sparsity adds its gradient to the samples' after
+/// render_backward. Both against the reference, with their per-slot loss shares.
+#[test]
+fn tv_and_sparsity_match_reference() {
+    let mut config = config();
+    config.loss.lambda_tv = 0.3;
+    config.loss.lambda_tv_depth = 0.2;
+    config.loss.lambda_sparsity = 0.05;
+    let f = Fixture::new(common::gpu(), config, 12);
+    let t = &f.trainer;
+    f.randomize_params(14);
+    f.forward();
+    let (batch, rays, samples, field, outputs) = (f.batch(), f.rays(), f.samples(), f.field_out(), f.outputs());
+    let loss = f.loss();
+    assert!(loss.lambdas[0][1] > 0.0 && loss.lambdas[0][2] > 0.0 && loss.lambdas[0][3] > 0.0);
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let (mse_grads, _) = cpu::loss_mse(&batch, &loss, &rays, &outputs);
+    let (tv_grads, [tv, tv_depth]) = cpu::loss_tv(&batch, &loss, &rays, &outputs);
+    let ray_grads = f.ray_grads();
+    let scale = |pick: fn(&OutputGrad) -> f64| tv_grads.iter().map(pick).fold(0.0f64, |m, v| m.max(v.abs()));
+    let (rgb_scale, depth_scale) = (scale(|g| g.rgb[0]), scale(|g| g.depth));
+    assert!(rgb_scale > 0.0 && depth_scale > 0.0);
+    for slot in 0..f.slots() {
+        let (g, m, v) = (&ray_grads[slot], &mse_grads[slot], &tv_grads[slot]);
+        for k in 0..3 {
+            let want = m.rgb[k] + v.rgb[k];
+            assert!((g.rgb[k] - want).abs() <= 1e-5 * rgb_scale, "slot {slot} rgb {k}: {} vs {want}", g.rgb[k]);
+        }
+        assert!((g.depth - v.depth).abs() <= 1e-5 * depth_scale, "slot {slot} depth: {} vs {}", g.depth, v.depth);
+    }
+    let losses = to_f64(&f.read::<f32>(&t.train.losses, f.slots() * LOSS_TERMS));
+    let row = |term: usize| &losses[term * f.slots()..(term + 1) * f.slots()];
+    for (term, want) in [(cpu::TERM_TV, &tv), (cpu::TERM_TV_DEPTH, &tv_depth)] {
+        let total: f64 = want.iter().sum();
+        assert!(total > 0.0);
+        for (slot, (g, c)) in row(term).iter().zip(want.iter()).enumerate() {
+            assert!((g - c).abs() <= 1e-5 * total, "term {term} slot {slot}: {g} vs {c}");
+        }
+    }
+
+    // render_backward, then sparsity adds its constant density gradient to the evaluated samples
+    f.run(|t, rec| {
+        rec.dispatch(&t.kernels.render_backward, &t.train.groups.render_backward, slots);
+        rec.dispatch(&t.kernels.loss_sparsity, &t.train.groups.loss_sparsity, slots);
+    });
+    let render_grads = cpu::render_backward(&batch, &samples, &field, &outputs, &ray_grads);
+    let (sparsity_grads, sparsity) = cpu::loss_sparsity(&batch, &loss, &samples, &field);
+    let sample_grads = f.sample_grads();
+    let density_scale = render_grads.iter().fold(0.0f64, |m, g| m.max(g[3].abs()));
+    assert!(sparsity_grads.iter().any(|&g| g > 0.0));
+    for s in 0..samples.len() {
+        let want = render_grads[s][3] + sparsity_grads[s];
+        assert!(
+            (sample_grads[s][3] - want).abs() <= 2e-5 * density_scale,
+            "sample {s}: {} vs {want}",
+            sample_grads[s][3]
+        );
+    }
+    let losses = to_f64(&f.read::<f32>(&t.train.losses, f.slots() * LOSS_TERMS));
+    let total: f64 = sparsity.iter().sum();
+    assert!(total > 0.0);
+    for (slot, (g, c)) in losses[cpu::TERM_SPARSITY * f.slots()..].iter().zip(&sparsity).enumerate() {
+        assert!((g - c).abs() <= 1e-5 * total, "sparsity of slot {slot}: {g} vs {c}");
+    }
+}
+
+/// A term whose lambda is 0 costs nothing: its pass is not dispatched.
+#[test]
+fn terms_at_lambda_zero_are_not_dispatched() {
+    let mut config = config();
+    let mut counts = Vec::new();
+    for lambda in [0.0, 0.1] {
+        config.loss.lambda_tv = lambda;
+        config.loss.lambda_sparsity = lambda;
+        let mut f = Fixture::new(common::gpu(), config.clone(), 12);
+        f.trainer.run_step(&f.plan.clone(), None).unwrap();
+        counts.push(f.trainer.last_dispatches);
+    }
+    assert_eq!(counts[1], counts[0] + 2, "dispatches per step: {counts:?}");
+}

@@ -7,8 +7,8 @@ use crate::gpu_struct;
 pub const MAX_CUTS: usize = 4;
 
 /// The loss terms, in the order of their rows in the per-ray loss buffer and the statistics.
-pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse"];
-pub const LOSS_TERMS: usize = 1;
+pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity"];
+pub const LOSS_TERMS: usize = 4;
 
 /// Loss terms a `LossUniforms` can weigh (`lambdas`).
 pub const MAX_LOSS_TERMS: usize = 16;
@@ -106,9 +106,11 @@ gpu_struct! {
     pub struct LossUniforms {
         /// 1 / (3 * rays with a target): the mean over rays and channels
         pub inv_count: f32,
-        pub _pad0: f32,
-        pub _pad1: f32,
-        pub _pad2: f32,
+        /// 1 / (sample slots of the step's rays): the mean over samples
+        pub inv_samples: f32,
+        /// 1 / (3 * adjacent pixel pairs per direction in the step's patches)
+        pub inv_pairs: f32,
+        pub _pad: f32,
         /// level weight of each rendered cut
         pub cut_weights: [f32; 4],
         /// weight of loss term t (its index in LOSS_NAMES, TERM_* in WGSL) at lambdas[t / 4][t % 4]

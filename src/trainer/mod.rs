@@ -415,8 +415,17 @@ impl Trainer {
         for (t, name) in LOSS_NAMES.iter().enumerate() {
             lambdas[t / 4][t % 4] = self.config.lambda(name);
         }
-        let inv_count = 1.0 / (3.0 * plan.valid_rays.max(1) as f32);
-        LossUniforms { inv_count, cut_weights, lambdas, ..Default::default() }
+        let t = &self.config.train;
+        let rays = plan.patches.len() as f32 * (t.patch_size * t.patch_size) as f32;
+        let pairs = plan.patches.len() as f32 * (t.patch_size * t.patch_size.saturating_sub(1)) as f32;
+        LossUniforms {
+            inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
+            inv_samples: 1.0 / (rays * t.samples_per_ray as f32).max(1.0),
+            inv_pairs: 1.0 / (3.0 * pairs.max(1.0)),
+            cut_weights,
+            lambdas,
+            _pad: 0.0,
+        }
     }
 
     /// Chunks of a step's patches.
@@ -515,15 +524,26 @@ impl Trainer {
     }
 
     /// The loss passes: each adds its dLoss/d(output) to the slots' gradients.
+    /// A term whose lambda is 0 costs nothing (its pass is not run; its statistics read 0).
     pub fn record_losses(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
+        let (k, g) = (&self.kernels, &ws.groups);
         rec.clear(&ws.ray_grads);
-        rec.dispatch(&self.kernels.loss_mse, &ws.groups.loss_mse, slots);
+        rec.clear(&ws.losses);
+        // always: it is also the training metric (psnr_train)
+        rec.dispatch(&k.loss_mse, &g.loss_mse, slots);
+        if self.config.lambda("tv") > 0.0 || self.config.lambda("tv_depth") > 0.0 {
+            rec.dispatch(&k.loss_tv, &g.loss_tv, slots);
+        }
     }
 
-    /// render_backward -> field_backward (per page): gradients summed into the model's.
+    /// render_backward -> the losses on samples -> field_backward (per page): gradients summed into
+    /// the model's.
     pub fn record_backward(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
         let k = &self.kernels;
         rec.dispatch(&k.render_backward, &ws.groups.render_backward, slots);
+        if self.config.lambda("sparsity") > 0.0 {
+            rec.dispatch(&k.loss_sparsity, &ws.groups.loss_sparsity, slots);
+        }
         for (page, group) in ws.groups.field_backward.iter().enumerate() {
             rec.dispatch_indirect(&k.field_backward, group, &ws.dispatch_args, page as u64 * 12);
         }

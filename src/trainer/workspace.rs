@@ -7,8 +7,9 @@ use crate::gpu::records::{
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossStatsBindings,
-    NodeScanBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossSparsityBindings,
+    LossStatsBindings, LossTvBindings, NodeScanBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings,
+    SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
@@ -71,6 +72,8 @@ pub struct Groups {
     pub field_forward: Vec<wgpu::BindGroup>,
     pub render_forward: wgpu::BindGroup,
     pub loss_mse: wgpu::BindGroup,
+    pub loss_tv: wgpu::BindGroup,
+    pub loss_sparsity: wgpu::BindGroup,
     pub render_backward: wgpu::BindGroup,
     pub field_backward: Vec<wgpu::BindGroup>,
     pub adam_nodes: Vec<wgpu::BindGroup>,
@@ -185,6 +188,28 @@ impl Workspace {
                     rays: &rays,
                     outputs: &outputs,
                     ray_grads: &ray_grads,
+                    losses: &losses,
+                },
+            ),
+            loss_tv: kernels.loss_tv.bind(
+                gpu,
+                &LossTvBindings {
+                    batch: &batch,
+                    loss: &loss,
+                    rays: &rays,
+                    outputs: &outputs,
+                    ray_grads: &ray_grads,
+                    losses: &losses,
+                },
+            ),
+            loss_sparsity: kernels.loss_sparsity.bind(
+                gpu,
+                &LossSparsityBindings {
+                    batch: &batch,
+                    loss: &loss,
+                    samples: &samples,
+                    field_out: &field_out,
+                    sample_grads: &sample_grads,
                     losses: &losses,
                 },
             ),

@@ -476,6 +476,90 @@ pub fn weighted_mse(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &
         .sum()
 }
 
+/// The weight of loss term `term` (its index in LOSS_NAMES) at the cut of `slot`.
+fn term_weight(batch: &Batch, loss: &LossUniforms, term: usize, slot: usize) -> f64 {
+    f64::from(loss.lambdas[term / 4][term % 4]) * f64::from(loss.cut_weights[slot / batch.n_rays as usize])
+}
+
+pub const TERM_TV: usize = 1;
+pub const TERM_TV_DEPTH: usize = 2;
+pub const TERM_SPARSITY: usize = 3;
+
+/// loss_tv.wgsl: (dLoss/d(rgb, depth) per slot, the unweighted shares of TV and TV_DEPTH per slot).
+/// The pairs are the horizontally and vertically adjacent pixels of each patch with both pixels on
+/// the image; a slot's shares are its pairs to the right and below.
+pub fn loss_tv(
+    batch: &Batch,
+    loss: &LossUniforms,
+    rays: &[Ray],
+    outputs: &[Output],
+) -> (Vec<OutputGrad>, [Vec<f64>; 2]) {
+    let (n_rays, p) = (batch.n_rays as usize, batch.patch_size as usize);
+    let inv = f64::from(loss.inv_pairs);
+    let inside = |slot: usize| rays[slot % n_rays].target_rgb[3] > 0.0;
+    let mut grads = vec![OutputGrad::default(); outputs.len()];
+    let mut shares = [vec![0.0; outputs.len()], vec![0.0; outputs.len()]];
+    for slot in 0..outputs.len() {
+        let within = (slot % n_rays) % (p * p);
+        let (x, y) = (within % p, within / p);
+        for (exists, n) in [(x + 1 < p, slot + 1), (y + 1 < p, slot + p)] {
+            if !exists || !inside(slot) || !inside(n) {
+                continue;
+            }
+            let (a, b) = (&outputs[slot], &outputs[n]);
+            for c in 0..3 {
+                let d = a.rgb[c] - b.rgb[c];
+                shares[0][slot] += d.abs() * inv;
+                let g = d.signum() * inv * term_weight(batch, loss, TERM_TV, slot);
+                grads[slot].rgb[c] += g;
+                grads[n].rgb[c] -= g;
+            }
+            let d = a.depth - b.depth;
+            shares[1][slot] += d.abs() * 3.0 * inv;
+            let g = d.signum() * 3.0 * inv * term_weight(batch, loss, TERM_TV_DEPTH, slot);
+            grads[slot].depth += g;
+            grads[n].depth -= g;
+        }
+    }
+    (grads, shares)
+}
+
+/// The weighted total variation the optimiser sees (what loss_tv's gradients are the gradient of).
+pub fn weighted_tv(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> f64 {
+    let (_, [rgb, depth]) = loss_tv(batch, loss, rays, outputs);
+    (0..outputs.len())
+        .map(|slot| {
+            rgb[slot] * term_weight(batch, loss, TERM_TV, slot)
+                + depth[slot] * term_weight(batch, loss, TERM_TV_DEPTH, slot)
+        })
+        .sum()
+}
+
+/// loss_sparsity.wgsl: (dLoss/d sigma to add per sample, the unweighted share per slot).
+pub fn loss_sparsity(
+    batch: &Batch,
+    loss: &LossUniforms,
+    samples: &[Sample],
+    field: &[[f64; 4]],
+) -> (Vec<f64>, Vec<f64>) {
+    let n = batch.samples_per_ray as usize;
+    let inv = f64::from(loss.inv_samples);
+    let mut grads = vec![0.0; samples.len()];
+    let shares = (0..slots(batch))
+        .map(|slot| {
+            let mut total = 0.0;
+            for s in slot * n..(slot + 1) * n {
+                if samples[s].node != NO_NODE {
+                    total += field[s][3];
+                    grads[s] = inv * term_weight(batch, loss, TERM_SPARSITY, slot);
+                }
+            }
+            total * inv
+        })
+        .collect();
+    (grads, shares)
+}
+
 /// render_backward.wgsl: dLoss/d(rgb, sigma) per sample from dLoss/d(rgb, opacity, depth) per slot
 /// (`outputs`: the forward render's, which the formulas reuse).
 pub fn render_backward(

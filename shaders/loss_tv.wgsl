@@ -1,0 +1,58 @@
+// Loss: total variation of the rendered patches (seed §1 regularisation, SPEC §3.3): the mean
+// absolute difference between horizontally and vertically adjacent pixels of a patch, of the colour
+// (term TV, per channel) and of the depth (term TV_DEPTH), summed over the two directions. Pairs with
+// a pixel off the image count as 0; the mean is over every pair of the step's patches. Each slot
+// writes the loss of the pairs to its right and below (so no pair counts twice) and adds to its own
+// RayGrad the gradient of every pair it is in: its neighbours' values are read, never written.
+// Weighted like every per-cut term by lambda and the slot's cut weight.
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let slot = flat_index(wg, nwg, local, WORKGROUP);
+    let n_slots = batch.n_rays * batch.n_cuts;
+    if slot >= n_slots {
+        return;
+    }
+    let p = batch.patch_size;
+    let r = slot % batch.n_rays;
+    let within = r % (p * p);
+    let x = within % p;
+    let y = within / p;
+    let weight = loss.cut_weights[slot / batch.n_rays];
+    let lambda_rgb = loss.lambdas[TERM_TV / 4u][TERM_TV % 4u] * weight;
+    let lambda_depth = loss.lambdas[TERM_TV_DEPTH / 4u][TERM_TV_DEPTH % 4u] * weight;
+    let me = outputs[slot];
+    let inside = rays[r].target_rgb.w > 0.0;
+    var value_rgb = 0.0;
+    var value_depth = 0.0;
+    var d_rgb = vec3<f32>(0.0);
+    var d_depth = 0.0;
+    // left, right, up, down neighbours inside the patch
+    for (var k = 0u; k < 4u; k++) {
+        var n = 0u;
+        var exists = false;
+        switch k {
+            case 0u: { exists = x > 0u; n = slot - 1u; }
+            case 1u: { exists = x + 1u < p; n = slot + 1u; }
+            case 2u: { exists = y > 0u; n = slot - p; }
+            default: { exists = y + 1u < p; n = slot + p; }
+        }
+        if !exists || !inside || rays[n % batch.n_rays].target_rgb.w <= 0.0 {
+            continue;
+        }
+        let other = outputs[n];
+        let diff = me.rgb - other.rgb;
+        let diff_depth = me.depth - other.depth;
+        d_rgb += sign(diff);
+        d_depth += sign(diff_depth);
+        // the pair to the right and the one below belong to this slot
+        if k == 1u || k == 3u {
+            value_rgb += abs(diff.x) + abs(diff.y) + abs(diff.z);
+            value_depth += abs(diff_depth);
+        }
+    }
+    losses[TERM_TV * n_slots + slot] = value_rgb * loss.inv_pairs;
+    losses[TERM_TV_DEPTH * n_slots + slot] = value_depth * 3.0 * loss.inv_pairs;
+    ray_grads[slot].rgb += d_rgb * loss.inv_pairs * lambda_rgb;
+    ray_grads[slot].depth += d_depth * 3.0 * loss.inv_pairs * lambda_depth;
+}
