@@ -1,6 +1,8 @@
 //! Settings, read from TOML. Every field has a default that works; `validate` names the bad field.
 
+use crate::loss_weights::{find_term_group, Group, TERM_GROUPS};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Largest `data.downscale`: beyond it the images of any real capture are a few pixels wide.
@@ -13,6 +15,7 @@ pub struct Config {
     pub field: FieldConfig,
     pub train: TrainConfig,
     pub loss: LossConfig,
+    pub schedule: ScheduleConfig,
 }
 
 /// How images become training rays.
@@ -94,6 +97,133 @@ impl Default for LossConfig {
             level_gamma: 1.0,
             coarse_cuts: 0,
         }
+    }
+}
+
+/// How the loss terms' weights change over the training (SPEC §3.6, §3.7; `loss_weights`): the
+/// seed's schedule of four groups of terms, its dynamic balancer, and overrides of either.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Steps over which the geometric terms ramp linearly from 0 to their lambdas (0: full weight
+    /// from the start).
+    pub geometric_warmup_steps: u32,
+    /// The regularization terms weigh 0 until this step, then ramp linearly to their lambdas over as
+    /// many steps again (0: full weight from the start).
+    pub regularization_start_steps: u32,
+    /// The consistency terms rise linearly to their lambdas at this step, then decay linearly over as
+    /// many steps again, floored at 0.1 of their lambdas.
+    pub consistency_peak_steps: u32,
+    /// Dynamic balancing: each term weighed by 1 / (1 + CV) of its last `balancer_window` values.
+    /// Off by default: with Adam a term's overall scale hardly matters, so the balancer only acts
+    /// between terms, and the default losses (MSE alone) leave it nothing to balance but noise.
+    pub balancer: bool,
+    /// Values of each term the balancer's CV is taken over (the seed's 10); 1 until that many exist.
+    pub balancer_window: u32,
+    /// Replaces the schedule's rgb multiplier: "auto" (the schedule) or a number in [0, 1].
+    #[serde(with = "auto_or_number")]
+    pub override_rgb: Option<f32>,
+    /// Replaces the schedule's geometric multiplier: "auto" or a number in [0, 1].
+    #[serde(with = "auto_or_number")]
+    pub override_geometric: Option<f32>,
+    /// Replaces the schedule's regularization multiplier: "auto" or a number in [0, 1].
+    #[serde(with = "auto_or_number")]
+    pub override_regularization: Option<f32>,
+    /// Replaces the schedule's consistency multiplier: "auto" or a number in [0, 1].
+    #[serde(with = "auto_or_number")]
+    pub override_consistency: Option<f32>,
+    /// Replaces the balancer's weight of the terms named, e.g. `{ ssim = 1.0 }`, each in [0, 1]
+    /// (whether `balancer` is on or not); the terms left out keep theirs.
+    pub balancer_override: BTreeMap<String, f32>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            geometric_warmup_steps: 500,
+            regularization_start_steps: 1000,
+            consistency_peak_steps: 2000,
+            balancer: false,
+            balancer_window: 10,
+            override_rgb: None,
+            override_geometric: None,
+            override_regularization: None,
+            override_consistency: None,
+            balancer_override: BTreeMap::new(),
+        }
+    }
+}
+
+impl ScheduleConfig {
+    /// The override of `group`'s schedule multiplier (None: the schedule's own).
+    pub fn group_override(&self, group: Group) -> Option<f32> {
+        match group {
+            Group::Rgb => self.override_rgb,
+            Group::Geometric => self.override_geometric,
+            Group::Regularization => self.override_regularization,
+            Group::Consistency => self.override_consistency,
+        }
+    }
+
+    fn group_override_mut(&mut self, group: Group) -> &mut Option<f32> {
+        match group {
+            Group::Rgb => &mut self.override_rgb,
+            Group::Geometric => &mut self.override_geometric,
+            Group::Regularization => &mut self.override_regularization,
+            Group::Consistency => &mut self.override_consistency,
+        }
+    }
+
+    /// The same settings with no override: the bare schedule and balancer, for plotting behind an
+    /// override.
+    pub fn without_overrides(&self) -> Self {
+        Self {
+            override_rgb: None,
+            override_geometric: None,
+            override_regularization: None,
+            override_consistency: None,
+            balancer_override: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
+}
+
+/// An optional multiplier in TOML, which has no null: the string "auto" is None.
+mod auto_or_number {
+    use serde::{de, Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(value: &Option<f32>, serializer: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(v) => serializer.serialize_f32(*v),
+            None => serializer.serialize_str("auto"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f32>, D::Error> {
+        struct AutoOrNumber;
+        impl de::Visitor<'_> for AutoOrNumber {
+            type Value = Option<f32>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"auto\" or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                match v {
+                    "auto" => Ok(None),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Some(v as f32))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Some(v as f32))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Some(v as f32))
+            }
+        }
+        deserializer.deserialize_any(AutoOrNumber)
     }
 }
 
@@ -208,7 +338,10 @@ impl Default for TrainConfig {
 }
 
 /// The settings that may change while training (through the trainer's command API), by TOML path.
-pub const LIVE_SETTINGS: [&str; 14] = [
+/// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
+/// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
+/// `schedule.balancer` takes 0 (off) or 1 (on).
+pub const LIVE_SETTINGS: [&str; 23] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
@@ -223,7 +356,19 @@ pub const LIVE_SETTINGS: [&str; 14] = [
     "train.occupancy_threshold",
     "train.occupancy_explore",
     "data.coarse_fraction",
+    "schedule.geometric_warmup_steps",
+    "schedule.regularization_start_steps",
+    "schedule.consistency_peak_steps",
+    "schedule.balancer",
+    "schedule.balancer_window",
+    "schedule.override_rgb",
+    "schedule.override_geometric",
+    "schedule.override_regularization",
+    "schedule.override_consistency",
 ];
+
+/// The live keys of the per-term balancer overrides: this prefix and a term's name.
+pub const BALANCER_OVERRIDE_KEY: &str = "schedule.balancer_override.";
 
 /// A setting that cannot work, named by its TOML path.
 #[derive(Debug, thiserror::Error)]
@@ -394,6 +539,35 @@ impl Config {
         if l.coarse_cuts as usize >= crate::gpu::records::MAX_CUTS {
             return bad("loss.coarse_cuts", "must be at most 3");
         }
+        let sc = &self.schedule;
+        if sc.consistency_peak_steps == 0 {
+            return bad("schedule.consistency_peak_steps", "must be positive");
+        }
+        if !(2..=10_000).contains(&sc.balancer_window) {
+            return bad("schedule.balancer_window", "must be in 2..=10000");
+        }
+        for (field, value) in [
+            ("schedule.override_rgb", sc.override_rgb),
+            ("schedule.override_geometric", sc.override_geometric),
+            ("schedule.override_regularization", sc.override_regularization),
+            ("schedule.override_consistency", sc.override_consistency),
+        ] {
+            if value.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                return bad(field, "must be \"auto\" or a number in [0, 1]");
+            }
+        }
+        for (term, &value) in &sc.balancer_override {
+            if find_term_group(term).is_none() {
+                let terms: Vec<&str> = TERM_GROUPS.iter().map(|(name, _)| *name).collect();
+                return bad(
+                    "schedule.balancer_override",
+                    &format!("names no loss term {term:?}; terms: {}", terms.join(", ")),
+                );
+            }
+            if !(0.0..=1.0).contains(&value) {
+                return bad("schedule.balancer_override", &format!("{term} must be a number in [0, 1]"));
+            }
+        }
         Ok(())
     }
 
@@ -435,9 +609,43 @@ impl Config {
             "train.occupancy_threshold" => changed.train.occupancy_threshold = value as f32,
             "train.occupancy_explore" => changed.train.occupancy_explore = value as f32,
             "data.coarse_fraction" => changed.data.coarse_fraction = value as f32,
+            "schedule.geometric_warmup_steps"
+            | "schedule.regularization_start_steps"
+            | "schedule.consistency_peak_steps"
+            | "schedule.balancer_window" => {
+                let v = whole(value).ok_or_else(|| invalid(format!("must be a whole number >= 0, got {value}")))?;
+                let sc = &mut changed.schedule;
+                match key {
+                    "schedule.geometric_warmup_steps" => sc.geometric_warmup_steps = v,
+                    "schedule.regularization_start_steps" => sc.regularization_start_steps = v,
+                    "schedule.consistency_peak_steps" => sc.consistency_peak_steps = v,
+                    _ => sc.balancer_window = v,
+                }
+            }
+            "schedule.balancer" => {
+                if value != 0.0 && value != 1.0 {
+                    return Err(invalid(format!("must be 0 (off) or 1 (on), got {value}")));
+                }
+                changed.schedule.balancer = value == 1.0;
+            }
             _ => {
-                let message = format!("cannot change while training; these can: {}", LIVE_SETTINGS.join(", "));
-                return Err(invalid(message));
+                if let Some(group) = live_group(key) {
+                    *changed.schedule.group_override_mut(group) = auto_or(value);
+                } else if let Some(term) = live_term(key) {
+                    if !(value.is_nan() || (0.0..=1.0).contains(&value)) {
+                        return Err(invalid(format!("must be NaN (auto) or a number in [0, 1], got {value}")));
+                    }
+                    match auto_or(value) {
+                        Some(v) => changed.schedule.balancer_override.insert(term.to_string(), v),
+                        None => changed.schedule.balancer_override.remove(term),
+                    };
+                } else {
+                    let message = format!(
+                        "cannot change while training; these can: {}, {BALANCER_OVERRIDE_KEY}<term>",
+                        LIVE_SETTINGS.join(", ")
+                    );
+                    return Err(invalid(message));
+                }
             }
         }
         changed.validate("live setting")?;
@@ -462,13 +670,45 @@ impl Config {
             "train.occupancy_threshold" => f64::from(self.train.occupancy_threshold),
             "train.occupancy_explore" => f64::from(self.train.occupancy_explore),
             "data.coarse_fraction" => f64::from(self.data.coarse_fraction),
-            _ => return None,
+            "schedule.geometric_warmup_steps" => f64::from(self.schedule.geometric_warmup_steps),
+            "schedule.regularization_start_steps" => f64::from(self.schedule.regularization_start_steps),
+            "schedule.consistency_peak_steps" => f64::from(self.schedule.consistency_peak_steps),
+            "schedule.balancer" => f64::from(u8::from(self.schedule.balancer)),
+            "schedule.balancer_window" => f64::from(self.schedule.balancer_window),
+            _ => {
+                let value = match live_group(key) {
+                    Some(group) => self.schedule.group_override(group),
+                    None => self.schedule.balancer_override.get(live_term(key)?).copied(),
+                };
+                value.map_or(f64::NAN, f64::from)
+            }
         })
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }
+}
+
+/// A live value that must be a step count or similar: a whole number in u32's range.
+fn whole(value: f64) -> Option<u32> {
+    (value.is_finite() && value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0).then_some(value as u32)
+}
+
+/// The group of a live key `schedule.override_<group>`.
+fn live_group(key: &str) -> Option<Group> {
+    let name = key.strip_prefix("schedule.override_")?;
+    Group::ALL.into_iter().find(|g| g.name() == name)
+}
+
+/// The term of a live key `schedule.balancer_override.<term>`.
+fn live_term(key: &str) -> Option<&str> {
+    key.strip_prefix(BALANCER_OVERRIDE_KEY).filter(|term| find_term_group(term).is_some())
+}
+
+/// A live override value: NaN is "auto".
+fn auto_or(value: f64) -> Option<f32> {
+    (!value.is_nan()).then_some(value as f32)
 }
 
 impl Config {

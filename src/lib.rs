@@ -1,7 +1,8 @@
 //! infnerf: octree level-of-detail neural radiance fields trained by WGSL compute kernels.
 //!
 //! The pipeline, module by module: `data` (posed images) -> `octree` (level of detail) ->
-//! `field` (per-node parameters) -> `gpu` + `shaders/` (the passes) -> `trainer` (a step) ->
+//! `field` (per-node parameters) -> `gpu` + `shaders/` (the passes) -> `loss_weights` (what each
+//! loss term counts at a step) -> `trainer` (a step) ->
 //! `run` (train / eval) and `bench`.
 
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod field;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod loss_weights;
 pub mod metrics;
 pub mod octree;
 pub mod run;

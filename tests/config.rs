@@ -98,6 +98,10 @@ fn every_live_setting_can_be_set_and_read_back() {
         // a valid value different from the default (whole numbers for the step counts)
         let value = match key {
             "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" => before * 2.0,
+            k if k.starts_with("schedule.") && k.ends_with("_steps") || k == "schedule.balancer_window" => before * 2.0,
+            "schedule.balancer" => 1.0 - before,
+            // the overrides are "auto" (NaN) by default
+            k if k.starts_with("schedule.override_") => 0.5,
             // terms off by default
             _ if before == 0.0 => 0.25,
             _ => before * 0.5,
