@@ -6,6 +6,7 @@ use crate::data::{load_dataset, Dataset, Image, LoadOptions, View};
 use crate::field::SplitMix64;
 use crate::gpu::{Gpu, GpuOptions};
 use crate::io::{load_checkpoint, save_checkpoint, write_atomic, MetricsLog, CHECKPOINT_TENSORS};
+use crate::loss_weights::{Balancer, Group};
 use crate::metrics::{mse, psnr, ssim};
 use crate::octree::Octree;
 use crate::session::{Event, Session, SessionOptions, StepStats};
@@ -74,6 +75,14 @@ pub struct MetricsLine {
     pub sanitized: u64,
     pub sanitized_by_pass: BTreeMap<String, u32>,
     pub dispatches_per_step: u32,
+    /// Every term's weight at `step`: lambda x schedule x balancer (SPEC §3.6, §3.7).
+    pub loss_weights: BTreeMap<String, f64>,
+    /// The schedule's multiplier of each term group (rgb, geometric, regularization, consistency).
+    pub schedule_weights: BTreeMap<String, f64>,
+    /// The balancer's weight of each term it has seen (applied when schedule.balancer is on).
+    pub balancer_weights: BTreeMap<String, f64>,
+    /// The level weights of the last step's rendered cuts, finest first.
+    pub level_weights: Vec<f32>,
 }
 
 impl MetricsLine {
@@ -96,6 +105,10 @@ impl MetricsLine {
             sanitized: s.loss.sanitized_total(),
             sanitized_by_pass: s.loss.sanitized.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             dispatches_per_step: s.dispatches,
+            loss_weights: s.loss.term_weights.iter().map(|(k, w)| (k.to_string(), *w)).collect(),
+            schedule_weights: Group::ALL.iter().map(|&g| (g.name().to_string(), s.loss.schedule.get(g))).collect(),
+            balancer_weights: s.loss.balancer.clone(),
+            level_weights: s.loss.level_weights.clone(),
         }
     }
 }
@@ -366,6 +379,7 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -
         "step": trainer.step,
         "elapsed_s": elapsed_s,
         "rng": trainer.rng.0.to_string(),
+        "balancer": trainer.balancer,
         "config": trainer.config,
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
@@ -396,6 +410,8 @@ pub struct CheckpointState {
     pub params: Vec<f32>,
     pub moments: Option<(Vec<f32>, Vec<f32>)>,
     pub occupancy: Option<(Vec<f32>, f32)>,
+    /// The loss balancer's history (absent in older checkpoints: it starts empty).
+    pub balancer: Option<Balancer>,
 }
 
 impl CheckpointState {
@@ -442,7 +458,25 @@ impl CheckpointState {
             (Some(grid), Some(mean)) => Some((grid, mean[0])),
             _ => None,
         };
-        Ok(Self { path: path.to_path_buf(), config, octree, step, elapsed_s, rng, params, moments, occupancy })
+        let balancer = match metadata.get("balancer") {
+            None => None,
+            Some(value) => Some(
+                serde_json::from_value(value.clone())
+                    .with_context(|| format!("{name}: metadata field `balancer` is malformed"))?,
+            ),
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            config,
+            octree,
+            step,
+            elapsed_s,
+            rng,
+            params,
+            moments,
+            occupancy,
+            balancer,
+        })
     }
 
     /// A trainer in this state (for training, the state must be complete: moments and RNG).
@@ -460,6 +494,9 @@ impl CheckpointState {
         trainer.step = self.step;
         if let Some(rng) = self.rng {
             trainer.rng = SplitMix64(rng);
+        }
+        if let Some(balancer) = self.balancer {
+            trainer.balancer = balancer;
         }
         Ok(trainer)
     }

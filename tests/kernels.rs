@@ -110,7 +110,7 @@ impl Fixture {
 
     /// The loss uniforms of the plan, as the loss passes must see them.
     fn loss(&self) -> LossUniforms {
-        let loss = self.trainer.loss_uniforms(&self.plan);
+        let loss = self.trainer.loss_uniforms(self.trainer.step, &self.plan);
         assert_eq!(loss.lambdas[0][0], self.trainer.config.loss.lambda_mse);
         assert_eq!(&loss.cut_weights[..self.plan.cut_weights.len()], &self.plan.cut_weights[..]);
         loss
@@ -1183,6 +1183,8 @@ fn tv_and_sparsity_match_reference() {
     config.loss.lambda_tv = 0.3;
     config.loss.lambda_tv_depth = 0.2;
     config.loss.lambda_sparsity = 0.05;
+    // the regularisers at full weight from the first step (the schedule starts them later)
+    config.schedule.regularization_start_steps = 0;
     let f = Fixture::new(common::gpu(), config, 12);
     let t = &f.trainer;
     f.randomize_params(14);
@@ -1246,6 +1248,7 @@ fn tv_and_sparsity_match_reference() {
 #[test]
 fn terms_at_lambda_zero_are_not_dispatched() {
     let mut config = config();
+    config.schedule.regularization_start_steps = 0;
     let mut counts = Vec::new();
     for lambda in [0.0, 0.1] {
         config.loss.lambda_tv = lambda;
@@ -1255,4 +1258,33 @@ fn terms_at_lambda_zero_are_not_dispatched() {
         counts.push(f.trainer.last_dispatches);
     }
     assert_eq!(counts[1], counts[0] + 2, "dispatches per step: {counts:?}");
+}
+
+/// The trainer weighs each term by lambda x its group's schedule multiplier x its balancer weight
+/// (SPEC §3.6, §3.7), in the uniforms the loss passes read and in the choice of passes to run.
+#[test]
+fn the_schedule_and_the_balancer_weigh_the_terms() {
+    let mut config = config();
+    config.loss.lambda_tv = 0.2;
+    config.schedule.regularization_start_steps = 100;
+    let mut f = Fixture::new(common::gpu(), config, 12);
+    let t = &mut f.trainer;
+    assert_eq!(t.term_weight("tv", 0), 0.0);
+    assert!((t.term_weight("tv", 150) - 0.1).abs() < 1e-7, "half way up the ramp");
+    assert!((t.term_weight("tv", 5000) - 0.2).abs() < 1e-7);
+    assert_eq!(t.loss_uniforms(150, &f.plan).lambdas[0][cpu::TERM_TV], t.term_weight("tv", 150));
+    assert_eq!(t.term_weight("mse", 0), 0.7, "rgb is not scheduled");
+    // the balancer: 1 / (1 + CV) of the last `balancer_window` values, once it has them
+    t.config.schedule.balancer = true;
+    t.config.schedule.balancer_window = 4;
+    t.balancer.set_window(4);
+    for v in [1.0, 3.0, 1.0] {
+        t.balancer.record("mse", v);
+        assert_eq!(t.term_weight("mse", 0), 0.7, "fewer than 4 values: weight 1");
+    }
+    t.balancer.record("mse", 3.0);
+    // mean 2, population std 1: CV 1/2
+    assert!((t.term_weight("mse", 0) - 0.7 / 1.5).abs() < 1e-6, "{}", t.term_weight("mse", 0));
+    t.config.schedule.balancer = false;
+    assert_eq!(t.term_weight("mse", 0), 0.7);
 }

@@ -68,6 +68,10 @@ fn training_raises_test_psnr_and_writes_every_output() {
         "sanitized",
         "sanitized_by_pass",
         "dispatches_per_step",
+        "loss_weights",
+        "schedule_weights",
+        "balancer_weights",
+        "level_weights",
     ] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
     }

@@ -22,9 +22,11 @@ use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
 use crate::gpu::Gpu;
 use crate::kernels::Kernels;
+use crate::loss_weights::{self, Balancer, GroupWeights};
 use crate::octree::Octree;
 use anyhow::{bail, Result};
 use model::Model;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use workspace::{Workspace, WorkspaceSize};
@@ -54,6 +56,12 @@ pub struct LossStats {
     pub active_samples: f64,
     /// Non-finite values the kernels replaced by 0 since the last read, per kind of pass.
     pub sanitized: Vec<(&'static str, u32)>,
+    /// At the read: every term's weight (lambda x schedule x balancer), the schedule's group
+    /// multipliers, the balancer's weights, the level weights of the last step's cuts.
+    pub term_weights: Vec<(&'static str, f64)>,
+    pub schedule: GroupWeights,
+    pub balancer: BTreeMap<String, f64>,
+    pub level_weights: Vec<f32>,
 }
 
 impl LossStats {
@@ -137,6 +145,11 @@ pub struct Trainer {
     in_flight: VecDeque<wgpu::SubmissionIndex>,
     /// Dispatches recorded by the last step.
     pub last_dispatches: u32,
+    /// The dynamic loss balancer's history (SPEC §3.7), fed each term's value at every statistics
+    /// read; its weights apply when `schedule.balancer` is on.
+    pub balancer: Balancer,
+    /// Level weights of the cuts the last step rendered (finest first).
+    pub last_cut_weights: Vec<f32>,
 }
 
 impl Trainer {
@@ -250,6 +263,8 @@ impl Trainer {
             images,
             in_flight: VecDeque::new(),
             last_dispatches: 0,
+            balancer: Balancer::new(config.schedule.balancer_window as usize),
+            last_cut_weights: Vec::new(),
             config,
         })
     }
@@ -403,17 +418,25 @@ impl Trainer {
         self.gpu.write(&ws.targets, &self.gather_targets(patches));
         self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
-        self.gpu.write(&ws.loss, &[self.loss_uniforms(plan)]);
+        self.gpu.write(&ws.loss, &[self.loss_uniforms(step, plan)]);
         rays
     }
 
-    /// The loss passes' uniforms for `plan`: every term's lambda, the cuts' level weights.
-    pub fn loss_uniforms(&self, plan: &StepPlan) -> LossUniforms {
+    /// The weight of loss term `name` at `step`: its lambda x its group's schedule multiplier x its
+    /// balancer factor (SPEC §3.6, §3.7; `loss_weights::term_weight`).
+    pub fn term_weight(&self, name: &str, step: u32) -> f32 {
+        let lambda = f64::from(self.config.lambda(name));
+        loss_weights::term_weight(name, lambda, step, &self.config.schedule, &self.balancer) as f32
+    }
+
+    /// The loss passes' uniforms of step `step` for `plan`: every term's weight, the cuts' level
+    /// weights.
+    pub fn loss_uniforms(&self, step: u32, plan: &StepPlan) -> LossUniforms {
         let mut cut_weights = [0.0f32; MAX_CUTS];
         cut_weights[..plan.cut_weights.len()].copy_from_slice(&plan.cut_weights);
         let mut lambdas = [[0.0f32; 4]; 4];
         for (t, name) in LOSS_NAMES.iter().enumerate() {
-            lambdas[t / 4][t % 4] = self.config.lambda(name);
+            lambdas[t / 4][t % 4] = self.term_weight(name, step);
         }
         let t = &self.config.train;
         let rays = plan.patches.len() as f32 * (t.patch_size * t.patch_size) as f32;
@@ -455,6 +478,7 @@ impl Trainer {
         self.gpu.write(&self.model.adam, &[self.adam_uniforms(step)]);
         let chunks = self.chunks();
         let mut dispatches = 0;
+        self.last_cut_weights.clone_from(&plan.cut_weights);
         for chunk in 0..chunks {
             let rays = self.upload_chunk(step, plan, chunk);
             let mut rec = match profile {
@@ -524,14 +548,15 @@ impl Trainer {
     }
 
     /// The loss passes: each adds its dLoss/d(output) to the slots' gradients.
-    /// A term whose lambda is 0 costs nothing (its pass is not run; its statistics read 0).
+    /// A term whose weight is 0 at this step (lambda, schedule or balancer) costs nothing: its pass
+    /// is not run and its statistics read 0.
     pub fn record_losses(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
         let (k, g) = (&self.kernels, &ws.groups);
         rec.clear(&ws.ray_grads);
         rec.clear(&ws.losses);
         // always: it is also the training metric (psnr_train)
         rec.dispatch(&k.loss_mse, &g.loss_mse, slots);
-        if self.config.lambda("tv") > 0.0 || self.config.lambda("tv_depth") > 0.0 {
+        if self.term_weight("tv", self.step) > 0.0 || self.term_weight("tv_depth", self.step) > 0.0 {
             rec.dispatch(&k.loss_tv, &g.loss_tv, slots);
         }
     }
@@ -541,7 +566,7 @@ impl Trainer {
     pub fn record_backward(&self, rec: &mut Recorder, ws: &Workspace, slots: u32) {
         let k = &self.kernels;
         rec.dispatch(&k.render_backward, &ws.groups.render_backward, slots);
-        if self.config.lambda("sparsity") > 0.0 {
+        if self.term_weight("sparsity", self.step) > 0.0 {
             rec.dispatch(&k.loss_sparsity, &ws.groups.loss_sparsity, slots);
         }
         for (page, group) in ws.groups.field_backward.iter().enumerate() {
@@ -624,13 +649,24 @@ impl Trainer {
                 (LOSS_NAMES[t], per_cut)
             })
             .collect();
+        // the balancer learns from every term that is computed (raw values: its weight is scale-free)
+        self.balancer.set_window(self.config.schedule.balancer_window as usize);
+        for (t, (name, per_cut)) in terms.iter().enumerate() {
+            if steps > 0 && self.term_weight(name, self.step.saturating_sub(1)) > 0.0 {
+                self.balancer.record(LOSS_NAMES[t], per_cut[0]);
+            }
+        }
         Ok(LossStats {
             steps,
             total: f64::from(stats[2]) / per_step,
             mse: terms[0].1[0],
-            terms,
             active_samples: f64::from(stats[1]) / per_step,
             sanitized: SANITIZED_SLOTS.iter().copied().zip(sanitized).collect(),
+            term_weights: LOSS_NAMES.iter().map(|&n| (n, f64::from(self.term_weight(n, self.step)))).collect(),
+            schedule: loss_weights::schedule_weights(self.step, &self.config.schedule),
+            balancer: self.balancer.weights(),
+            level_weights: self.last_cut_weights.clone(),
+            terms,
         })
     }
 
