@@ -111,7 +111,7 @@ struct MakeSceneArgs {
     format: SceneFormatArg,
     /// The multi-scale scene: fine patterns and thin wires, cameras 0.15 to 3 units from the surface
     /// (distance per frame in `camera_distance`), so the octree grows 3+ levels deep; train it with
-    /// assets/configs/multiscale.toml.
+    /// assets/configs/multiscale.toml. Blender format only.
     #[arg(long)]
     multiscale: bool,
 }

@@ -15,7 +15,8 @@
 //! The multi-scale scene ([`SceneKind::Multiscale`], `make-scene --multiscale`) adds fine patterns and thin
 //! structure and places the cameras from [`MULTISCALE_NEAREST`] to [`MULTISCALE_FARTHEST`] units from the
 //! surface point at their image centre (log-spaced, train and test alike, mixed in file order); its
-//! frames also carry `camera_distance` (that distance, world units) and `look_at` (that point).
+//! frames also carry `camera_distance` (that distance, world units) and `look_at` (that point). It is
+//! written in the Blender format only.
 //!
 //! instant-ngp layout ([`SceneFormat::Ngp`]): the same cameras and pixels in one `transforms.json` with
 //! global intrinsics (`fl_x fl_y cx cy w h`, `camera_angle_x`), `aabb_scale` 1, frames with `file_path`
@@ -119,6 +120,13 @@ pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> an
 pub fn make_scene_with(out: &Path, opts: &SceneOptions, format: SceneFormat, kind: SceneKind) -> anyhow::Result<()> {
     anyhow::ensure!(opts.width > 0 && opts.height > 0, "make_scene: width and height must be positive");
     anyhow::ensure!(opts.train_views > 0, "make_scene: train_views must be positive");
+    // instant-ngp data is scaled by the mean camera distance, which the close-ups make too small to hold
+    // the scene (half-extent 0.65 against content 1 unit from the middle).
+    anyhow::ensure!(
+        !(kind == SceneKind::Multiscale && format == SceneFormat::Ngp),
+        "make_scene: the multi-scale scene is written in the Blender format only (its cameras are too close \
+         for the instant-ngp format's normalisation)"
+    );
     let scene = scene_of(kind);
     let mut shots = Vec::new();
     for (split, count, stream) in [("train", opts.train_views, 1), ("test", opts.test_views, 2)] {

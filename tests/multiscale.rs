@@ -80,6 +80,14 @@ fn cameras_span_sixteen_times_in_distance_in_both_splits_and_images_are_not_blan
 }
 
 #[test]
+fn instant_ngp_format_is_refused() {
+    let tmp = TempDir::new("ms-ngp");
+    let opts = SceneOptions { width: 8, height: 8, train_views: 2, test_views: 1, seed: 0 };
+    let error = make_scene_with(&tmp.0, &opts, SceneFormat::Ngp, SceneKind::Multiscale).unwrap_err();
+    assert!(error.to_string().contains("Blender format only"), "{error}");
+}
+
+#[test]
 fn shipped_config_grows_the_octree_three_levels_deep() {
     let config = Config::load(Path::new(CONFIG)).unwrap();
     assert!(config.field.max_depth >= 3);
