@@ -109,6 +109,11 @@ struct MakeSceneArgs {
     /// blender: transforms_{train,val,test}.json; ngp: one transforms.json (instant-ngp / nerfstudio).
     #[arg(long, value_enum, default_value_t = SceneFormatArg::Blender)]
     format: SceneFormatArg,
+    /// The multi-scale scene: fine patterns and thin wires, cameras 0.15 to 3 units from the surface
+    /// (distance per frame in `camera_distance`), so the octree grows 3+ levels deep; train it with
+    /// assets/configs/multiscale.toml. Blender format only.
+    #[arg(long)]
+    multiscale: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -185,7 +190,12 @@ fn execute(cli: Cli) -> Result<()> {
                 SceneFormatArg::Blender => infnerf::scene_gen::SceneFormat::Blender,
                 SceneFormatArg::Ngp => infnerf::scene_gen::SceneFormat::Ngp,
             };
-            infnerf::scene_gen::make_scene_as(&a.out, &options, format)?;
+            let kind = if a.multiscale {
+                infnerf::scene_gen::SceneKind::Multiscale
+            } else {
+                infnerf::scene_gen::SceneKind::Standard
+            };
+            infnerf::scene_gen::make_scene_with(&a.out, &options, format, kind)?;
             println!("wrote {}", a.out.display());
         }
     }

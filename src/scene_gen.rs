@@ -12,6 +12,12 @@
 //! - `normal/<split>/r_<i>.png`: 8-bit RGB world-frame normal at the pixel centre as n * 0.5 + 0.5;
 //!   black on the background.
 //!
+//! The multi-scale scene ([`SceneKind::Multiscale`], `make-scene --multiscale`) adds fine patterns and thin
+//! structure and places the cameras from [`MULTISCALE_NEAREST`] to [`MULTISCALE_FARTHEST`] units from the
+//! surface point at their image centre (log-spaced, train and test alike, mixed in file order); its
+//! frames also carry `camera_distance` (that distance, world units) and `look_at` (that point). It is
+//! written in the Blender format only.
+//!
 //! instant-ngp layout ([`SceneFormat::Ngp`]): the same cameras and pixels in one `transforms.json` with
 //! global intrinsics (`fl_x fl_y cx cy w h`, `camera_angle_x`), `aabb_scale` 1, frames with `file_path`
 //! `images/r_<i>.png` (train views first, then test views) and nerfstudio's `train_filenames` /
@@ -20,11 +26,13 @@
 
 mod embedded;
 mod geometry;
+mod multiscale;
+mod texture;
 
 pub use embedded::default_scene_dir;
 
 use anyhow::Context;
-use geometry::{cross, dot, normalize, scale, Scene};
+use geometry::{cross, dot, normalize, scale, Scene, V3};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -44,6 +52,22 @@ impl Default for SceneOptions {
         Self { width: 100, height: 100, train_views: 60, test_views: 20, seed: 0 }
     }
 }
+
+/// Which analytic scene [`make_scene_with`] renders.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SceneKind {
+    /// Floor, sphere, box, cylinder and a gate, seen from 4 units away: the default scene.
+    #[default]
+    Standard,
+    /// The same with fine patterns and thin structure, seen from 0.15 to 3 units away (see the module
+    /// documentation): an octree several levels deep.
+    Multiscale,
+}
+
+/// Nearest and farthest camera of the multi-scale scene: distance to the surface point at the image
+/// centre, world units.
+pub const MULTISCALE_NEAREST: f64 = multiscale::NEAREST;
+pub const MULTISCALE_FARTHEST: f64 = multiscale::FARTHEST;
 
 /// The file layout [`make_scene_as`] writes (see the module documentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,6 +102,8 @@ struct Shot {
     /// The depth and normal maps' paths, without `.png`.
     depth: String,
     normal: String,
+    /// Distance to the surface point at the image centre, and that point (multi-scale scene only).
+    aim: Option<(f64, V3)>,
 }
 
 /// Renders the scene into `out` (created if needed) in the Blender format described above.
@@ -87,13 +113,32 @@ pub fn make_scene(out: &Path, opts: &SceneOptions) -> anyhow::Result<()> {
 
 /// Renders the scene into `out` (created if needed) in `format`; the pixels do not depend on the format.
 pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> anyhow::Result<()> {
+    make_scene_with(out, opts, format, SceneKind::Standard)
+}
+
+/// Renders the scene `kind` into `out` (created if needed) in `format`.
+pub fn make_scene_with(out: &Path, opts: &SceneOptions, format: SceneFormat, kind: SceneKind) -> anyhow::Result<()> {
     anyhow::ensure!(opts.width > 0 && opts.height > 0, "make_scene: width and height must be positive");
     anyhow::ensure!(opts.train_views > 0, "make_scene: train_views must be positive");
+    // instant-ngp data is scaled by the mean camera distance, which the close-ups make too small to hold
+    // the scene (half-extent 0.65 against content 1 unit from the middle).
+    anyhow::ensure!(
+        !(kind == SceneKind::Multiscale && format == SceneFormat::Ngp),
+        "make_scene: the multi-scale scene is written in the Blender format only (its cameras are too close \
+         for the instant-ngp format's normalisation)"
+    );
+    let scene = scene_of(kind);
     let mut shots = Vec::new();
     for (split, count, stream) in [("train", opts.train_views, 1), ("test", opts.test_views, 2)] {
         let mut rng = SplitMix64::new(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream));
-        for index in 0..count {
-            let pose = random_pose(&mut rng);
+        let placed: Vec<_> = match kind {
+            SceneKind::Standard => (0..count).map(|_| (random_pose(&mut rng), None)).collect(),
+            SceneKind::Multiscale => multiscale::place_cameras(&scene, count as usize, &mut rng)?
+                .into_iter()
+                .map(|p| (p.pose, Some((p.distance, p.look_at))))
+                .collect(),
+        };
+        for (index, (pose, aim)) in placed.into_iter().enumerate() {
             // Blender numbers each split's files from 0; one images/ folder numbers them all.
             let (image, depth, normal) = match format {
                 SceneFormat::Blender => (
@@ -106,7 +151,7 @@ pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> an
                     (format!("images/r_{i}"), format!("depth/r_{i}"), format!("normal/r_{i}"))
                 }
             };
-            shots.push(Shot { split, pose, image, depth, normal });
+            shots.push(Shot { split, pose, image, depth, normal, aim });
         }
     }
     let mut dirs: Vec<_> = shots
@@ -120,7 +165,6 @@ pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> an
         std::fs::create_dir_all(out.join(dir))
             .with_context(|| format!("{}: cannot create", out.join(dir).display()))?;
     }
-    let scene = Scene::standard();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(shots.len().max(1));
     let chunk = shots.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
@@ -136,6 +180,26 @@ pub fn make_scene_as(out: &Path, opts: &SceneOptions, format: SceneFormat) -> an
         SceneFormat::Blender => write_blender(out, &shots),
         SceneFormat::Ngp => write_ngp(out, &shots, opts),
     }
+}
+
+fn scene_of(kind: SceneKind) -> Scene {
+    match kind {
+        SceneKind::Standard => Scene::standard(),
+        SceneKind::Multiscale => multiscale::scene(),
+    }
+}
+
+/// Where a ray meets a scene: distance along the unit ray and the outward unit normal (world frame).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RayHit {
+    pub t: f64,
+    pub normal: [f64; 3],
+}
+
+/// Casts the unit ray `dir` from `origin` (world frame) into the scene `kind`, as the renderer does for
+/// a pixel centre: for tests that check the depth and normal maps.
+pub fn ray_cast(kind: SceneKind, origin: [f64; 3], dir: [f64; 3]) -> Option<RayHit> {
+    scene_of(kind).trace(origin, normalize(dir), 0.0).map(|s| RayHit { t: s.t, normal: s.normal })
 }
 
 /// The split's shots; val is the first few test shots.
@@ -183,13 +247,18 @@ fn write_json(file: &Path, root: &Value) -> anyhow::Result<()> {
 fn frame_json(shot: &Shot, image_suffix: &str) -> Value {
     let mut matrix: Vec<Vec<f64>> = shot.pose.iter().map(|row| row.to_vec()).collect();
     matrix.push(vec![0.0, 0.0, 0.0, 1.0]);
-    json!({
+    let mut frame = json!({
         "file_path": format!("./{}{image_suffix}", shot.image),
         "transform_matrix": matrix,
         "depth_file_path": format!("./{}.png", shot.depth),
         "normal_file_path": format!("./{}.png", shot.normal),
         "depth_scale": DEPTH_SCALE,
-    })
+    });
+    if let Some((distance, look_at)) = shot.aim {
+        frame["camera_distance"] = json!(distance);
+        frame["look_at"] = json!(look_at);
+    }
+    frame
 }
 
 /// Pixels, from the horizontal field of view.
@@ -221,6 +290,8 @@ fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> a
         let (x, y) = ((u - 0.5 * f64::from(w)) / focal, -(v - 0.5 * f64::from(h)) / focal);
         normalize([0, 1, 2].map(|k| x * right[k] + y * up[k] - back[k]))
     };
+    // The angle one supersample spans: fine patterns are filtered over its footprint.
+    let spread = 1.0 / (focal * f64::from(SS));
     let pixels = (w * h) as usize;
     let (mut rgba, mut depth, mut normal) = (vec![0u8; pixels * 4], vec![0u16; pixels], vec![0u8; pixels * 3]);
     for j in 0..h {
@@ -230,7 +301,7 @@ fn render_shot(out: &Path, scene: &Scene, opts: &SceneOptions, shot: &Shot) -> a
             for s in 0..SS * SS {
                 let u = f64::from(i) + (f64::from(s % SS) + 0.5) / f64::from(SS);
                 let v = f64::from(j) + (f64::from(s / SS) + 0.5) / f64::from(SS);
-                let sample = scene.trace(origin, ray(u, v));
+                let sample = scene.trace(origin, ray(u, v), spread);
                 if let Some(sample) = &sample {
                     sum = [0, 1, 2].map(|k| sum[k] + sample.rgb[k]);
                     hits += 1;

@@ -1,6 +1,9 @@
 //! The analytic test scene, ray cast exactly: a floor slab, a patterned sphere, a checkered box, a banded
 //! cylinder and a thin gate of poles, Lambertian under one directional light with hard shadows.
-//! Z is up (as in the Blender scenes) and everything lies inside [-1.3, 1.3]^3.
+//! Z is up (as in the Blender scenes) and everything lies inside [-1.3, 1.3]^3. The multi-scale scene
+//! (`super::multiscale`) adds fine patterns ([`Detail`]) and thin structure to the same objects.
+
+use super::texture::Detail;
 
 pub(crate) type V3 = [f64; 3];
 
@@ -11,9 +14,11 @@ pub(crate) struct Sample {
     pub t: f64,
     /// Outward unit normal, world frame.
     pub normal: V3,
+    /// Index of the object hit in the scene's list.
+    pub object: usize,
 }
 
-enum Shape {
+pub(crate) enum Shape {
     Sphere {
         centre: V3,
         radius: f64,
@@ -33,7 +38,7 @@ enum Shape {
 }
 
 #[derive(Clone, Copy)]
-enum Paint {
+pub(crate) enum Paint {
     Floor,
     Swirl,
     /// Squares of this edge in the box's own frame.
@@ -42,9 +47,22 @@ enum Paint {
     Plain(V3),
 }
 
-struct Object {
-    shape: Shape,
-    paint: Paint,
+pub(crate) struct Object {
+    pub shape: Shape,
+    pub paint: Paint,
+    /// Fine patterns on top of the paint (none in the standard scene).
+    pub details: Vec<Detail>,
+}
+
+impl Object {
+    pub fn new(shape: Shape, paint: Paint) -> Self {
+        Self { shape, paint, details: Vec::new() }
+    }
+
+    pub fn with(mut self, detail: Detail) -> Self {
+        self.details.push(detail);
+        self
+    }
 }
 
 /// Where a ray meets a shape.
@@ -59,67 +77,78 @@ struct Surface {
 
 struct Hit {
     surface: Surface,
-    paint: Paint,
+    object: usize,
 }
 
 pub(crate) struct Scene {
-    objects: Vec<Object>,
+    pub objects: Vec<Object>,
     /// Unit vector towards the light.
-    light: V3,
+    pub light: V3,
 }
 
 const AMBIENT: f64 = 0.3;
 const DIFFUSE: f64 = 0.7;
 /// Offset of shadow rays off the surface, against self-intersection.
 const SHADOW_BIAS: f64 = 1e-6;
+/// Floor on the cosine of incidence when a footprint is stretched across a slanted surface.
+const MIN_COS: f64 = 0.25;
 
 impl Scene {
     pub fn standard() -> Self {
-        let pole = |x: f64, y: f64| Object {
-            shape: Shape::Cylinder { a: [x, y, -0.7], b: [x, y, 0.55], radius: 0.02 },
-            paint: Paint::Plain([0.85, 0.8, 0.3]),
-        };
-        let objects = vec![
-            Object {
-                shape: Shape::Cuboid { centre: [0.0, 0.0, -0.75], half: [1.0, 1.0, 0.05], yaw: 0.0 },
-                paint: Paint::Floor,
-            },
-            Object { shape: Shape::Sphere { centre: [-0.4, -0.35, -0.35], radius: 0.35 }, paint: Paint::Swirl },
-            Object {
-                shape: Shape::Cuboid { centre: [0.42, -0.3, -0.4], half: [0.3, 0.3, 0.3], yaw: 0.5 },
-                paint: Paint::Checker(0.2),
-            },
-            Object {
-                shape: Shape::Cylinder { a: [0.15, 0.45, -0.7], b: [0.15, 0.45, 0.1], radius: 0.22 },
-                paint: Paint::Bands,
-            },
-            pole(-0.7, 0.2),
-            pole(-0.7, 0.75),
-            Object {
-                shape: Shape::Cylinder { a: [-0.7, 0.2, 0.55], b: [-0.7, 0.75, 0.55], radius: 0.02 },
-                paint: Paint::Plain([0.85, 0.8, 0.3]),
-            },
-        ];
-        Self { objects, light: normalize([0.4, 0.3, 0.85]) }
+        Self { objects: standard_objects(), light: normalize([0.4, 0.3, 0.85]) }
     }
 
     /// The colour, depth and normal seen along the unit ray `d` from `o`, or `None` for background.
-    pub fn trace(&self, o: V3, d: V3) -> Option<Sample> {
-        let Hit { surface: s, paint } = self.nearest(o, d)?;
+    ///
+    /// `spread`: the angle one sample covers (radians); fine patterns are box-filtered over its footprint.
+    pub fn trace(&self, o: V3, d: V3, spread: f64) -> Option<Sample> {
+        let Hit { surface: s, object } = self.nearest(o, d)?;
         let p = add(o, scale(d, s.t));
         let n_dot_l = dot(s.normal, self.light);
         let lit = n_dot_l > 0.0 && self.nearest(add(p, scale(s.normal, SHADOW_BIAS)), self.light).is_none();
         let light = AMBIENT + if lit { DIFFUSE * n_dot_l } else { 0.0 };
-        let rgb = albedo(paint, p, &s).map(|a| (a * light).clamp(0.05, 0.95));
-        Some(Sample { rgb, t: s.t, normal: s.normal })
+        let footprint = s.t * spread / (-dot(s.normal, d)).max(MIN_COS);
+        let rgb = shade(&self.objects[object], p, &s, footprint).map(|a| (a * light).clamp(0.05, 0.95));
+        Some(Sample { rgb, t: s.t, normal: s.normal, object })
     }
 
     fn nearest(&self, o: V3, d: V3) -> Option<Hit> {
         self.objects
             .iter()
-            .filter_map(|object| intersect(&object.shape, o, d).map(|surface| Hit { surface, paint: object.paint }))
+            .enumerate()
+            .filter_map(|(object, item)| intersect(&item.shape, o, d).map(|surface| Hit { surface, object }))
             .min_by(|a, b| a.surface.t.total_cmp(&b.surface.t))
     }
+}
+
+/// The standard scene's objects: floor, sphere, box, cylinder, gate.
+pub(crate) fn standard_objects() -> Vec<Object> {
+    let gold = Paint::Plain([0.85, 0.8, 0.3]);
+    let pole = |x: f64, y: f64| Object::new(Shape::Cylinder { a: [x, y, -0.7], b: [x, y, 0.55], radius: 0.02 }, gold);
+    vec![
+        Object::new(Shape::Cuboid { centre: [0.0, 0.0, -0.75], half: [1.0, 1.0, 0.05], yaw: 0.0 }, Paint::Floor),
+        Object::new(Shape::Sphere { centre: [-0.4, -0.35, -0.35], radius: 0.35 }, Paint::Swirl),
+        Object::new(Shape::Cuboid { centre: [0.42, -0.3, -0.4], half: [0.3, 0.3, 0.3], yaw: 0.5 }, Paint::Checker(0.2)),
+        Object::new(Shape::Cylinder { a: [0.15, 0.45, -0.7], b: [0.15, 0.45, 0.1], radius: 0.22 }, Paint::Bands),
+        pole(-0.7, 0.2),
+        pole(-0.7, 0.75),
+        Object::new(Shape::Cylinder { a: [-0.7, 0.2, 0.55], b: [-0.7, 0.75, 0.55], radius: 0.02 }, gold),
+    ]
+}
+
+/// The object's albedo at `p` with its fine patterns filtered over `footprint`.
+fn shade(object: &Object, p: V3, s: &Surface, footprint: f64) -> V3 {
+    let base = albedo(object.paint, p, s);
+    if object.details.is_empty() {
+        return base;
+    }
+    let across = dominant_axis(s.local_normal);
+    let gain = 1.0 + object.details.iter().map(|d| d.value(s.local, across, footprint)).sum::<f64>();
+    base.map(|a| (a * gain).clamp(0.05, 0.95))
+}
+
+fn dominant_axis(n: V3) -> usize {
+    (0..3).max_by(|&a, &b| n[a].abs().total_cmp(&n[b].abs())).unwrap_or(2)
 }
 
 /// The nearest surface in front of `o` along the unit ray `d`.
@@ -205,8 +234,8 @@ fn albedo(paint: Paint, p: V3, s: &Surface) -> V3 {
         ],
         Paint::Checker(edge) => {
             // Only the two coordinates along the face: the third sits exactly on a square boundary.
-            let across = (0..3).max_by(|&a, &b| s.local_normal[a].abs().total_cmp(&s.local_normal[b].abs()));
-            let parity: i64 = (0..3).filter(|&k| Some(k) != across).map(|k| (s.local[k] / edge).floor() as i64).sum();
+            let across = dominant_axis(s.local_normal);
+            let parity: i64 = (0..3).filter(|&k| k != across).map(|k| (s.local[k] / edge).floor() as i64).sum();
             if parity.rem_euclid(2) == 0 {
                 [0.85, 0.2, 0.15]
             } else {
@@ -221,7 +250,7 @@ fn albedo(paint: Paint, p: V3, s: &Surface) -> V3 {
     }
 }
 
-fn rotate_z(v: V3, angle: f64) -> V3 {
+pub(crate) fn rotate_z(v: V3, angle: f64) -> V3 {
     let (s, c) = angle.sin_cos();
     [c * v[0] - s * v[1], s * v[0] + c * v[1], v[2]]
 }
