@@ -52,6 +52,11 @@ pub struct BenchReport {
     /// Samples the field evaluated per profiled step, and the field passes' microseconds per such
     /// sample.
     pub profiled_active_samples: f64,
+    /// The last profiled step's field workgroups, nodes with samples, and the fraction of the
+    /// workgroups' invocations that hold a sample.
+    pub field_groups: u32,
+    pub nodes_with_samples: u32,
+    pub lane_fill: f64,
     pub field_forward_us_per_sample: f64,
     pub field_backward_us_per_sample: f64,
 }
@@ -116,6 +121,7 @@ pub fn bench(
         }
     }
     let profiled_active = trainer.read_stats()?.active_samples;
+    let groups = field_groups(&gpu, &trainer)?;
     let pass_ms: Vec<(String, f64)> = totals.into_iter().map(|(name, ms, n)| (name, ms / f64::from(n))).collect();
     let per_sample = |pass: &str| {
         let ms = pass_ms.iter().find(|(name, _)| name == pass).map_or(0.0, |(_, ms)| *ms);
@@ -154,7 +160,28 @@ pub fn bench(
         field_forward_us_per_sample: per_sample("field_forward"),
         field_backward_us_per_sample: per_sample("field_backward"),
         profiled_active_samples: profiled_active,
+        field_groups: groups.workgroups,
+        nodes_with_samples: groups.nodes_with_samples,
+        lane_fill: groups.samples as f64 / (f64::from(groups.workgroups) * f64::from(trainer.shape.field_workgroup)).max(1.0),
         pass_ms,
+    })
+}
+
+/// The last step's node-batched field dispatches: workgroups, nodes with samples, samples.
+struct FieldGroups {
+    workgroups: u32,
+    nodes_with_samples: u32,
+    samples: u32,
+}
+
+fn field_groups(gpu: &Gpu, trainer: &Trainer) -> Result<FieldGroups> {
+    let n = trainer.octree.nodes.len();
+    let counts: Vec<u32> = gpu.read(&trainer.train.node_counts, n)?;
+    let first: Vec<u32> = gpu.read(&trainer.train.wg_first, n + 1)?;
+    Ok(FieldGroups {
+        workgroups: first[n],
+        nodes_with_samples: counts.iter().filter(|&&c| c > 0).count() as u32,
+        samples: counts.iter().sum(),
     })
 }
 
