@@ -5,14 +5,12 @@
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let slot = flat_index(wg, nwg, local, WORKGROUP);
-    let n_slots = batch.n_rays * batch.n_cuts;
-    if slot >= n_slots {
+    let s = ray_slot(wg, nwg, local);
+    if s.index >= s.count {
         return;
     }
-    let target_rgb = rays[slot % batch.n_rays].target_rgb;
-    let diff = outputs[slot].rgb - target_rgb.xyz;
-    let weight = loss.lambdas[TERM_MSE / 4u][TERM_MSE % 4u] * loss.cut_weights[slot / batch.n_rays];
-    losses[TERM_MSE * n_slots + slot] = dot(diff, diff) * target_rgb.w * loss.inv_count;
-    ray_grads[slot].rgb += 2.0 * diff * target_rgb.w * loss.inv_count * weight;
+    let target_rgb = rays[s.ray].target_rgb;
+    let diff = outputs[s.index].rgb - target_rgb.xyz;
+    losses[TERM_MSE * s.count + s.index] = dot(diff, diff) * target_rgb.w * loss.inv_count;
+    ray_grads[s.index].rgb += 2.0 * diff * target_rgb.w * loss.inv_count * term_weight(TERM_MSE, s.cut);
 }

@@ -14,7 +14,8 @@ fn main(@builtin(local_invocation_index) local: u32) {
         acc[1] += outputs[slot].evaluated;
         for (var t = 0u; t < LOSS_TERMS; t++) {
             let value = losses[t * n_slots + slot];
-            acc[2] += loss.lambdas[t / 4u][t % 4u] * loss.cut_weights[c] * value;
+            let level = select(1.0, loss.cut_weights[c], ((PER_CUT_TERMS >> t) & 1u) != 0u);
+            acc[2] += loss.lambdas[t / 4u][t % 4u] * level * value;
             acc[3u + t * MAX_CUTS + c] += value;
         }
     }

@@ -8,21 +8,19 @@
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
-    let slot = flat_index(wg, nwg, local, WORKGROUP);
-    let n_slots = batch.n_rays * batch.n_cuts;
-    if slot >= n_slots {
+    let s = ray_slot(wg, nwg, local);
+    if s.index >= s.count {
         return;
     }
+    let slot = s.index;
     let p = batch.patch_size;
-    let r = slot % batch.n_rays;
-    let within = r % (p * p);
-    let x = within % p;
-    let y = within / p;
-    let weight = loss.cut_weights[slot / batch.n_rays];
-    let lambda_rgb = loss.lambdas[TERM_TV / 4u][TERM_TV % 4u] * weight;
-    let lambda_depth = loss.lambdas[TERM_TV_DEPTH / 4u][TERM_TV_DEPTH % 4u] * weight;
+    let xy = patch_pixel(s.ray);
+    let x = xy.x;
+    let y = xy.y;
+    let lambda_rgb = term_weight(TERM_TV, s.cut);
+    let lambda_depth = term_weight(TERM_TV_DEPTH, s.cut);
     let me = outputs[slot];
-    let inside = rays[r].target_rgb.w > 0.0;
+    let inside = on_image(s.ray);
     var value_rgb = 0.0;
     var value_depth = 0.0;
     var d_rgb = vec3<f32>(0.0);
@@ -37,7 +35,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             case 2u: { exists = y > 0u; n = slot - p; }
             default: { exists = y + 1u < p; n = slot + p; }
         }
-        if !exists || !inside || rays[n % batch.n_rays].target_rgb.w <= 0.0 {
+        if !exists || !inside || !on_image(n % batch.n_rays) {
             continue;
         }
         let other = outputs[n];
@@ -51,8 +49,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             value_depth += abs(diff_depth);
         }
     }
-    losses[TERM_TV * n_slots + slot] = value_rgb * loss.inv_pairs;
-    losses[TERM_TV_DEPTH * n_slots + slot] = value_depth * 3.0 * loss.inv_pairs;
+    losses[TERM_TV * s.count + slot] = value_rgb * loss.inv_pairs;
+    losses[TERM_TV_DEPTH * s.count + slot] = value_depth * 3.0 * loss.inv_pairs;
     ray_grads[slot].rgb += d_rgb * loss.inv_pairs * lambda_rgb;
     ray_grads[slot].depth += d_depth * 3.0 * loss.inv_pairs * lambda_depth;
 }

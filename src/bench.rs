@@ -162,7 +162,8 @@ pub fn bench(
         profiled_active_samples: profiled_active,
         field_groups: groups.workgroups,
         nodes_with_samples: groups.nodes_with_samples,
-        lane_fill: groups.samples as f64 / (f64::from(groups.workgroups) * f64::from(trainer.shape.field_workgroup)).max(1.0),
+        lane_fill: groups.samples as f64
+            / (f64::from(groups.workgroups) * f64::from(trainer.shape.field_workgroup)).max(1.0),
         pass_ms,
     })
 }

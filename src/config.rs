@@ -79,6 +79,17 @@ pub struct LossConfig {
     pub lambda_tv_depth: f32,
     /// Weight of the density sparsity: the mean density over the step's sample slots.
     pub lambda_sparsity: f32,
+    /// Weight of 1 - SSIM of the rendered patches' colour (box windows of `ssim_window` pixels wholly
+    /// inside a patch); needs train.patch_size >= ssim_window.
+    pub lambda_ssim: f32,
+    /// Edge of SSIM's square window in pixels (2..=16).
+    pub ssim_window: u32,
+    /// Weight of the depth agreement between each rendered cut and the next finer one (smooth L1,
+    /// mean over rays; needs coarse_cuts >= 1 to have a pair).
+    pub lambda_depth_consistency: f32,
+    /// The smooth-L1 threshold of the depth consistency, in scene units (the scene is the cube
+    /// [-1, 1]^3): differences below it are squared, above it linear.
+    pub huber_delta: f32,
     /// Level weights of the rendered tree cuts: w_k = 2^(-level_gamma * k) / sum over the cuts
     /// rendered. Signed: the seed's formula (gamma > 0) weighs the root most, although its comment
     /// says finer levels should weigh more (gamma < 0 does that).
@@ -94,6 +105,10 @@ impl Default for LossConfig {
             lambda_tv: 0.0,
             lambda_tv_depth: 0.0,
             lambda_sparsity: 0.0,
+            lambda_ssim: 0.0,
+            ssim_window: 4,
+            lambda_depth_consistency: 0.0,
+            huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
         }
@@ -341,11 +356,13 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 23] = [
+pub const LIVE_SETTINGS: [&str; 25] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
     "loss.lambda_sparsity",
+    "loss.lambda_ssim",
+    "loss.lambda_depth_consistency",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -528,6 +545,8 @@ impl Config {
             ("loss.lambda_tv", l.lambda_tv),
             ("loss.lambda_tv_depth", l.lambda_tv_depth),
             ("loss.lambda_sparsity", l.lambda_sparsity),
+            ("loss.lambda_ssim", l.lambda_ssim),
+            ("loss.lambda_depth_consistency", l.lambda_depth_consistency),
         ] {
             if !(lambda.is_finite() && lambda >= 0.0) {
                 return bad(field, "must be a number >= 0");
@@ -535,6 +554,21 @@ impl Config {
         }
         if !(l.level_gamma.is_finite() && l.level_gamma.abs() <= 16.0) {
             return bad("loss.level_gamma", "must be a number in [-16, 16]");
+        }
+        if !(2..=16).contains(&l.ssim_window) {
+            return bad("loss.ssim_window", "must be in 2..=16");
+        }
+        if l.lambda_ssim > 0.0 && t.patch_size < l.ssim_window {
+            return bad(
+                "loss.lambda_ssim",
+                &format!(
+                    "SSIM needs patches at least as large as its window: train.patch_size is {}, loss.ssim_window {}",
+                    t.patch_size, l.ssim_window
+                ),
+            );
+        }
+        if !(l.huber_delta.is_finite() && l.huber_delta > 0.0) {
+            return bad("loss.huber_delta", "must be a number > 0");
         }
         if l.coarse_cuts as usize >= crate::gpu::records::MAX_CUTS {
             return bad("loss.coarse_cuts", "must be at most 3");
@@ -578,6 +612,8 @@ impl Config {
             "tv" => self.loss.lambda_tv,
             "tv_depth" => self.loss.lambda_tv_depth,
             "sparsity" => self.loss.lambda_sparsity,
+            "ssim" => self.loss.lambda_ssim,
+            "depth_consistency" => self.loss.lambda_depth_consistency,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -591,6 +627,8 @@ impl Config {
             "loss.lambda_tv" => changed.loss.lambda_tv = value as f32,
             "loss.lambda_tv_depth" => changed.loss.lambda_tv_depth = value as f32,
             "loss.lambda_sparsity" => changed.loss.lambda_sparsity = value as f32,
+            "loss.lambda_ssim" => changed.loss.lambda_ssim = value as f32,
+            "loss.lambda_depth_consistency" => changed.loss.lambda_depth_consistency = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -660,6 +698,8 @@ impl Config {
             "loss.lambda_tv" => f64::from(self.loss.lambda_tv),
             "loss.lambda_tv_depth" => f64::from(self.loss.lambda_tv_depth),
             "loss.lambda_sparsity" => f64::from(self.loss.lambda_sparsity),
+            "loss.lambda_ssim" => f64::from(self.loss.lambda_ssim),
+            "loss.lambda_depth_consistency" => f64::from(self.loss.lambda_depth_consistency),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

@@ -115,36 +115,48 @@ kernel! {
     }
 }
 
-kernel! {
-    /// The mean squared error against the targets: its gradient per slot, its value per slot.
-    pub struct LossMse, LossMseBindings = "loss_mse" {
-        includes: [],
-        workgroup: |_| 64,
-        bindings: {
-            batch: Uniform Batch,
-            loss: Uniform LossUniforms,
-            rays: Read [Ray],
-            outputs: Read [RayOutput],
-            ray_grads: ReadWrite [RayGrad],
-            losses: ReadWrite [f32],
+/// Declares a loss on rendered rays (shaders/ray_loss.wgsl): one WGSL file, bound like every other
+/// (`RayLossBindings`, declared once by the first of them, `LossMse`).
+macro_rules! ray_loss {
+    ($(#[doc = $doc:expr])* $name:ident, $($bindings:tt)+) => {
+        kernel! {
+            $(#[doc = $doc])*
+            pub struct $name, $($bindings)+ {
+                includes: [RayLoss],
+                workgroup: |_| 64,
+                bindings: {
+                    batch: Uniform Batch,
+                    loss: Uniform LossUniforms,
+                    rays: Read [Ray],
+                    outputs: Read [RayOutput],
+                    /// each slot's dLoss/d(colour, opacity, depth), summed over the loss passes
+                    ray_grads: ReadWrite [RayGrad],
+                    /// per term t, the value of each slot at t * slots + slot (LOSS_NAMES order)
+                    losses: ReadWrite [f32],
+                }
+            }
         }
-    }
+    };
 }
 
-kernel! {
+ray_loss! {
+    /// The mean squared error against the targets: its gradient per slot, its value per slot.
+    LossMse, RayLossBindings = "loss_mse"
+}
+
+ray_loss! {
     /// Total variation of the rendered patches' colour and depth: its gradient per slot.
-    pub struct LossTv, LossTvBindings = "loss_tv" {
-        includes: [],
-        workgroup: |_| 64,
-        bindings: {
-            batch: Uniform Batch,
-            loss: Uniform LossUniforms,
-            rays: Read [Ray],
-            outputs: Read [RayOutput],
-            ray_grads: ReadWrite [RayGrad],
-            losses: ReadWrite [f32],
-        }
-    }
+    LossTv, use RayLossBindings = "loss_tv"
+}
+
+ray_loss! {
+    /// 1 - SSIM of the rendered patches' colour against the targets, over square windows.
+    LossSsim, use RayLossBindings = "loss_ssim"
+}
+
+ray_loss! {
+    /// Depth agreement (smooth L1) of each rendered cut with the next finer one.
+    LossDepthConsistency, use RayLossBindings = "loss_depth_consistency"
 }
 
 kernel! {
@@ -333,6 +345,8 @@ kernel_set! {
     render_forward: RenderForward,
     loss_mse: LossMse,
     loss_tv: LossTv,
+    loss_ssim: LossSsim,
+    loss_depth_consistency: LossDepthConsistency,
     loss_sparsity: LossSparsity,
     render_backward: RenderBackward,
     field_backward: FieldBackward,

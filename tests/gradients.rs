@@ -241,6 +241,90 @@ fn loss_tv_matches_finite_differences() {
     assert!(nonzero > scene.slots(), "{nonzero} outputs with a gradient");
 }
 
+/// Random colours in [0, 1] and depths in [0, 3) per slot.
+fn random_outputs(scene: &Scene, seed: u64) -> Vec<Output> {
+    let mut rng = SplitMix64(seed);
+    (0..scene.slots())
+        .map(|_| Output {
+            rgb: [0, 1, 2].map(|_| f64::from(rng.next_f32())),
+            depth: f64::from(rng.next_f32()) * 3.0,
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// loss_ssim's dLoss/d colour per slot against finite differences of the weighted 1 - SSIM (3 x 3
+/// windows in 4 x 4 patches: every pixel is in one to four windows).
+#[test]
+fn loss_ssim_matches_finite_differences() {
+    let mut scene = scene();
+    scene.loss.lambdas[cpu::TERM_SSIM / 4][cpu::TERM_SSIM % 4] = 0.5;
+    scene.loss.ssim_window = 3;
+    scene.loss.inv_windows = 1.0 / (3.0 * 16.0);
+    let mut outputs = random_outputs(&scene, 17);
+    // some windows close to the targets, where SSIM is near 1 and its gradient small
+    for slot in (0..scene.slots()).step_by(3) {
+        let target = scene.rays[slot % scene.batch.n_rays as usize].target_rgb;
+        outputs[slot].rgb = [0, 1, 2].map(|c| f64::from(target[c]) + 0.01 * outputs[slot].rgb[c]);
+    }
+    let (grads, shares) = cpu::loss_ssim(&scene.batch, &scene.loss, &scene.rays, &outputs);
+    assert!(shares.iter().sum::<f64>() > 0.0);
+    assert!(grads.iter().all(|g| g.depth == 0.0 && g.opacity == 0.0));
+    let scale = grads.iter().flat_map(|g| g.rgb).fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut nonzero = 0;
+    for slot in 0..scene.slots() {
+        for c in 0..3 {
+            let keep = outputs[slot].rgb[c];
+            let numeric = central(
+                |v| {
+                    outputs[slot].rgb[c] = v;
+                    cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, &outputs)
+                },
+                keep,
+            );
+            outputs[slot].rgb[c] = keep;
+            check(&format!("slot {slot} channel {c}"), grads[slot].rgb[c], numeric, scale);
+            nonzero += usize::from(numeric != 0.0);
+        }
+    }
+    // every pixel of every patch is in a window, at both cuts
+    assert_eq!(nonzero, 3 * scene.slots());
+}
+
+/// loss_depth_consistency's dLoss/d depth per slot against finite differences of the weighted smooth
+/// L1 between cut 1 (coarse) and cut 2 (its finer partner), differences on both sides of the threshold.
+#[test]
+fn loss_depth_consistency_matches_finite_differences() {
+    let mut scene = scene();
+    let term = cpu::TERM_DEPTH_CONSISTENCY;
+    scene.loss.lambdas[term / 4][term % 4] = 0.3;
+    scene.loss.finer_cut = infnerf::trainer::finer_cuts(&scene.batch.cuts[..scene.batch.n_cuts as usize]);
+    assert_eq!(scene.loss.finer_cut[..2], [infnerf::gpu::records::NO_CUT, 0]);
+    scene.loss.huber_delta = 0.5;
+    scene.loss.inv_rays = 1.0 / 32.0;
+    let mut outputs = random_outputs(&scene, 19);
+    let (grads, shares) = cpu::loss_depth_consistency(&scene.batch, &scene.loss, &scene.rays, &outputs);
+    let n_rays = scene.batch.n_rays as usize;
+    // values at the coarse cut's slots only; both regimes of the smooth L1 occur
+    assert!(shares[..n_rays].iter().all(|&v| v == 0.0) && shares[n_rays..].iter().all(|&v| v > 0.0));
+    let d = |r: usize| (outputs[n_rays + r].depth - outputs[r].depth).abs();
+    assert!((0..n_rays).any(|r| d(r) < 0.5) && (0..n_rays).any(|r| d(r) > 0.5));
+    let scale = grads.iter().fold(0.0f64, |m, g| m.max(g.depth.abs()));
+    for slot in 0..scene.slots() {
+        let keep = outputs[slot].depth;
+        let numeric = central(
+            |v| {
+                outputs[slot].depth = v;
+                cpu::weighted_depth_consistency(&scene.batch, &scene.loss, &scene.rays, &outputs)
+            },
+            keep,
+        );
+        outputs[slot].depth = keep;
+        check(&format!("slot {slot}"), grads[slot].depth, numeric, scale);
+        assert!(numeric != 0.0, "slot {slot} has no gradient");
+    }
+}
+
 /// loss_sparsity's dLoss/d sigma per sample against finite differences of the weighted mean density.
 #[test]
 fn loss_sparsity_matches_finite_differences() {

@@ -11,7 +11,7 @@ use infnerf::field::SplitMix64;
 use infnerf::gpu::kernel::Recorder;
 use infnerf::gpu::records::{
     AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS,
-    MAX_CUTS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    MAX_CUTS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use infnerf::gpu::shader::ADAM_BLOCK;
 use infnerf::gpu::unrolled::WeightSource;
@@ -1244,20 +1244,76 @@ fn tv_and_sparsity_match_reference() {
     }
 }
 
+/// 1 - SSIM over 4 x 4 windows of the 8 x 8 patches and the depth consistency between the two
+/// rendered cuts: their gradients added to loss_mse's, and their per-slot values, against the
+/// references (which walk windows and pairs where the kernels gather per pixel).
+#[test]
+fn ssim_and_depth_consistency_match_reference() {
+    let mut config = config();
+    config.loss.lambda_ssim = 0.4;
+    config.loss.ssim_window = 4;
+    config.loss.lambda_depth_consistency = 0.3;
+    config.loss.huber_delta = 0.02;
+    config.schedule.geometric_warmup_steps = 0;
+    assert_eq!(config.train.patch_size, 8);
+    let f = Fixture::new(common::gpu(), config, 12);
+    let t = &f.trainer;
+    f.randomize_params(15);
+    f.forward();
+    let (batch, rays, outputs) = (f.batch(), f.rays(), f.outputs());
+    let loss = f.loss();
+    assert_eq!(batch.n_cuts, 2);
+    assert_eq!(loss.finer_cut[..2], [NO_CUT, 0]);
+    assert!(loss.inv_windows > 0.0 && loss.inv_rays > 0.0);
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let (mse_grads, _) = cpu::loss_mse(&batch, &loss, &rays, &outputs);
+    let (ssim_grads, ssim) = cpu::loss_ssim(&batch, &loss, &rays, &outputs);
+    let (depth_grads, consistency) = cpu::loss_depth_consistency(&batch, &loss, &rays, &outputs);
+    let ray_grads = f.ray_grads();
+    let scale =
+        |pick: fn(&OutputGrad) -> f64, grads: &[OutputGrad]| grads.iter().map(pick).fold(0.0f64, |m, v| m.max(v.abs()));
+    let (rgb_scale, depth_scale) = (scale(|g| g.rgb[0], &ssim_grads), scale(|g| g.depth, &depth_grads));
+    assert!(rgb_scale > 0.0 && depth_scale > 0.0);
+    for slot in 0..f.slots() {
+        let (g, m, v, d) = (&ray_grads[slot], &mse_grads[slot], &ssim_grads[slot], &depth_grads[slot]);
+        for k in 0..3 {
+            let want = m.rgb[k] + v.rgb[k];
+            assert!((g.rgb[k] - want).abs() <= 1e-4 * rgb_scale, "slot {slot} rgb {k}: {} vs {want}", g.rgb[k]);
+        }
+        assert!((g.depth - d.depth).abs() <= 1e-5 * depth_scale, "slot {slot} depth: {} vs {}", g.depth, d.depth);
+    }
+    let losses = to_f64(&f.read::<f32>(&t.train.losses, f.slots() * LOSS_TERMS));
+    let row = |term: usize| &losses[term * f.slots()..(term + 1) * f.slots()];
+    for (term, want) in [(cpu::TERM_SSIM, &ssim), (cpu::TERM_DEPTH_CONSISTENCY, &consistency)] {
+        let total: f64 = want.iter().sum();
+        assert!(total > 0.0, "term {term}");
+        for (slot, (g, c)) in row(term).iter().zip(want.iter()).enumerate() {
+            assert!((g - c).abs() <= 1e-5 * total, "term {term} slot {slot}: {g} vs {c}");
+        }
+    }
+    // the window count the host normalises by: (8 - 4 + 1)^2 windows in each patch wholly on its image
+    let whole = f.plan.patches.len() as f32 * 25.0;
+    assert!(loss.inv_windows >= 1.0 / (3.0 * whole) * 0.999, "{} windows", 1.0 / (3.0 * loss.inv_windows));
+}
+
 /// A term whose lambda is 0 costs nothing: its pass is not dispatched.
 #[test]
 fn terms_at_lambda_zero_are_not_dispatched() {
     let mut config = config();
     config.schedule.regularization_start_steps = 0;
+    config.schedule.geometric_warmup_steps = 0;
     let mut counts = Vec::new();
     for lambda in [0.0, 0.1] {
         config.loss.lambda_tv = lambda;
         config.loss.lambda_sparsity = lambda;
+        config.loss.lambda_ssim = lambda;
+        config.loss.lambda_depth_consistency = lambda;
         let mut f = Fixture::new(common::gpu(), config.clone(), 12);
         f.trainer.run_step(&f.plan.clone(), None).unwrap();
         counts.push(f.trainer.last_dispatches);
     }
-    assert_eq!(counts[1], counts[0] + 2, "dispatches per step: {counts:?}");
+    assert_eq!(counts[1], counts[0] + 4, "dispatches per step: {counts:?}");
 }
 
 /// The trainer weighs each term by lambda x its group's schedule multiplier x its balancer weight

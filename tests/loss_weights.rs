@@ -467,3 +467,14 @@ fn schedule_settings_change_while_training() {
     let error = config.set_live("schedule.nope", 1.0).unwrap_err().to_string();
     assert!(error.contains("schedule.balancer_override.<term>") && error.contains("schedule.override_rgb"), "{error}");
 }
+
+/// The consistency terms' partner of each rendered cut is the next finer rendered cut, whatever the
+/// order the cuts were drawn in; the finest has none.
+#[test]
+fn each_cut_pairs_with_the_next_finer_rendered_cut() {
+    use infnerf::gpu::records::NO_CUT;
+    use infnerf::trainer::finer_cuts;
+    assert_eq!(finer_cuts(&[3, 1, 0, 2]), [NO_CUT, 3, 1, 0]);
+    assert_eq!(finer_cuts(&[3, 0]), [NO_CUT, 0, NO_CUT, NO_CUT]);
+    assert_eq!(finer_cuts(&[2]), [NO_CUT; 4]);
+}

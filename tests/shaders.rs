@@ -82,7 +82,7 @@ fn modules() -> &'static [Validated] {
 }
 
 /// Shared WGSL that passes include (src/gpu/shader.rs), not passes of their own.
-const INCLUDES: [&str; 6] = ["common", "octree", "field", "node_groups", "hash_grid", "adam_update"];
+const INCLUDES: [&str; 7] = ["common", "octree", "field", "node_groups", "hash_grid", "adam_update", "ray_loss"];
 
 #[test]
 fn every_pass_validates_for_several_shapes() {

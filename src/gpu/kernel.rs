@@ -174,13 +174,32 @@ macro_rules! kernel {
             bindings: { $( $(#[doc = $bdoc:expr])* $bname:ident : $access:ident $bty:ty ),* $(,)? }
         }
     ) => {
-        $(#[doc = $doc])*
-        pub struct $name(pub $crate::gpu::kernel::Compiled);
-
         /// The buffers of each binding, in the pass's terms.
         pub struct $bindings<'a> {
             $( $(#[doc = $bdoc])* pub $bname: &'a wgpu::Buffer ),*
         }
+
+        $crate::kernel! {
+            $(#[doc = $doc])*
+            pub struct $name, use $bindings = $file {
+                includes: [$($include),*],
+                workgroup: $workgroup,
+                bindings: { $( $bname : $access $bty ),* }
+            }
+        }
+    };
+    // A pass whose bindings are those of an earlier pass (its `$bindings` struct already declared):
+    // passes of one family (e.g. the losses on rays) are bound alike.
+    (
+        $(#[doc = $doc:expr])*
+        pub struct $name:ident, use $bindings:ident = $file:literal {
+            includes: [$($include:ident),* $(,)?],
+            workgroup: $workgroup:expr,
+            bindings: { $( $(#[doc = $bdoc:expr])* $bname:ident : $access:ident $bty:ty ),* $(,)? }
+        }
+    ) => {
+        $(#[doc = $doc])*
+        pub struct $name(pub $crate::gpu::kernel::Compiled);
 
         impl $name {
             pub const NAME: &'static str = $file;

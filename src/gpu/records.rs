@@ -7,8 +7,16 @@ use crate::gpu_struct;
 pub const MAX_CUTS: usize = 4;
 
 /// The loss terms, in the order of their rows in the per-ray loss buffer and the statistics.
-pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity"];
-pub const LOSS_TERMS: usize = 4;
+pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity", "ssim", "depth_consistency"];
+pub const LOSS_TERMS: usize = 6;
+
+/// Whether each term (`LOSS_NAMES` order) is a per-cut term, weighed by its cut's level weight. The
+/// consistency terms compare two cuts: they are weighed by their lambda alone, and each pair's value
+/// is kept at the coarser cut's index.
+pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false];
+
+/// `LossUniforms::finer_cut` of the finest rendered cut: it has no finer partner.
+pub const NO_CUT: u32 = u32::MAX;
 
 /// Loss terms a `LossUniforms` can weigh (`lambdas`).
 pub const MAX_LOSS_TERMS: usize = 16;
@@ -110,10 +118,21 @@ gpu_struct! {
         pub inv_samples: f32,
         /// 1 / (3 * adjacent pixel pairs per direction in the step's patches)
         pub inv_pairs: f32,
-        pub _pad: f32,
+        /// 1 / (rays with a target): the mean over rays of the consistency terms
+        pub inv_rays: f32,
         /// level weight of each rendered cut
         pub cut_weights: [f32; 4],
-        /// weight of loss term t (its index in LOSS_NAMES, TERM_* in WGSL) at lambdas[t / 4][t % 4]
+        /// per rendered cut, the index of the next finer rendered cut (the partner of the consistency
+        /// terms), NO_CUT for the finest
+        pub finer_cut: [u32; 4],
+        /// 1 / (3 * SSIM windows wholly on the image in the step's patches)
+        pub inv_windows: f32,
+        /// edge of SSIM's square window (pixels)
+        pub ssim_window: u32,
+        /// the depth consistency's smooth-L1 threshold (scene units)
+        pub huber_delta: f32,
+        pub _pad: f32,
+        /// each term's weight (lambda x schedule x balancer), term t at [t / 4][t % 4]
         pub lambdas: [[f32; 4]; 4],
     }
 }

@@ -11,6 +11,7 @@ const OCTREE: &str = include_str!("../../shaders/octree.wgsl");
 const FIELD: &str = include_str!("../../shaders/field.wgsl");
 const HASH_GRID: &str = include_str!("../../shaders/hash_grid.wgsl");
 const ADAM_UPDATE: &str = include_str!("../../shaders/adam_update.wgsl");
+const RAY_LOSS: &str = include_str!("../../shaders/ray_loss.wgsl");
 const NODE_GROUPS: &str = include_str!("../../shaders/node_groups.wgsl");
 
 /// Shared WGSL a pass can include (after its bindings).
@@ -31,6 +32,14 @@ pub enum Include {
     FieldBackward,
     /// `adam_update(i, gradient)` (needs `adam`, `params`, `m1`, `m2`, `sanitized`).
     AdamUpdate,
+    /// The losses on rendered rays: a slot's ray, cut and weights, its pixel in its patch (needs the
+    /// `batch`, `loss` and `rays` bindings of `RayLossBindings`).
+    RayLoss,
+}
+
+/// Bit t set where loss term t is weighed by its cut's level weight (`records::LOSS_PER_CUT`).
+fn per_cut_terms() -> u32 {
+    crate::gpu::records::LOSS_PER_CUT.iter().zip(0..).map(|(&per_cut, t)| u32::from(per_cut) << t).sum()
 }
 
 /// Parameters per block of the `touched` flags (a step in several chunks): the backward flags each
@@ -106,6 +115,7 @@ impl KernelShape {
                 }
                 Include::FieldBackward => self.field_backward(&mut source),
                 Include::AdamUpdate => source.push_str(ADAM_UPDATE),
+                Include::RayLoss => source.push_str(RAY_LOSS),
             }
         }
         source.push_str(body);
@@ -187,6 +197,8 @@ impl KernelShape {
             ("LOSS_TERMS", crate::gpu::records::LOSS_TERMS as u32),
             ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),
             ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
+            ("NO_CUT", crate::gpu::records::NO_CUT),
+            ("PER_CUT_TERMS", per_cut_terms()),
         ];
         for (name, value) in consts {
             let _ = writeln!(h, "const {name}: u32 = {value}u;");

@@ -15,8 +15,8 @@ use crate::data::{pyramid, Camera, Dataset, Image};
 use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::kernel::Recorder;
 use crate::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_TERMS, MAX_CUTS,
-    OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_PER_CUT, LOSS_TERMS,
+    MAX_CUTS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
@@ -445,10 +445,28 @@ impl Trainer {
             inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
             inv_samples: 1.0 / (rays * t.samples_per_ray as f32).max(1.0),
             inv_pairs: 1.0 / (3.0 * pairs.max(1.0)),
+            inv_rays: 1.0 / plan.valid_rays.max(1) as f32,
             cut_weights,
-            lambdas,
+            finer_cut: finer_cuts(&plan.cuts),
+            inv_windows: 1.0 / (3.0 * self.ssim_windows(&plan.patches).max(1) as f32),
+            ssim_window: self.config.loss.ssim_window,
+            huber_delta: self.config.loss.huber_delta,
             _pad: 0.0,
+            lambdas,
         }
+    }
+
+    /// SSIM windows wholly inside a patch and on its image, over `patches`.
+    pub fn ssim_windows(&self, patches: &[Patch]) -> u64 {
+        let (p, w) = (self.config.train.patch_size, self.config.loss.ssim_window);
+        patches
+            .iter()
+            .map(|patch| {
+                let image = &self.images[patch.view as usize][patch.level as usize];
+                let across = |size: u32, start: u32| (size.saturating_sub(start).min(p) + 1).saturating_sub(w);
+                u64::from(across(image.width, patch.x0)) * u64::from(across(image.height, patch.y0))
+            })
+            .sum()
     }
 
     /// Chunks of a step's patches.
@@ -559,6 +577,12 @@ impl Trainer {
         if self.term_weight("tv", self.step) > 0.0 || self.term_weight("tv_depth", self.step) > 0.0 {
             rec.dispatch(&k.loss_tv, &g.loss_tv, slots);
         }
+        if self.term_weight("ssim", self.step) > 0.0 {
+            rec.dispatch(&k.loss_ssim, &g.loss_ssim, slots);
+        }
+        if self.term_weight("depth_consistency", self.step) > 0.0 {
+            rec.dispatch(&k.loss_depth_consistency, &g.loss_depth_consistency, slots);
+        }
     }
 
     /// render_backward -> the losses on samples -> field_backward (per page): gradients summed into
@@ -653,7 +677,9 @@ impl Trainer {
         self.balancer.set_window(self.config.schedule.balancer_window as usize);
         for (t, (name, per_cut)) in terms.iter().enumerate() {
             if steps > 0 && self.term_weight(name, self.step.saturating_sub(1)) > 0.0 {
-                self.balancer.record(LOSS_NAMES[t], per_cut[0]);
+                // a per-cut term's value at the finest cut; a consistency term's over its pairs
+                let value = if LOSS_PER_CUT[t] { per_cut[0] } else { per_cut.iter().sum() };
+                self.balancer.record(LOSS_NAMES[t], value);
             }
         }
         Ok(LossStats {
@@ -760,4 +786,17 @@ pub fn step_seed(seed: u64, step: u32) -> u32 {
 fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
     q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (q(alpha) << 24)
+}
+
+/// Per rendered cut (`cuts`, depths in any order), the index of the next finer rendered cut: the
+/// partner of the consistency terms; `NO_CUT` for the finest.
+pub fn finer_cuts(cuts: &[u32]) -> [u32; MAX_CUTS] {
+    let mut finer = [NO_CUT; MAX_CUTS];
+    for (c, &depth) in cuts.iter().enumerate() {
+        let partner = cuts.iter().enumerate().filter(|&(_, &d)| d > depth).min_by_key(|&(_, &d)| d);
+        if let Some((index, _)) = partner {
+            finer[c] = index as u32;
+        }
+    }
+    finer
 }

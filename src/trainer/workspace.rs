@@ -7,9 +7,9 @@ use crate::gpu::records::{
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossMseBindings, LossSparsityBindings,
-    LossStatsBindings, LossTvBindings, NodeScanBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings,
-    SamplesBindings, ScatterBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossSparsityBindings, LossStatsBindings,
+    NodeScanBindings, RayLossBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings,
+    ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
@@ -73,6 +73,8 @@ pub struct Groups {
     pub render_forward: wgpu::BindGroup,
     pub loss_mse: wgpu::BindGroup,
     pub loss_tv: wgpu::BindGroup,
+    pub loss_ssim: wgpu::BindGroup,
+    pub loss_depth_consistency: wgpu::BindGroup,
     pub loss_sparsity: wgpu::BindGroup,
     pub render_backward: wgpu::BindGroup,
     pub field_backward: Vec<wgpu::BindGroup>,
@@ -110,6 +112,14 @@ impl Workspace {
         let losses = sized("ray losses", size.slots() * LOSS_TERMS as u64 * 4)?;
         let sample_grads = sized("sample gradients", size.samples() * 16)?;
         let pages = 0..model.paging.n_pages as usize;
+        let ray_loss = RayLossBindings {
+            batch: &batch,
+            loss: &loss,
+            rays: &rays,
+            outputs: &outputs,
+            ray_grads: &ray_grads,
+            losses: &losses,
+        };
         let groups = Groups {
             rays: kernels.rays.bind(
                 gpu,
@@ -180,28 +190,10 @@ impl Workspace {
                     outputs: &outputs,
                 },
             ),
-            loss_mse: kernels.loss_mse.bind(
-                gpu,
-                &LossMseBindings {
-                    batch: &batch,
-                    loss: &loss,
-                    rays: &rays,
-                    outputs: &outputs,
-                    ray_grads: &ray_grads,
-                    losses: &losses,
-                },
-            ),
-            loss_tv: kernels.loss_tv.bind(
-                gpu,
-                &LossTvBindings {
-                    batch: &batch,
-                    loss: &loss,
-                    rays: &rays,
-                    outputs: &outputs,
-                    ray_grads: &ray_grads,
-                    losses: &losses,
-                },
-            ),
+            loss_mse: kernels.loss_mse.bind(gpu, &ray_loss),
+            loss_tv: kernels.loss_tv.bind(gpu, &ray_loss),
+            loss_ssim: kernels.loss_ssim.bind(gpu, &ray_loss),
+            loss_depth_consistency: kernels.loss_depth_consistency.bind(gpu, &ray_loss),
             loss_sparsity: kernels.loss_sparsity.bind(
                 gpu,
                 &LossSparsityBindings {

@@ -484,6 +484,8 @@ fn term_weight(batch: &Batch, loss: &LossUniforms, term: usize, slot: usize) -> 
 pub const TERM_TV: usize = 1;
 pub const TERM_TV_DEPTH: usize = 2;
 pub const TERM_SPARSITY: usize = 3;
+pub const TERM_SSIM: usize = 4;
+pub const TERM_DEPTH_CONSISTENCY: usize = 5;
 
 /// loss_tv.wgsl: (dLoss/d(rgb, depth) per slot, the unweighted shares of TV and TV_DEPTH per slot).
 /// The pairs are the horizontally and vertically adjacent pixels of each patch with both pixels on
@@ -827,4 +829,95 @@ pub fn assert_close_per_tensor(
         }
     }
     (with_gradient, worst)
+}
+
+/// loss_ssim.wgsl: (dLoss/d rgb per slot, the unweighted share of 1 - SSIM per slot). Walks the
+/// windows (the kernel walks the pixels): every W x W window wholly inside a patch with every pixel
+/// on the image, box weights, biased moments; a window's value is kept at its top-left slot.
+pub fn loss_ssim(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> (Vec<OutputGrad>, Vec<f64>) {
+    const C1: f64 = 0.0001;
+    const C2: f64 = 0.0009;
+    let (n_rays, p, w) = (batch.n_rays as usize, batch.patch_size as usize, loss.ssim_window as usize);
+    let inv = f64::from(loss.inv_windows);
+    let n = (w * w) as f64;
+    let mut grads = vec![OutputGrad::default(); outputs.len()];
+    let mut shares = vec![0.0; outputs.len()];
+    for top_left in 0..outputs.len() {
+        let within = (top_left % n_rays) % (p * p);
+        let (x, y) = (within % p, within / p);
+        if w > p || x + w > p || y + w > p {
+            continue;
+        }
+        let members: Vec<usize> = (0..w * w).map(|k| top_left + (k / w) * p + k % w).collect();
+        if members.iter().any(|&slot| rays[slot % n_rays].target_rgb[3] <= 0.0) {
+            continue;
+        }
+        let weight = term_weight(batch, loss, TERM_SSIM, top_left);
+        for c in 0..3 {
+            let xs: Vec<f64> = members.iter().map(|&slot| outputs[slot].rgb[c]).collect();
+            let ys: Vec<f64> = members.iter().map(|&slot| f64::from(rays[slot % n_rays].target_rgb[c])).collect();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / n;
+            let (mx, my) = (mean(&xs), mean(&ys));
+            let vx = xs.iter().map(|v| (v - mx) * (v - mx)).sum::<f64>() / n;
+            let vy = ys.iter().map(|v| (v - my) * (v - my)).sum::<f64>() / n;
+            let cxy = xs.iter().zip(&ys).map(|(a, b)| (a - mx) * (b - my)).sum::<f64>() / n;
+            let (num1, num2) = (2.0 * mx * my + C1, 2.0 * cxy + C2);
+            let (den1, den2) = (mx * mx + my * my + C1, vx + vy + C2);
+            let ssim = num1 * num2 / (den1 * den2);
+            shares[top_left] += (1.0 - ssim) * inv;
+            for (k, &slot) in members.iter().enumerate() {
+                // quotient rule on (num1 num2) / (den1 den2), each factor's derivative by x_k
+                let d_num = 2.0 * my / n * num2 + num1 * 2.0 * (ys[k] - my) / n;
+                let d_den = 2.0 * mx / n * den2 + den1 * 2.0 * (xs[k] - mx) / n;
+                let d_ssim = (d_num * den1 * den2 - num1 * num2 * d_den) / (den1 * den2).powi(2);
+                grads[slot].rgb[c] -= d_ssim * inv * weight;
+            }
+        }
+    }
+    (grads, shares)
+}
+
+/// The weighted 1 - SSIM the optimiser sees.
+pub fn weighted_ssim(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> f64 {
+    let (_, shares) = loss_ssim(batch, loss, rays, outputs);
+    shares.iter().enumerate().map(|(slot, v)| v * term_weight(batch, loss, TERM_SSIM, slot)).sum()
+}
+
+/// loss_depth_consistency.wgsl: (dLoss/d depth per slot, the unweighted share per slot). Walks the
+/// pairs (each cut with `loss.finer_cut`) over the rays with a target; the pair's value is kept at
+/// the coarser cut's slot.
+pub fn loss_depth_consistency(
+    batch: &Batch,
+    loss: &LossUniforms,
+    rays: &[Ray],
+    outputs: &[Output],
+) -> (Vec<OutputGrad>, Vec<f64>) {
+    let n_rays = batch.n_rays as usize;
+    let (inv, delta) = (f64::from(loss.inv_rays), f64::from(loss.huber_delta));
+    let lambda = f64::from(loss.lambdas[TERM_DEPTH_CONSISTENCY / 4][TERM_DEPTH_CONSISTENCY % 4]);
+    let mut grads = vec![OutputGrad::default(); outputs.len()];
+    let mut shares = vec![0.0; outputs.len()];
+    for cut in 0..batch.n_cuts as usize {
+        let finer = loss.finer_cut[cut];
+        if finer == infnerf::gpu::records::NO_CUT {
+            continue;
+        }
+        for r in (0..n_rays).filter(|&r| rays[r].target_rgb[3] > 0.0) {
+            let (coarse, fine) = (cut * n_rays + r, finer as usize * n_rays + r);
+            let d = outputs[coarse].depth - outputs[fine].depth;
+            let (value, slope) =
+                if d.abs() < delta { (0.5 * d * d / delta, d / delta) } else { (d.abs() - 0.5 * delta, d.signum()) };
+            shares[coarse] += value * inv;
+            grads[coarse].depth += slope * inv * lambda;
+            grads[fine].depth -= slope * inv * lambda;
+        }
+    }
+    (grads, shares)
+}
+
+/// The weighted depth consistency the optimiser sees (lambda alone: no level weight).
+pub fn weighted_depth_consistency(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> f64 {
+    let (_, shares) = loss_depth_consistency(batch, loss, rays, outputs);
+    let lambda = f64::from(loss.lambdas[TERM_DEPTH_CONSISTENCY / 4][TERM_DEPTH_CONSISTENCY % 4]);
+    shares.iter().sum::<f64>() * lambda
 }
