@@ -3,7 +3,7 @@
 //! The pipeline, module by module: `data` (posed images) -> `octree` (level of detail) ->
 //! `field` (per-node parameters) -> `gpu` + `shaders/` (the passes) -> `loss_weights` (what each
 //! loss term counts at a step) -> `trainer` (a step) ->
-//! `run` (train / eval) and `bench`.
+//! `run` (train / eval; `levels`: per tree cut) and `bench`.
 
 pub mod bench;
 pub mod config;
@@ -12,6 +12,7 @@ pub mod field;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod levels;
 pub mod loss_weights;
 pub mod metrics;
 pub mod octree;

@@ -76,6 +76,10 @@ struct EvalArgs {
     /// Shrink every image by this integer factor while loading (default: the checkpoint's data.downscale).
     #[arg(long, value_name = "N")]
     downscale: Option<u32>,
+    /// Also each tree cut at its pyramid scale: PSNR, depth disagreement with the next finer cut, and
+    /// the finest cut's depth error where the data has ground-truth depth.
+    #[arg(long)]
+    levels: bool,
 }
 
 #[derive(Args)]
@@ -171,7 +175,7 @@ fn execute(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Eval(a)) => {
-            let report = run::eval_checkpoint(&a.checkpoint, &a.data, &a.split, a.views, a.downscale, &gpu)?;
+            let report = run::eval_checkpoint(&a.checkpoint, &a.data, &a.split, a.views, a.downscale, a.levels, &gpu)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::Bench(a)) => {

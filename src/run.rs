@@ -48,6 +48,9 @@ pub struct EvalReport {
     pub split: String,
     pub steps: u32,
     pub seconds: f64,
+    /// Per tree cut (`eval --levels`): PSNR at its scale, depth agreement, depth error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub levels: Option<crate::levels::LevelsReport>,
 }
 
 /// One line of metrics.jsonl (a step's statistics; settings changes are lines with an `event`).
@@ -326,6 +329,7 @@ pub fn evaluate(
         split: split.to_string(),
         steps: trainer.step,
         seconds,
+        levels: None,
     })
 }
 
@@ -519,6 +523,7 @@ pub fn eval_checkpoint(
     split: &str,
     views: Option<usize>,
     downscale: Option<u32>,
+    levels: bool,
     gpu: &GpuOptions,
 ) -> Result<EvalReport> {
     let mut state = CheckpointState::read(checkpoint)?;
@@ -533,6 +538,10 @@ pub fn eval_checkpoint(
     let trainer = state.into_trainer(Arc::new(Gpu::new(gpu)?), &dataset)?;
     let started = Instant::now();
     let mut report = evaluate(&trainer, chosen, split, views, 0.0, None)?;
+    if levels {
+        let picked = evenly_spaced(chosen.len(), views);
+        report.levels = Some(crate::levels::evaluate_levels(&trainer, &dataset, data, split, chosen, &picked)?);
+    }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -12,7 +12,7 @@ mod intrinsics;
 mod json;
 mod ngp;
 mod pose;
-mod pyramid;
+pub mod pyramid;
 mod transforms;
 mod views;
 
