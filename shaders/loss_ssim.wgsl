@@ -1,6 +1,7 @@
 // Loss: 1 - SSIM of the rendered patches' colour against the targets (seed §1.1, SPEC §3.1), per cut,
 // weighted by lambda and the cut's level weight. SSIM as Wang et al. (2004) define it, per channel,
-// over every W x W window (W = loss.ssim_window) wholly inside a patch and on the image, with box
+// over every W x W window (W = loss.ssim_window) wholly inside a patch (or a structure patch, whose
+// tiles join into one square: ray_loss.wgsl) and on the image, with box
 // weights and the biased (1/N) moments, C1 = 0.01^2 and C2 = 0.03^2 for colours in [0, 1]:
 //   SSIM = (2 mx my + C1)(2 cxy + C2) / ((mx^2 + my^2 + C1)(vx + vy + C2)).
 // The value is 1 - the mean SSIM over the step's windows and the three channels (inv_windows is
@@ -23,11 +24,10 @@ struct Window {
     whole: bool,
 }
 
-// The window whose top-left pixel is `first` pixels after the patch's first (ray `patch_ray`, slot
-// `patch_slot`).
-fn window(patch_ray: u32, patch_slot: u32, first: u32) -> Window {
+// The window whose top-left pixel is `corner` in the square `square`, at the cut whose slots start at
+// `cut_first`.
+fn window(square: Structure, corner: vec2<u32>, cut_first: u32) -> Window {
     let w = loss.ssim_window;
-    let p = batch.patch_size;
     var sx = vec3<f32>(0.0);
     var sy = vec3<f32>(0.0);
     var sxx = vec3<f32>(0.0);
@@ -36,10 +36,10 @@ fn window(patch_ray: u32, patch_slot: u32, first: u32) -> Window {
     var whole = true;
     for (var j = 0u; j < w; j++) {
         for (var i = 0u; i < w; i++) {
-            let k = first + j * p + i;
-            whole = whole && on_image(patch_ray + k);
-            let x = outputs[patch_slot + k].rgb;
-            let y = rays[patch_ray + k].target_rgb.xyz;
+            let ray = structure_ray(square, corner + vec2<u32>(i, j));
+            whole = whole && on_image(ray);
+            let x = outputs[cut_first + ray].rgb;
+            let y = rays[ray].target_rgb.xyz;
             sx += x;
             sy += y;
             sxx += x * x;
@@ -60,23 +60,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let w = loss.ssim_window;
-    let p = batch.patch_size;
-    let xy = patch_pixel(s.ray);
-    let within = xy.y * p + xy.x;
-    let patch_ray = s.ray - within;
-    let patch_slot = s.index - within;
+    let square = structure_of(s.ray);
+    let xy = square.pixel;
+    let cut_first = s.index - s.ray;
     let x = outputs[s.index].rgb;
     let y = rays[s.ray].target_rgb.xyz;
     let inv_n = 1.0 / f32(w * w);
     var value = 0.0;
     var d_ssim = vec3<f32>(0.0);
-    // the windows holding this pixel: top-left corners (wx, wy), wx in [x - W + 1, x] and in [0, p - W]
-    // (none when the window is larger than the patch)
-    let last = i32(p) - i32(w);
+    // the windows holding this pixel: top-left corners (wx, wy), wx in [x - W + 1, x] and in
+    // [0, size - W] (none when the window is larger than the square)
+    let last = i32(square.size) - i32(w);
     for (var wy = max(i32(xy.y) - i32(w) + 1, 0); wy <= min(i32(xy.y), last); wy++) {
         for (var wx = max(i32(xy.x) - i32(w) + 1, 0); wx <= min(i32(xy.x), last); wx++) {
-            let first = u32(wy) * p + u32(wx);
-            let m = window(patch_ray, patch_slot, first);
+            let corner = vec2<u32>(u32(wx), u32(wy));
+            let m = window(square, corner, cut_first);
             if !m.whole {
                 continue;
             }
@@ -85,7 +83,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let b1 = m.mx * m.mx + m.my * m.my + C1;
             let b2 = m.vx + m.vy + C2;
             let ssim = a1 * a2 / (b1 * b2);
-            if first == within {
+            if all(corner == xy) {
                 value += 3.0 - ssim.x - ssim.y - ssim.z;
             }
             // d/dx_i of the means and moments: dmx = 1/N, dvx = 2 (x_i - mx)/N, dcxy = (y_i - my)/N

@@ -1,5 +1,6 @@
 // Loss: total variation of the rendered patches (seed §1 regularisation, SPEC §3.3): the mean
-// absolute difference between horizontally and vertically adjacent pixels of a patch, of the colour
+// absolute difference between horizontally and vertically adjacent pixels of a patch (or of a
+// structure patch, whose tiles join into one square: ray_loss.wgsl), of the colour
 // (term TV, per channel) and of the depth (term TV_DEPTH), summed over the two directions. Pairs with
 // a pixel off the image count as 0; the mean is over every pair of the step's patches. Each slot
 // writes the loss of the pairs to its right and below (so no pair counts twice) and adds to its own
@@ -13,10 +14,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     let slot = s.index;
-    let p = batch.patch_size;
-    let xy = patch_pixel(s.ray);
-    let x = xy.x;
-    let y = xy.y;
+    let square = structure_of(s.ray);
+    let x = square.pixel.x;
+    let y = square.pixel.y;
+    let size = square.size;
+    // the slots of this cut start at cut * n_rays
+    let cut_first = s.index - s.ray;
     let lambda_rgb = term_weight(TERM_TV, s.cut);
     let lambda_depth = term_weight(TERM_TV_DEPTH, s.cut);
     let me = outputs[slot];
@@ -25,19 +28,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var value_depth = 0.0;
     var d_rgb = vec3<f32>(0.0);
     var d_depth = 0.0;
-    // left, right, up, down neighbours inside the patch
+    // left, right, up, down neighbours inside the square (patch or structure patch)
     for (var k = 0u; k < 4u; k++) {
-        var n = 0u;
         var exists = false;
+        var at = square.pixel;
         switch k {
-            case 0u: { exists = x > 0u; n = slot - 1u; }
-            case 1u: { exists = x + 1u < p; n = slot + 1u; }
-            case 2u: { exists = y > 0u; n = slot - p; }
-            default: { exists = y + 1u < p; n = slot + p; }
+            case 0u: { exists = x > 0u; at.x -= 1u; }
+            case 1u: { exists = x + 1u < size; at.x += 1u; }
+            case 2u: { exists = y > 0u; at.y -= 1u; }
+            default: { exists = y + 1u < size; at.y += 1u; }
         }
-        if !exists || !inside || !on_image(n % batch.n_rays) {
+        if !exists {
             continue;
         }
+        let ray = structure_ray(square, at);
+        if !inside || !on_image(ray) {
+            continue;
+        }
+        let n = cut_first + ray;
         let other = outputs[n];
         let diff = me.rgb - other.rgb;
         let diff_depth = me.depth - other.depth;

@@ -32,9 +32,37 @@ fn on_image(ray: u32) -> bool {
     return rays[ray].target_rgb.w > 0.0;
 }
 
-// The ray's pixel in its patch (x, y): rays are patch by patch, row by row.
-fn patch_pixel(ray: u32) -> vec2<u32> {
+// The square of pixels a training ray belongs to, for the losses on image structure: a patch, or a
+// group of tiles (a structure patch, train.structure_patches). Rays are patch by patch (tile by tile),
+// each row by row.
+struct Structure {
+    // the ray's pixel in the square
+    pixel: vec2<u32>,
+    // the square's edge in pixels
+    size: u32,
+    // the square's first patch (tile)
+    first_patch: u32,
+    // tiles per side (1 for a lone patch)
+    tiles: u32,
+}
+
+fn structure_of(ray: u32) -> Structure {
     let p = batch.patch_size;
+    let patch_index = ray / (p * p);
     let within = ray % (p * p);
-    return vec2<u32>(within % p, within / p);
+    let pixel = vec2<u32>(within % p, within / p);
+    if patch_index >= batch.grouped_patches {
+        return Structure(pixel, p, patch_index, 1u);
+    }
+    let m = batch.group_tiles;
+    let tile = patch_index % (m * m);
+    let tile_xy = vec2<u32>(tile % m, tile / m);
+    return Structure(tile_xy * p + pixel, m * p, patch_index - tile, m);
+}
+
+// The ray at pixel `pixel` of the square `s`.
+fn structure_ray(s: Structure, pixel: vec2<u32>) -> u32 {
+    let p = batch.patch_size;
+    let tile = (pixel.y / p) * s.tiles + pixel.x / p;
+    return (s.first_patch + tile) * p * p + (pixel.y % p) * p + pixel.x % p;
 }

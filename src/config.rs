@@ -66,6 +66,27 @@ pub struct FieldConfig {
     pub max_density: f32,
 }
 
+impl TrainConfig {
+    /// Tiles per side of a structure patch.
+    pub fn group_tiles(&self) -> u32 {
+        (self.structure_patch_size / self.patch_size.max(1)).max(1)
+    }
+
+    /// Patches per step: the structure patches' tiles (first) and the lone patches.
+    pub fn patches_per_step(&self) -> u32 {
+        self.structure_patches * self.group_tiles() * self.group_tiles() + self.patches_per_batch
+    }
+
+    /// The largest square of pixels a loss on image structure sees.
+    pub fn largest_square(&self) -> u32 {
+        if self.structure_patches > 0 {
+            self.patch_size.max(self.structure_patch_size)
+        } else {
+            self.patch_size
+        }
+    }
+}
+
 /// The loss terms and how they are weighted (SPEC §3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -250,8 +271,13 @@ pub struct TrainConfig {
     pub steps: u32,
     /// Edge of the square image patches a batch is made of.
     pub patch_size: u32,
-    /// Patches per step: rays per step = patches_per_batch * patch_size^2.
+    /// Patches per step: rays per step = patches_per_batch * patch_size^2 (+ the structure patches).
     pub patches_per_batch: u32,
+    /// Larger patches per step besides those, for the losses on image structure (SSIM, TV): each a
+    /// square of structure_patch_size pixels, drawn like the others.
+    pub structure_patches: u32,
+    /// Edge of the structure patches: a multiple of patch_size (each is made of patch_size tiles).
+    pub structure_patch_size: u32,
     /// Stratified samples per ray across the scene cube.
     pub samples_per_ray: u32,
     /// Adam learning rate of the hash tables.
@@ -330,6 +356,8 @@ impl Default for TrainConfig {
             steps: 5000,
             patch_size: 2,
             patches_per_batch: 512,
+            structure_patches: 0,
+            structure_patch_size: 8,
             samples_per_ray: 128,
             lr_hash: 1.0e-2,
             lr_mlp: 1.0e-2,
@@ -495,6 +523,18 @@ impl Config {
         if t.patches_per_batch == 0 || t.patches_per_batch * t.patch_size * t.patch_size > 1 << 20 {
             return bad("train.patches_per_batch", "must be positive, with at most 2^20 rays per batch");
         }
+        if !(t.structure_patch_size >= t.patch_size
+            && t.structure_patch_size <= 64
+            && t.structure_patch_size.is_multiple_of(t.patch_size))
+        {
+            return bad("train.structure_patch_size", "must be a multiple of train.patch_size, at most 64");
+        }
+        if u64::from(t.patches_per_step()) * u64::from(t.patch_size * t.patch_size) > 1 << 20 {
+            return bad(
+                "train.structure_patches",
+                "at most 2^20 rays per batch, patches and structure patches together",
+            );
+        }
         if !(2..=1024).contains(&t.samples_per_ray) {
             return bad("train.samples_per_ray", "must be in 2..=1024");
         }
@@ -558,12 +598,13 @@ impl Config {
         if !(2..=16).contains(&l.ssim_window) {
             return bad("loss.ssim_window", "must be in 2..=16");
         }
-        if l.lambda_ssim > 0.0 && t.patch_size < l.ssim_window {
+        if l.lambda_ssim > 0.0 && t.largest_square() < l.ssim_window {
             return bad(
                 "loss.lambda_ssim",
                 &format!(
-                    "SSIM needs patches at least as large as its window: train.patch_size is {}, loss.ssim_window {}",
-                    t.patch_size, l.ssim_window
+                    "SSIM needs patches at least as large as its window ({} pixels): raise train.patch_size \
+                     ({}), or add train.structure_patches of train.structure_patch_size ({})",
+                    l.ssim_window, t.patch_size, t.structure_patch_size
                 ),
             );
         }

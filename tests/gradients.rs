@@ -64,6 +64,10 @@ fn scene() -> Scene {
         cuts,
         background: [1.0; 3],
         random_background: 1,
+        group_tiles: 1,
+        grouped_patches: 0,
+        _pad0: 0,
+        _pad1: 0,
     };
     let mut rng = SplitMix64(4);
     let targets: Vec<u32> = (0..batch.n_rays).map(|_| rng.next_u64() as u32).collect();
@@ -323,6 +327,84 @@ fn loss_depth_consistency_matches_finite_differences() {
         check(&format!("slot {slot}"), grads[slot].depth, numeric, scale);
         assert!(numeric != 0.0, "slot {slot} has no gradient");
     }
+}
+
+/// `scene()` with 2 x 2 patches, the first four the tiles of one 4 x 4 structure patch (row by row),
+/// the other four alone: 32 rays.
+fn structured_scene() -> Scene {
+    let mut scene = scene();
+    let dataset = random_dataset(3, 16, 21);
+    let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
+    let mut patches: Vec<Patch> = [(0, 0), (2, 0), (0, 2), (2, 2)]
+        .iter()
+        .map(|&(dx, dy)| Patch { view: 1, level: 0, x0: 9 + dx, y0: 3 + dy })
+        .collect();
+    patches.extend([(0, 0, 1, 1), (2, 1, 4, 4), (1, 0, 10, 12), (0, 1, 5, 0)].map(|(view, level, x0, y0)| Patch {
+        view,
+        level,
+        x0,
+        y0,
+    }));
+    scene.batch.patch_size = 2;
+    scene.batch.group_tiles = 2;
+    scene.batch.grouped_patches = 4;
+    let mut rng = SplitMix64(5);
+    let targets: Vec<u32> = (0..scene.batch.n_rays).map(|_| rng.next_u64() as u32).collect();
+    scene.rays = cpu::rays(&scene.batch, &cameras, &patches, &targets);
+    assert!(scene.rays.iter().all(|r| r.target_rgb[3] > 0.0));
+    scene
+}
+
+/// TV and SSIM across the tiles of a structure patch: pairs and windows that span tiles, against
+/// finite differences (3 x 3 windows: only the 4 x 4 structure patch holds any).
+#[test]
+fn structure_patches_join_their_tiles_for_tv_and_ssim() {
+    let mut scene = structured_scene();
+    scene.loss.lambdas[0][cpu::TERM_TV] = 0.3;
+    scene.loss.lambdas[0][cpu::TERM_TV_DEPTH] = 0.2;
+    scene.loss.lambdas[cpu::TERM_SSIM / 4][cpu::TERM_SSIM % 4] = 0.5;
+    scene.loss.ssim_window = 3;
+    scene.loss.inv_pairs = 1.0 / 37.0;
+    scene.loss.inv_windows = 1.0 / 12.0;
+    let mut outputs = random_outputs(&scene, 23);
+    let (tv_grads, [tv, _]) = cpu::loss_tv(&scene.batch, &scene.loss, &scene.rays, &outputs);
+    let (ssim_grads, ssim) = cpu::loss_ssim(&scene.batch, &scene.loss, &scene.rays, &outputs);
+    // pairs to the right and below: 2 x 4 x 3 in the structure patch, 2 x 2 x 1 in each lone patch
+    let pairs = tv.iter().filter(|&&v| v > 0.0).count();
+    assert!(pairs >= 24, "{pairs} slots with a pair");
+    // windows: 2 x 2 top-left corners in the structure patch per cut, none in the lone ones
+    assert_eq!(ssim.iter().filter(|&&v| v != 0.0).count(), 2 * 4);
+    let total = |outputs: &[Output]| {
+        cpu::weighted_tv(&scene.batch, &scene.loss, &scene.rays, outputs)
+            + cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, outputs)
+    };
+    let scale = tv_grads
+        .iter()
+        .zip(&ssim_grads)
+        .flat_map(|(a, b)| [0, 1, 2].map(|c| a.rgb[c] + b.rgb[c]))
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let n_rays = scene.batch.n_rays as usize;
+    let mut across_tiles = 0;
+    for slot in 0..scene.slots() {
+        for c in 0..3 {
+            let keep = outputs[slot].rgb[c];
+            let numeric = central(
+                |v| {
+                    outputs[slot].rgb[c] = v;
+                    total(&outputs)
+                },
+                keep,
+            );
+            outputs[slot].rgb[c] = keep;
+            check(&format!("slot {slot} channel {c}"), tv_grads[slot].rgb[c] + ssim_grads[slot].rgb[c], numeric, scale);
+        }
+        // a tile's pixel on the border with the next tile has an SSIM gradient from windows it shares
+        if slot % n_rays < 16 && ssim_grads[slot].rgb[0] != 0.0 {
+            across_tiles += 1;
+        }
+    }
+    // every pixel of the 4 x 4 square is in some 3 x 3 window, at both cuts
+    assert_eq!(across_tiles, 2 * 16);
 }
 
 /// loss_sparsity's dLoss/d sigma per sample against finite differences of the weighted mean density.

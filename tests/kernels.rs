@@ -1010,6 +1010,10 @@ fn render_matches_reference_chain() {
             cuts,
             background: t.config.data.background,
             random_background: 0,
+            group_tiles: 1,
+            grouped_patches: 0,
+            _pad0: 0,
+            _pad1: 0,
         };
         let rays = cpu::rays(&batch, &[GpuCamera::from(&camera)], &[], &[]);
         let sampling = t.sampling_uniforms(t.step, false);
@@ -1295,6 +1299,73 @@ fn ssim_and_depth_consistency_match_reference() {
     // the window count the host normalises by: (8 - 4 + 1)^2 windows in each patch wholly on its image
     let whole = f.plan.patches.len() as f32 * 25.0;
     assert!(loss.inv_windows >= 1.0 / (3.0 * whole) * 0.999, "{} windows", 1.0 / (3.0 * loss.inv_windows));
+}
+
+/// A batch of 2 x 2 patches with two 8 x 8 structure patches (16 tiles each) first: TV and SSIM see
+/// each structure patch as one square, against the references, and the host's normalisers count its
+/// pairs and windows.
+#[test]
+fn structure_patches_match_reference() {
+    let mut config = config();
+    config.train.patch_size = 2;
+    config.train.patches_per_batch = 6;
+    config.train.structure_patches = 2;
+    config.train.structure_patch_size = 8;
+    config.loss.lambda_tv = 0.3;
+    config.loss.lambda_tv_depth = 0.2;
+    config.loss.lambda_ssim = 0.4;
+    config.loss.ssim_window = 4;
+    config.schedule.regularization_start_steps = 0;
+    let f = Fixture::new(common::gpu(), config, 12);
+    let t = &f.trainer;
+    assert_eq!(f.plan.patches.len(), 2 * 16 + 6);
+    assert_eq!(f.rays, 38 * 4);
+    // the tiles of a structure patch tile its square, row by row
+    for group in 0..2 {
+        let first = f.plan.patches[group * 16];
+        for (k, tile) in f.plan.patches[group * 16..(group + 1) * 16].iter().enumerate() {
+            assert_eq!((tile.view, tile.level), (first.view, first.level));
+            assert_eq!((tile.x0, tile.y0), (first.x0 + 2 * (k as u32 % 4), first.y0 + 2 * (k as u32 / 4)));
+        }
+    }
+    f.randomize_params(16);
+    f.forward();
+    let (batch, rays, outputs) = (f.batch(), f.rays(), f.outputs());
+    assert_eq!((batch.group_tiles, batch.grouped_patches), (4, 32));
+    let loss = f.loss();
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let (mse_grads, _) = cpu::loss_mse(&batch, &loss, &rays, &outputs);
+    let (tv_grads, [tv, tv_depth]) = cpu::loss_tv(&batch, &loss, &rays, &outputs);
+    let (ssim_grads, ssim) = cpu::loss_ssim(&batch, &loss, &rays, &outputs);
+    let ray_grads = f.ray_grads();
+    let rgb_scale = tv_grads.iter().zip(&ssim_grads).fold(0.0f64, |m, (a, b)| m.max((a.rgb[0] + b.rgb[0]).abs()));
+    let depth_scale = tv_grads.iter().fold(0.0f64, |m, g| m.max(g.depth.abs()));
+    for slot in 0..f.slots() {
+        for k in 0..3 {
+            let want = mse_grads[slot].rgb[k] + tv_grads[slot].rgb[k] + ssim_grads[slot].rgb[k];
+            let got = ray_grads[slot].rgb[k];
+            assert!((got - want).abs() <= 1e-4 * rgb_scale, "slot {slot} rgb {k}: {got} vs {want}");
+        }
+        let (got, want) = (ray_grads[slot].depth, tv_grads[slot].depth);
+        assert!((got - want).abs() <= 1e-5 * depth_scale, "slot {slot} depth: {got} vs {want}");
+    }
+    let losses = to_f64(&f.read::<f32>(&t.train.losses, f.slots() * LOSS_TERMS));
+    let row = |term: usize| &losses[term * f.slots()..(term + 1) * f.slots()];
+    for (term, want) in [(cpu::TERM_TV, &tv), (cpu::TERM_TV_DEPTH, &tv_depth), (cpu::TERM_SSIM, &ssim)] {
+        let total: f64 = want.iter().sum();
+        assert!(total > 0.0, "term {term}");
+        for (slot, (g, c)) in row(term).iter().zip(want.iter()).enumerate() {
+            assert!((g - c).abs() <= 1e-5 * total, "term {term} slot {slot}: {g} vs {c}");
+        }
+    }
+    // SSIM windows exist only in the structure patches: 25 per 8 x 8 square on the image
+    let windows = (1.0 / (3.0 * loss.inv_windows)).round() as u32;
+    assert!(windows <= 2 * 25 && windows > 0, "{windows} windows");
+    assert!(ssim.iter().enumerate().all(|(slot, &v)| v == 0.0 || slot % (f.rays as usize) < 128));
+    // pairs per direction: 8 x 7 per structure patch, 2 x 1 per lone patch
+    let pairs = (1.0 / (3.0 * loss.inv_pairs)).round() as u32;
+    assert_eq!(pairs, 2 * 56 + 6 * 2);
 }
 
 /// A term whose lambda is 0 costs nothing: its pass is not dispatched.

@@ -51,6 +51,13 @@ gpu_struct! {
         pub background: [f32; 3],
         /// 1: training rays see a random background where the photo is transparent
         pub random_background: u32,
+        /// Structure patches (train.structure_patches): the batch's first `grouped_patches` patches
+        /// come in groups of group_tiles^2 tiles, each group one square of group_tiles * patch_size
+        /// pixels, tiles row by row; the other patches stand alone
+        pub group_tiles: u32,
+        pub grouped_patches: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
     }
 }
 

@@ -186,13 +186,21 @@ impl Trainer {
             * u64::from(1 + config.loss.coarse_cuts)
             * u64::from(t.samples_per_ray)
             * Workspace::LARGEST_SAMPLE_RECORD;
-        let chunk_patches = (max_buffer / per_patch).min(u64::from(t.patches_per_batch)) as u32;
+        let mut chunk_patches = (max_buffer / per_patch).min(u64::from(t.patches_per_step())) as u32;
+        // a structure patch's tiles stay in one chunk (the structure patches come first)
+        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
+        if chunk_patches < t.patches_per_step() {
+            chunk_patches -= chunk_patches % tiles;
+        }
         if chunk_patches == 0 {
-            bail!("one patch's samples need more than one buffer may hold: lower train.samples_per_ray");
+            bail!(
+                "one patch's samples (or one structure patch's) need more than one buffer may hold: lower \
+                 train.samples_per_ray or train.structure_patch_size"
+            );
         }
         let storage = gpu.limits.max_compute_workgroup_storage_size;
         let mut shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
-        shape.flag_blocks = chunk_patches < t.patches_per_batch;
+        shape.flag_blocks = chunk_patches < t.patches_per_step();
         if !shape.fits(storage) {
             bail!(
                 "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
@@ -276,7 +284,7 @@ impl Trainer {
     /// Rays per training step.
     pub fn rays_per_step(&self) -> u32 {
         let t = &self.config.train;
-        t.patches_per_batch * t.patch_size * t.patch_size
+        t.patches_per_step() * t.patch_size * t.patch_size
     }
 
     /// Learning-rate multiplier at `step`: exponential decay from lr_decay_start over lr_decay_steps
@@ -337,7 +345,18 @@ impl Trainer {
             cuts: cut_array,
             background: self.config.data.background,
             random_background: u32::from(self.config.data.random_background),
+            group_tiles: t.group_tiles(),
+            // the chunk's share of the structure patches' tiles (they come first in a step)
+            grouped_patches: self.grouped_patches().saturating_sub(chunk * self.chunk_patches).min(self.chunk_patches),
+            _pad0: 0,
+            _pad1: 0,
         }
+    }
+
+    /// Patches of a step that are tiles of structure patches (the first ones).
+    pub fn grouped_patches(&self) -> u32 {
+        let t = &self.config.train;
+        t.structure_patches * t.group_tiles() * t.group_tiles()
     }
 
     /// Level weights w_k = 2^(-gamma k) / sum over the rendered cuts (SPEC §3.1).
@@ -362,24 +381,41 @@ impl Trainer {
         cuts
     }
 
-    /// Draws the step's patches: mostly full resolution, `coarse_fraction` from the coarser levels.
+    /// Draws the step's patches: first the structure patches (each as its tiles, row by row), then the
+    /// lone patches; each at full resolution, or at a coarser pyramid level for `coarse_fraction` of
+    /// them. Returns them and the rays on their images.
     pub fn draw_patches(&mut self) -> (Vec<Patch>, u32) {
-        let t = &self.config.train;
-        let p = t.patch_size;
+        let t = self.config.train.clone();
+        let (p, m) = (t.patch_size, t.group_tiles());
         let mut valid = 0;
-        let patches = (0..t.patches_per_batch)
-            .map(|_| {
+        let mut patches = Vec::with_capacity(t.patches_per_step() as usize);
+        for (count, size) in [(t.structure_patches, t.structure_patch_size), (t.patches_per_batch, p)] {
+            for _ in 0..count {
                 let view = self.rng.below(self.images.len() as u32);
                 let coarse = self.pyramid_levels > 1 && self.rng.next_f32() < self.config.data.coarse_fraction;
                 let level = if coarse { 1 + self.rng.below(self.pyramid_levels - 1) } else { 0 };
                 let image = &self.images[view as usize][level as usize];
-                let x0 = self.rng.below(image.width.saturating_sub(p) + 1);
-                let y0 = self.rng.below(image.height.saturating_sub(p) + 1);
-                valid += p.min(image.width - x0) * p.min(image.height - y0);
-                Patch { view, level, x0, y0 }
-            })
-            .collect();
+                let x0 = self.rng.below(image.width.saturating_sub(size) + 1);
+                let y0 = self.rng.below(image.height.saturating_sub(size) + 1);
+                valid += size.min(image.width - x0) * size.min(image.height - y0);
+                let tiles = if size == p { 1 } else { m };
+                for ty in 0..tiles {
+                    for tx in 0..tiles {
+                        patches.push(Patch { view, level, x0: x0 + tx * p, y0: y0 + ty * p });
+                    }
+                }
+            }
+        }
         (patches, valid)
+    }
+
+    /// The squares of pixels of `patches` (a step's, structure patches first): (first patch, tiles
+    /// per side) each.
+    pub fn squares(&self, patches: &[Patch]) -> Vec<(usize, u32)> {
+        let grouped = (self.grouped_patches() as usize).min(patches.len());
+        let tiles = self.config.train.group_tiles();
+        let groups = (0..grouped).step_by((tiles * tiles) as usize).map(|first| (first, tiles));
+        groups.chain((grouped..patches.len()).map(|first| (first, 1))).collect()
     }
 
     /// The next step's patches and cuts (advances the host RNG).
@@ -440,7 +476,10 @@ impl Trainer {
         }
         let t = &self.config.train;
         let rays = plan.patches.len() as f32 * (t.patch_size * t.patch_size) as f32;
-        let pairs = plan.patches.len() as f32 * (t.patch_size * t.patch_size.saturating_sub(1)) as f32;
+        // adjacent pairs per direction: size (size - 1) per square
+        let pairs: u32 =
+            self.squares(&plan.patches).iter().map(|&(_, m)| m * t.patch_size * (m * t.patch_size - 1)).sum();
+        let pairs = pairs as f32;
         LossUniforms {
             inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
             inv_samples: 1.0 / (rays * t.samples_per_ray as f32).max(1.0),
@@ -456,14 +495,16 @@ impl Trainer {
         }
     }
 
-    /// SSIM windows wholly inside a patch and on its image, over `patches`.
+    /// SSIM windows wholly inside a square (patch or structure patch) and on its image, over `patches`.
     pub fn ssim_windows(&self, patches: &[Patch]) -> u64 {
         let (p, w) = (self.config.train.patch_size, self.config.loss.ssim_window);
-        patches
+        self.squares(patches)
             .iter()
-            .map(|patch| {
+            .map(|&(first, tiles)| {
+                let patch = &patches[first];
                 let image = &self.images[patch.view as usize][patch.level as usize];
-                let across = |size: u32, start: u32| (size.saturating_sub(start).min(p) + 1).saturating_sub(w);
+                let size = tiles * p;
+                let across = |extent: u32, start: u32| (extent.saturating_sub(start).min(size) + 1).saturating_sub(w);
                 u64::from(across(image.width, patch.x0)) * u64::from(across(image.height, patch.y0))
             })
             .sum()
@@ -471,7 +512,7 @@ impl Trainer {
 
     /// Chunks of a step's patches.
     pub fn chunks(&self) -> u32 {
-        self.config.train.patches_per_batch.div_ceil(self.chunk_patches)
+        self.config.train.patches_per_step().div_ceil(self.chunk_patches)
     }
 
     /// One training step, submitted; waits only when `MAX_IN_FLIGHT` steps are already queued.
@@ -729,6 +770,10 @@ impl Trainer {
             cuts,
             background: self.config.data.background,
             random_background: 0,
+            group_tiles: 1,
+            grouped_patches: 0,
+            _pad0: 0,
+            _pad1: 0,
         };
         self.gpu.write(&ws.batch, &[batch]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(self.step, false)]);

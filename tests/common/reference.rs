@@ -487,8 +487,27 @@ pub const TERM_SPARSITY: usize = 3;
 pub const TERM_SSIM: usize = 4;
 pub const TERM_DEPTH_CONSISTENCY: usize = 5;
 
+/// ray_loss.wgsl's square of a training ray: (pixel (x, y) in it, edge, first patch, tiles per side).
+pub fn structure_of(batch: &Batch, ray: usize) -> ((usize, usize), usize, usize, usize) {
+    let p = batch.patch_size as usize;
+    let (patch, within) = (ray / (p * p), ray % (p * p));
+    let (x, y) = (within % p, within / p);
+    if patch >= batch.grouped_patches as usize {
+        return ((x, y), p, patch, 1);
+    }
+    let m = batch.group_tiles as usize;
+    let tile = patch % (m * m);
+    (((tile % m) * p + x, (tile / m) * p + y), m * p, patch - tile, m)
+}
+
+/// The ray at pixel (x, y) of the square whose first patch is `first` with `tiles` tiles per side.
+pub fn structure_ray(batch: &Batch, first: usize, tiles: usize, (x, y): (usize, usize)) -> usize {
+    let p = batch.patch_size as usize;
+    (first + (y / p) * tiles + x / p) * p * p + (y % p) * p + x % p
+}
+
 /// loss_tv.wgsl: (dLoss/d(rgb, depth) per slot, the unweighted shares of TV and TV_DEPTH per slot).
-/// The pairs are the horizontally and vertically adjacent pixels of each patch with both pixels on
+/// The pairs are the horizontally and vertically adjacent pixels of each patch (or structure patch) with both pixels on
 /// the image; a slot's shares are its pairs to the right and below.
 pub fn loss_tv(
     batch: &Batch,
@@ -496,16 +515,20 @@ pub fn loss_tv(
     rays: &[Ray],
     outputs: &[Output],
 ) -> (Vec<OutputGrad>, [Vec<f64>; 2]) {
-    let (n_rays, p) = (batch.n_rays as usize, batch.patch_size as usize);
+    let n_rays = batch.n_rays as usize;
     let inv = f64::from(loss.inv_pairs);
     let inside = |slot: usize| rays[slot % n_rays].target_rgb[3] > 0.0;
     let mut grads = vec![OutputGrad::default(); outputs.len()];
     let mut shares = [vec![0.0; outputs.len()], vec![0.0; outputs.len()]];
     for slot in 0..outputs.len() {
-        let within = (slot % n_rays) % (p * p);
-        let (x, y) = (within % p, within / p);
-        for (exists, n) in [(x + 1 < p, slot + 1), (y + 1 < p, slot + p)] {
-            if !exists || !inside(slot) || !inside(n) {
+        let ((x, y), size, first, tiles) = structure_of(batch, slot % n_rays);
+        let cut_first = slot - slot % n_rays;
+        for (exists, at) in [(x + 1 < size, (x + 1, y)), (y + 1 < size, (x, y + 1))] {
+            if !exists {
+                continue;
+            }
+            let n = cut_first + structure_ray(batch, first, tiles, at);
+            if !inside(slot) || !inside(n) {
                 continue;
             }
             let (a, b) = (&outputs[slot], &outputs[n]);
@@ -837,18 +860,19 @@ pub fn assert_close_per_tensor(
 pub fn loss_ssim(batch: &Batch, loss: &LossUniforms, rays: &[Ray], outputs: &[Output]) -> (Vec<OutputGrad>, Vec<f64>) {
     const C1: f64 = 0.0001;
     const C2: f64 = 0.0009;
-    let (n_rays, p, w) = (batch.n_rays as usize, batch.patch_size as usize, loss.ssim_window as usize);
+    let (n_rays, w) = (batch.n_rays as usize, loss.ssim_window as usize);
     let inv = f64::from(loss.inv_windows);
     let n = (w * w) as f64;
     let mut grads = vec![OutputGrad::default(); outputs.len()];
     let mut shares = vec![0.0; outputs.len()];
     for top_left in 0..outputs.len() {
-        let within = (top_left % n_rays) % (p * p);
-        let (x, y) = (within % p, within / p);
-        if w > p || x + w > p || y + w > p {
+        let ((x, y), size, first, tiles) = structure_of(batch, top_left % n_rays);
+        if x + w > size || y + w > size {
             continue;
         }
-        let members: Vec<usize> = (0..w * w).map(|k| top_left + (k / w) * p + k % w).collect();
+        let cut_first = top_left - top_left % n_rays;
+        let members: Vec<usize> =
+            (0..w * w).map(|k| cut_first + structure_ray(batch, first, tiles, (x + k % w, y + k / w))).collect();
         if members.iter().any(|&slot| rays[slot % n_rays].target_rgb[3] <= 0.0) {
             continue;
         }
