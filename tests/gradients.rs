@@ -29,6 +29,37 @@ fn central(mut f: impl FnMut(f64) -> f64, at: f64) -> f64 {
     (f(at + H) - f(at - H)) / (2.0 * H)
 }
 
+/// Checks an analytic dLoss/d colour per slot against central differences of `loss` over every slot
+/// and channel (tolerance scaled to the largest analytic value); returns, per slot, how many channels
+/// have a numeric gradient other than 0.
+fn check_colour_gradients(
+    outputs: &mut [Output],
+    analytic: &[[f64; 3]],
+    loss: impl Fn(&[Output]) -> f64,
+) -> Vec<usize> {
+    let scale = analytic.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0);
+    (0..outputs.len())
+        .map(|slot| {
+            let mut nonzero = 0;
+            for (c, &want) in analytic[slot].iter().enumerate() {
+                let keep = outputs[slot].rgb[c];
+                let numeric = central(
+                    |v| {
+                        outputs[slot].rgb[c] = v;
+                        loss(outputs)
+                    },
+                    keep,
+                );
+                outputs[slot].rgb[c] = keep;
+                check(&format!("slot {slot} channel {c}"), want, numeric, scale);
+                nonzero += usize::from(numeric != 0.0);
+            }
+            nonzero
+        })
+        .collect()
+}
+
 /// Rays and samples of a small two-cut batch from the references of the rays and samples passes: 32
 /// rays of 16 samples on a depth-2 tree, cuts 2 and 1 weighted 0.6 and 0.4.
 struct Scene {
@@ -174,23 +205,14 @@ fn loss_mse_matches_finite_differences() {
         .collect();
     let (grads, _) = cpu::loss_mse(&scene.batch, &scene.loss, &scene.rays, &outputs);
     assert!(grads.iter().all(|g| g.opacity == 0.0 && g.depth == 0.0));
-    let scale = grads.iter().flat_map(|g| g.rgb).fold(0.0f64, |m, v| m.max(v.abs()));
     let n_rays = scene.batch.n_rays as usize;
+    let analytic: Vec<[f64; 3]> = grads.iter().map(|g| g.rgb).collect();
+    let nonzero = check_colour_gradients(&mut outputs, &analytic, |o| {
+        cpu::weighted_mse(&scene.batch, &scene.loss, &scene.rays, o)
+    });
     let mut per_cut = [0; 2];
-    for slot in 0..scene.slots() {
-        for c in 0..3 {
-            let keep = outputs[slot].rgb[c];
-            let numeric = central(
-                |v| {
-                    outputs[slot].rgb[c] = v;
-                    cpu::weighted_mse(&scene.batch, &scene.loss, &scene.rays, &outputs)
-                },
-                keep,
-            );
-            outputs[slot].rgb[c] = keep;
-            check(&format!("slot {slot} channel {c}"), grads[slot].rgb[c], numeric, scale);
-            per_cut[slot / n_rays] += usize::from(numeric != 0.0);
-        }
+    for (slot, n) in nonzero.iter().enumerate() {
+        per_cut[slot / n_rays] += n;
     }
     // rays off their image (weight 0) have no gradient; the others at both cuts do
     assert!(per_cut.iter().all(|&n| n > 30), "{per_cut:?}");
@@ -274,23 +296,12 @@ fn loss_ssim_matches_finite_differences() {
     let (grads, shares) = cpu::loss_ssim(&scene.batch, &scene.loss, &scene.rays, &outputs);
     assert!(shares.iter().sum::<f64>() > 0.0);
     assert!(grads.iter().all(|g| g.depth == 0.0 && g.opacity == 0.0));
-    let scale = grads.iter().flat_map(|g| g.rgb).fold(0.0f64, |m, v| m.max(v.abs()));
-    let mut nonzero = 0;
-    for slot in 0..scene.slots() {
-        for c in 0..3 {
-            let keep = outputs[slot].rgb[c];
-            let numeric = central(
-                |v| {
-                    outputs[slot].rgb[c] = v;
-                    cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, &outputs)
-                },
-                keep,
-            );
-            outputs[slot].rgb[c] = keep;
-            check(&format!("slot {slot} channel {c}"), grads[slot].rgb[c], numeric, scale);
-            nonzero += usize::from(numeric != 0.0);
-        }
-    }
+    let analytic: Vec<[f64; 3]> = grads.iter().map(|g| g.rgb).collect();
+    let nonzero: usize = check_colour_gradients(&mut outputs, &analytic, |o| {
+        cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, o)
+    })
+    .iter()
+    .sum();
     // every pixel of every patch is in a window, at both cuts
     assert_eq!(nonzero, 3 * scene.slots());
 }
@@ -374,37 +385,17 @@ fn structure_patches_join_their_tiles_for_tv_and_ssim() {
     assert!(pairs >= 24, "{pairs} slots with a pair");
     // windows: 2 x 2 top-left corners in the structure patch per cut, none in the lone ones
     assert_eq!(ssim.iter().filter(|&&v| v != 0.0).count(), 2 * 4);
-    let total = |outputs: &[Output]| {
-        cpu::weighted_tv(&scene.batch, &scene.loss, &scene.rays, outputs)
-            + cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, outputs)
-    };
-    let scale = tv_grads
-        .iter()
-        .zip(&ssim_grads)
-        .flat_map(|(a, b)| [0, 1, 2].map(|c| a.rgb[c] + b.rgb[c]))
-        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let analytic: Vec<[f64; 3]> =
+        tv_grads.iter().zip(&ssim_grads).map(|(a, b)| [0, 1, 2].map(|c| a.rgb[c] + b.rgb[c])).collect();
+    check_colour_gradients(&mut outputs, &analytic, |o| {
+        cpu::weighted_tv(&scene.batch, &scene.loss, &scene.rays, o)
+            + cpu::weighted_ssim(&scene.batch, &scene.loss, &scene.rays, o)
+    });
+    // every pixel of the 4 x 4 structure patch (its first 16 rays) lies in a 3 x 3 window, which spans
+    // tiles: each has an SSIM gradient, at both cuts
     let n_rays = scene.batch.n_rays as usize;
-    let mut across_tiles = 0;
-    for slot in 0..scene.slots() {
-        for c in 0..3 {
-            let keep = outputs[slot].rgb[c];
-            let numeric = central(
-                |v| {
-                    outputs[slot].rgb[c] = v;
-                    total(&outputs)
-                },
-                keep,
-            );
-            outputs[slot].rgb[c] = keep;
-            check(&format!("slot {slot} channel {c}"), tv_grads[slot].rgb[c] + ssim_grads[slot].rgb[c], numeric, scale);
-        }
-        // a tile's pixel on the border with the next tile has an SSIM gradient from windows it shares
-        if slot % n_rays < 16 && ssim_grads[slot].rgb[0] != 0.0 {
-            across_tiles += 1;
-        }
-    }
-    // every pixel of the 4 x 4 square is in some 3 x 3 window, at both cuts
-    assert_eq!(across_tiles, 2 * 16);
+    let in_windows = (0..scene.slots()).filter(|&slot| slot % n_rays < 16 && ssim_grads[slot].rgb[0] != 0.0).count();
+    assert_eq!(in_windows, 2 * 16);
 }
 
 /// loss_sparsity's dLoss/d sigma per sample against finite differences of the weighted mean density.
