@@ -62,7 +62,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let w = loss.ssim_window;
     let square = structure_of(s.ray);
     let xy = square.pixel;
-    let cut_first = s.index - s.ray;
     let x = outputs[s.index].rgb;
     let y = rays[s.ray].target_rgb.xyz;
     let inv_n = 1.0 / f32(w * w);
@@ -74,7 +73,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var wy = max(i32(xy.y) - i32(w) + 1, 0); wy <= min(i32(xy.y), last); wy++) {
         for (var wx = max(i32(xy.x) - i32(w) + 1, 0); wx <= min(i32(xy.x), last); wx++) {
             let corner = vec2<u32>(u32(wx), u32(wy));
-            let m = window(square, corner, cut_first);
+            let m = window(square, corner, s.cut_first);
             if !m.whole {
                 continue;
             }

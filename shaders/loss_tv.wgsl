@@ -18,8 +18,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let x = square.pixel.x;
     let y = square.pixel.y;
     let size = square.size;
-    // the slots of this cut start at cut * n_rays
-    let cut_first = s.index - s.ray;
     let lambda_rgb = term_weight(TERM_TV, s.cut);
     let lambda_depth = term_weight(TERM_TV_DEPTH, s.cut);
     let me = outputs[slot];
@@ -45,7 +43,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if !inside || !on_image(ray) {
             continue;
         }
-        let n = cut_first + ray;
+        let n = s.cut_first + ray;
         let other = outputs[n];
         let diff = me.rgb - other.rgb;
         let diff_depth = me.depth - other.depth;

@@ -10,11 +10,14 @@ struct RaySlot {
     cut: u32,
     // slots of the step (n_rays * n_cuts): a term's row in `losses` is term * count .. (term + 1) * count
     count: u32,
+    // the first slot of its cut (ray r of this cut is slot cut_first + r)
+    cut_first: u32,
 }
 
 fn ray_slot(wg: vec3<u32>, nwg: vec3<u32>, local: u32) -> RaySlot {
     let index = flat_index(wg, nwg, local, WORKGROUP);
-    return RaySlot(index, index % batch.n_rays, index / batch.n_rays, batch.n_rays * batch.n_cuts);
+    let ray = index % batch.n_rays;
+    return RaySlot(index, ray, index / batch.n_rays, batch.n_rays * batch.n_cuts, index - ray);
 }
 
 // Term t's weight at this step (lambda x schedule x balancer).
