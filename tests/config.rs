@@ -52,6 +52,13 @@ fn invalid_settings_name_file_and_field() {
         ("[train]\npatch_size = -8\n", "train.patch_size"),
         ("[field]\nhidden_width = \"wide\"\n", "field.hidden_width"),
         ("[field]\nmax_depth = 3\n[train]\noccupancy_resolution = 20\n", "train.occupancy_resolution"),
+        ("[train]\nstructure_patch_size = 7\n", "train.structure_patch_size"),
+        ("[train]\nstructure_patches = 100000\n", "train.structure_patches"),
+        ("[loss]\nssim_window = 1\n", "loss.ssim_window"),
+        ("[loss]\nhuber_delta = 0\n", "loss.huber_delta"),
+        ("[loss]\nlambda_depth_consistency = -1\n", "loss.lambda_depth_consistency"),
+        // 2x2 patches and no structure patches: no square holds a 4x4 window
+        ("[loss]\nlambda_ssim = 0.1\n", "train.structure_patches"),
     ] {
         let error = Config::from_toml(text, "my.toml").unwrap_err().to_string();
         assert!(error.starts_with("my.toml: ") && error.contains(field), "{error}");
@@ -150,6 +157,11 @@ fn live_settings_refuse_other_keys_and_bad_values() {
         assert!(error.contains(key), "{key} = {value}: the error names the key: {error}");
         assert_eq!(config, Config::tiny(), "{key} = {value}: a refused setting changes nothing");
     }
+    // SSIM cannot be turned on where no square of the batch holds its window (the default 2x2 patches)
+    let mut config = Config::default();
+    let error = config.set_live("loss.lambda_ssim", 0.1).unwrap_err().to_string();
+    assert!(error.contains("loss.lambda_ssim") && error.contains("structure_patches"), "{error}");
+    assert_eq!(config, Config::default());
     // an unknown key's error lists the keys that can change
     let error = Config::tiny().set_live("field.hidden_width", 64.0).unwrap_err().to_string();
     assert!(error.contains("loss.lambda_mse") && error.contains("train.lr_hash"), "{error}");
