@@ -1,5 +1,9 @@
 // One Adam step of parameter i (SPEC §4) for its gradient `raw`, with one learning rate for the hash
-// tables and one for the decoders. Non-finite gradients are dropped and counted. Needs the `adam`,
+// tables and one for the decoders. Non-finite gradients are dropped and counted. The parameter L2
+// (SPEC §3.3, weight lambda_param, the mean of p^2 over the model) adds its gradient adam.l2 * p here,
+// to the entries that have a gradient this step: the exact gradient would touch every parameter of
+// the tree at every step, which node-batched Adam exists to avoid, so the decay is lazy, as in
+// sparse optimisers (an entry decays in the steps that train it). Needs the `adam`,
 // `params`, `m1`, `m2` and `sanitized` bindings.
 
 fn adam_update(i: u32, raw: f32) {
@@ -9,8 +13,9 @@ fn adam_update(i: u32, raw: f32) {
     }
     // a page starts at a node's block, so the offset inside the block is i % NODE_PARAMS
     let lr = select(adam.lr_mlp, adam.lr_hash, i % NODE_PARAMS < HASH_PARAMS);
-    let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * raw;
-    let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * raw * raw;
+    let g = raw + adam.l2 * params[i];
+    let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * g;
+    let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * g * g;
     m1[i] = m;
     m2[i] = v;
     params[i] -= lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);

@@ -108,6 +108,9 @@ pub struct LossConfig {
     /// Weight of the depth agreement between each rendered cut and the next finer one (smooth L1,
     /// mean over rays; needs coarse_cuts >= 1 to have a pair).
     pub lambda_depth_consistency: f32,
+    /// Weight of the parameter L2: the mean of p^2 over every parameter of the tree. Its gradient is
+    /// applied by Adam to the entries a step trains (lazy decay, as sparse optimisers do).
+    pub lambda_param: f32,
     /// The smooth-L1 threshold of the depth consistency, in scene units (the scene is the cube
     /// [-1, 1]^3): differences below it are squared, above it linear.
     pub huber_delta: f32,
@@ -129,6 +132,7 @@ impl Default for LossConfig {
             lambda_ssim: 0.0,
             ssim_window: 4,
             lambda_depth_consistency: 0.0,
+            lambda_param: 0.0,
             huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
@@ -384,13 +388,14 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 25] = [
+pub const LIVE_SETTINGS: [&str; 26] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
     "loss.lambda_sparsity",
     "loss.lambda_ssim",
     "loss.lambda_depth_consistency",
+    "loss.lambda_param",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -587,6 +592,7 @@ impl Config {
             ("loss.lambda_sparsity", l.lambda_sparsity),
             ("loss.lambda_ssim", l.lambda_ssim),
             ("loss.lambda_depth_consistency", l.lambda_depth_consistency),
+            ("loss.lambda_param", l.lambda_param),
         ] {
             if !(lambda.is_finite() && lambda >= 0.0) {
                 return bad(field, "must be a number >= 0");
@@ -655,6 +661,7 @@ impl Config {
             "sparsity" => self.loss.lambda_sparsity,
             "ssim" => self.loss.lambda_ssim,
             "depth_consistency" => self.loss.lambda_depth_consistency,
+            "param" => self.loss.lambda_param,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -670,6 +677,7 @@ impl Config {
             "loss.lambda_sparsity" => changed.loss.lambda_sparsity = value as f32,
             "loss.lambda_ssim" => changed.loss.lambda_ssim = value as f32,
             "loss.lambda_depth_consistency" => changed.loss.lambda_depth_consistency = value as f32,
+            "loss.lambda_param" => changed.loss.lambda_param = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -741,6 +749,7 @@ impl Config {
             "loss.lambda_sparsity" => f64::from(self.loss.lambda_sparsity),
             "loss.lambda_ssim" => f64::from(self.loss.lambda_ssim),
             "loss.lambda_depth_consistency" => f64::from(self.loss.lambda_depth_consistency),
+            "loss.lambda_param" => f64::from(self.loss.lambda_param),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

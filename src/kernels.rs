@@ -160,6 +160,20 @@ ray_loss! {
 }
 
 kernel! {
+    /// The parameter L2's value: partial sums of p^2 over one page (its gradient is Adam's).
+    pub struct ParamNorm, ParamNormBindings = "param_norm" {
+        includes: [],
+        workgroup: |_| 256,
+        bindings: {
+            page: Uniform Page,
+            params: Read [f32],
+            /// NORM_PARTIALS sums per page
+            partials: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
     /// Density sparsity: its gradient added to the evaluated samples' density gradients.
     pub struct LossSparsity, LossSparsityBindings = "loss_sparsity" {
         includes: [],
@@ -348,6 +362,7 @@ kernel_set! {
     loss_ssim: LossSsim,
     loss_depth_consistency: LossDepthConsistency,
     loss_sparsity: LossSparsity,
+    param_norm: ParamNorm,
     render_backward: RenderBackward,
     field_backward: FieldBackward,
     adam_nodes: AdamNodes,

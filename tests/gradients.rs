@@ -398,6 +398,29 @@ fn structure_patches_join_their_tiles_for_tv_and_ssim() {
     assert_eq!(in_windows, 2 * 16);
 }
 
+/// The parameter L2's gradient as Adam applies it, l2 x p with l2 = 2 x weight / N (the trainer's
+/// `adam_uniforms`), against finite differences of weight x mean(p^2).
+#[test]
+fn parameter_l2_matches_finite_differences() {
+    let mut rng = SplitMix64(31);
+    let mut params: Vec<f64> = (0..200).map(|_| f64::from(rng.next_f32()) * 2.0 - 1.0).collect();
+    let weight = 0.3;
+    let l2 = 2.0 * weight / params.len() as f64;
+    let scale = params.iter().fold(0.0f64, |m, p| m.max((l2 * p).abs()));
+    for i in 0..params.len() {
+        let keep = params[i];
+        let numeric = central(
+            |v| {
+                params[i] = v;
+                cpu::param_l2(weight, &params)
+            },
+            keep,
+        );
+        params[i] = keep;
+        check(&format!("parameter {i}"), l2 * params[i], numeric, scale);
+    }
+}
+
 /// loss_sparsity's dLoss/d sigma per sample against finite differences of the weighted mean density.
 #[test]
 fn loss_sparsity_matches_finite_differences() {

@@ -669,7 +669,7 @@ fn adam_uniforms(step: u32) -> AdamUniforms {
         eps: 1e-15,
         bias1: (1.0 - f64::from(beta1).powf(k)) as f32,
         bias2: (1.0 - f64::from(beta2).powf(k)) as f32,
-        _pad: 0,
+        l2: 0.0,
     }
 }
 
@@ -1366,6 +1366,40 @@ fn structure_patches_match_reference() {
     // pairs per direction: 8 x 7 per structure patch, 2 x 1 per lone patch
     let pairs = (1.0 / (3.0 * loss.inv_pairs)).round() as u32;
     assert_eq!(pairs, 2 * 56 + 6 * 2);
+}
+
+/// The parameter L2: Adam adds l2 x p to the gradient of the entries it updates (against the
+/// reference, and visibly: the same step without it lands elsewhere), and param_norm's reduction over
+/// three pages gives the mean of p^2.
+#[test]
+fn parameter_l2_matches_reference() {
+    let f = Fixture::new(common::gpu(), paged_config(), 5);
+    let t = &f.trainer;
+    assert!(t.model.paging.n_pages >= 3);
+    let n = t.n_params() as usize;
+    let mut rng = SplitMix64(21);
+    let params: Vec<f32> = (0..n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+    t.write_params(&params).unwrap();
+    let zeros = vec![0.0f32; n];
+    f.write_paged(&t.model.m1, &zeros);
+    f.write_paged(&t.model.m2, &zeros);
+    let mean_square = params.iter().map(|&p| f64::from(p) * f64::from(p)).sum::<f64>() / n as f64;
+    let measured = t.param_l2().unwrap();
+    assert!((measured - mean_square).abs() <= 1e-5 * mean_square, "{measured} vs {mean_square}");
+
+    let grads: Vec<f32> = (0..n).map(|i| if i % 4 == 0 { 0.0 } else { (rng.next_f32() - 0.5) * 1e-3 }).collect();
+    let u = AdamUniforms { l2: 0.5, ..adam_uniforms(3) };
+    let mut state = [params.clone(), zeros.clone(), zeros.clone()];
+    adam_step(&f, &u, &mut state, &grads);
+    let mut without = [params.clone(), zeros.clone(), zeros];
+    let [p, a, b] = &mut without;
+    cpu::adam(&adam_uniforms(3), &t.layout, p, a, b, &grads);
+    // Adam's first step moves by about lr x sign(gradient): the decay (0.5 p, far above the gradients)
+    // turns the step around where p and the gradient differ in sign, half of the 3/4 with a gradient
+    let moved = (0..n).filter(|&i| (without[0][i] - state[0][i]).abs() > 1e-4).count();
+    assert!(moved > n * 3 / 10, "the L2 moves {moved} of {n} parameters elsewhere");
+    // entries without gradient do not decay (lazily)
+    assert!((0..n).step_by(4).all(|i| state[0][i] == params[i]));
 }
 
 /// A term whose lambda is 0 costs nothing: its pass is not dispatched.

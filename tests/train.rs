@@ -82,11 +82,11 @@ fn training_raises_test_psnr_and_writes_every_output() {
         let loss = line["loss"].as_object().unwrap();
         assert_eq!(
             loss.keys().collect::<Vec<_>>(),
-            ["depth_consistency", "mse", "sparsity", "ssim", "tv", "tv_depth"],
+            ["depth_consistency", "mse", "param", "sparsity", "ssim", "tv", "tv_depth"],
             "{line}"
         );
         // the regularisers are off (lambda 0): not computed, reported as 0
-        for term in ["depth_consistency", "sparsity", "ssim", "tv", "tv_depth"] {
+        for term in ["depth_consistency", "param", "sparsity", "ssim", "tv", "tv_depth"] {
             assert!(loss[term].as_array().unwrap().iter().all(|v| v.as_f64() == Some(0.0)), "{line}");
         }
         let mse: Vec<f64> = loss["mse"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

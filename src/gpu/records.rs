@@ -7,13 +7,16 @@ use crate::gpu_struct;
 pub const MAX_CUTS: usize = 4;
 
 /// The loss terms, in the order of their rows in the per-ray loss buffer and the statistics.
-pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity", "ssim", "depth_consistency"];
-pub const LOSS_TERMS: usize = 6;
+pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity", "ssim", "depth_consistency", "param"];
+pub const LOSS_TERMS: usize = 7;
 
 /// Whether each term (`LOSS_NAMES` order) is a per-cut term, weighed by its cut's level weight. The
 /// consistency terms compare two cuts: they are weighed by their lambda alone, and each pair's value
-/// is kept at the coarser cut's index.
-pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false];
+/// is kept at the coarser cut's index. The parameter L2 is the model's, at no cut (kept at index 0).
+pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false];
+
+/// Partial sums per page of the parameter L2's reduction (`param_norm`: one per workgroup).
+pub const NORM_PARTIALS: u32 = 64;
 
 /// `LossUniforms::finer_cut` of the finest rendered cut: it has no finer partner.
 pub const NO_CUT: u32 = u32::MAX;
@@ -112,7 +115,8 @@ gpu_struct! {
         /// 1 - beta^step
         pub bias1: f32,
         pub bias2: f32,
-        pub _pad: u32,
+        /// the parameter L2's gradient per unit parameter: 2 x its weight / the model's parameters
+        pub l2: f32,
     }
 }
 

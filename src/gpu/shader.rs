@@ -198,6 +198,7 @@ impl KernelShape {
             ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),
             ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
             ("NO_CUT", crate::gpu::records::NO_CUT),
+            ("NORM_PARTIALS", crate::gpu::records::NORM_PARTIALS),
             ("PER_CUT_TERMS", per_cut_terms()),
         ];
         for (name, value) in consts {

@@ -16,7 +16,7 @@ use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::kernel::Recorder;
 use crate::gpu::records::{
     AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_PER_CUT, LOSS_TERMS,
-    MAX_CUTS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
@@ -308,7 +308,8 @@ impl Trainer {
             eps: t.adam_eps,
             bias1: (1.0 - f64::from(t.adam_beta1).powf(k)) as f32,
             bias2: (1.0 - f64::from(t.adam_beta2).powf(k)) as f32,
-            _pad: 0,
+            // d/dp of weight * mean(p^2) over the model
+            l2: 2.0 * self.term_weight("param", step) / self.n_params().max(1) as f32,
         }
     }
 
@@ -708,12 +709,20 @@ impl Trainer {
         let steps = (f64::from(stats[0]) / chunks).round() as u32;
         let per_step = f64::from(steps.max(1));
         let cuts = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
-        let terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)
+        let mut terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)
             .map(|t| {
                 let per_cut = (0..cuts).map(|c| f64::from(stats[3 + t * MAX_CUTS + c]) / per_step).collect();
                 (LOSS_NAMES[t], per_cut)
             })
             .collect();
+        // the parameter L2 is measured now, not summed over the steps (param_norm)
+        let param_weight = self.term_weight("param", self.step.saturating_sub(1));
+        let mut total = f64::from(stats[2]) / per_step;
+        if param_weight > 0.0 {
+            let value = self.param_l2()?;
+            terms[TERM_PARAM].1[0] = value;
+            total += f64::from(param_weight) * value;
+        }
         // the balancer learns from every term that is computed (raw values: its weight is scale-free)
         self.balancer.set_window(self.config.schedule.balancer_window as usize);
         for (t, (name, per_cut)) in terms.iter().enumerate() {
@@ -725,7 +734,7 @@ impl Trainer {
         }
         Ok(LossStats {
             steps,
-            total: f64::from(stats[2]) / per_step,
+            total,
             mse: terms[0].1[0],
             active_samples: f64::from(stats[1]) / per_step,
             sanitized: SANITIZED_SLOTS.iter().copied().zip(sanitized).collect(),
@@ -735,6 +744,19 @@ impl Trainer {
             level_weights: self.last_cut_weights.clone(),
             terms,
         })
+    }
+
+    /// The parameter L2's value: the mean of p^2 over the model (param_norm, then the partials summed
+    /// here).
+    pub fn param_l2(&self) -> Result<f64> {
+        let mut rec = Recorder::new(&self.gpu, "parameter L2");
+        for group in &self.model.param_norm_groups {
+            rec.dispatch_groups(&self.kernels.param_norm, group, NORM_PARTIALS, 1);
+        }
+        rec.submit();
+        let partials: Vec<f32> =
+            self.gpu.read(&self.model.norm_partials, (self.model.paging.n_pages * NORM_PARTIALS) as usize)?;
+        Ok(partials.iter().map(|&v| f64::from(v)).sum::<f64>() / self.n_params().max(1) as f64)
     }
 
     /// Starts rendering `camera` at tree cut `cut` (its own buffers; the training ones are untouched).
@@ -832,6 +854,9 @@ fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
     q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (q(alpha) << 24)
 }
+
+/// Row of the parameter L2 among `LOSS_NAMES`.
+const TERM_PARAM: usize = 6;
 
 /// Per rendered cut (`cuts`, depths in any order), the index of the next finer rendered cut: the
 /// partner of the consistency terms; `NO_CUT` for the finest.

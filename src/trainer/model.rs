@@ -7,10 +7,12 @@
 //! touch parameters run once per page. The only limit left is device memory.
 
 use crate::field::FieldLayout;
-use crate::gpu::records::{AdamUniforms, Page, Sampling, Scene, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS};
+use crate::gpu::records::{
+    AdamUniforms, Page, Sampling, Scene, NORM_PARTIALS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+};
 use crate::gpu::shader::ADAM_BLOCK;
 use crate::gpu::Gpu;
-use crate::kernels::{AdamBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings};
+use crate::kernels::{AdamBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings, ParamNormBindings};
 use crate::octree::Octree;
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -89,6 +91,9 @@ pub struct Model {
     pub stats: wgpu::Buffer,
     pub sanitized: wgpu::Buffer,
     pub adam_block_groups: Vec<wgpu::BindGroup>,
+    /// The parameter L2's partial sums, NORM_PARTIALS per page, and its bind group per page.
+    pub norm_partials: wgpu::Buffer,
+    pub param_norm_groups: Vec<wgpu::BindGroup>,
     pub occupancy_groups: Vec<wgpu::BindGroup>,
     pub occupancy_mean_group: wgpu::BindGroup,
 }
@@ -151,6 +156,15 @@ impl Model {
         let occ_group_base = gpu.storage_init("occupancy group bases", bytemuck::cast_slice(&base))?;
         let stats = gpu.storage("loss statistics", (STATS_WORDS * 4) as u64)?;
         let sanitized = gpu.storage("sanitized counters", (SANITIZED_SLOTS.len() * 4) as u64)?;
+        let norm_partials = gpu.storage("parameter L2 partial sums", u64::from(paging.n_pages * NORM_PARTIALS) * 4)?;
+        let param_norm_groups = (0..paging.n_pages as usize)
+            .map(|p| {
+                kernels.param_norm.bind(
+                    gpu,
+                    &ParamNormBindings { page: &pages[p], params: &param_pages[p], partials: &norm_partials },
+                )
+            })
+            .collect();
         let adam_block_groups = (0..paging.n_pages as usize)
             .map(|p| {
                 kernels.adam_blocks.bind(
@@ -212,6 +226,8 @@ impl Model {
             stats,
             sanitized,
             adam_block_groups,
+            norm_partials,
+            param_norm_groups,
             occupancy_groups,
             occupancy_mean_group,
         })

@@ -712,6 +712,8 @@ pub fn adam(
             continue;
         }
         let lr = if (i as u32) % layout.node_params < layout.hash_params { u.lr_hash } else { u.lr_mlp };
+        // the parameter L2's gradient, on the entries with a gradient
+        let g = g + u.l2 * params[i];
         m1[i] = u.beta1 * m1[i] + (1.0 - u.beta1) * g;
         m2[i] = u.beta2 * m2[i] + (1.0 - u.beta2) * g * g;
         params[i] -= lr * (m1[i] / u.bias1) / ((m2[i] / u.bias2).sqrt() + u.eps);
@@ -944,4 +946,10 @@ pub fn weighted_depth_consistency(batch: &Batch, loss: &LossUniforms, rays: &[Ra
     let (_, shares) = loss_depth_consistency(batch, loss, rays, outputs);
     let lambda = f64::from(loss.lambdas[TERM_DEPTH_CONSISTENCY / 4][TERM_DEPTH_CONSISTENCY % 4]);
     shares.iter().sum::<f64>() * lambda
+}
+
+/// The parameter L2 the optimiser sees: weight x the mean of p^2 (param_norm.wgsl measures the sum;
+/// Adam applies the gradient 2 x weight / N x p).
+pub fn param_l2(weight: f64, params: &[f64]) -> f64 {
+    weight * params.iter().map(|p| p * p).sum::<f64>() / params.len() as f64
 }
