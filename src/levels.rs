@@ -89,10 +89,12 @@ pub fn evaluate_levels(
                 let Some(frames) = &truth else { continue };
                 let Some(frame) = frames.get(i).and_then(Option::as_ref) else { continue };
                 let depth = frame.load(data, dataset.scale)?;
-                if depth.width < camera.width || depth.z.len() < (depth.width * camera.height) as usize {
+                // the truth's pixels per image pixel (more than 1 when the images were downscaled)
+                let f = depth.width / camera.width.max(1);
+                if f == 0 || depth.z.len() < (depth.width * camera.height * f) as usize {
                     bail!("{}: {}: smaller than its image", frame.file, frame.path);
                 }
-                let (f, w) = (depth.width / camera.width, depth.width);
+                let w = depth.width;
                 for y in 0..camera.height {
                     for x in 0..camera.width {
                         // the truth's pixel at this pixel's centre (a downscaled load is coarser)

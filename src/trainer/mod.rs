@@ -857,6 +857,7 @@ fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
 
 /// Row of the parameter L2 among `LOSS_NAMES`.
 const TERM_PARAM: usize = 6;
+const _: () = assert!(matches!(LOSS_NAMES[TERM_PARAM].as_bytes(), b"param"));
 
 /// Per rendered cut (`cuts`, depths in any order), the index of the next finer rendered cut: the
 /// partner of the consistency terms; `NO_CUT` for the finest.
