@@ -67,6 +67,14 @@ pub struct FieldConfig {
 }
 
 impl TrainConfig {
+    /// The learning-rate schedule's factor at `step`: exponential decay from `lr_decay_start` over
+    /// `lr_decay_steps` to `lr_final_ratio` (never below 0.01). A pure function, so the viewer can
+    /// draw the whole planned curve.
+    pub fn lr_factor(&self, step: u32) -> f32 {
+        let progress = (step.saturating_sub(self.lr_decay_start) as f32 / self.lr_decay_steps.max(1) as f32).min(1.0);
+        self.lr_final_ratio.powf(progress).max(0.01)
+    }
+
     /// Tiles per side of a structure patch.
     pub fn group_tiles(&self) -> u32 {
         (self.structure_patch_size / self.patch_size.max(1)).max(1)

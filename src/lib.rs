@@ -20,3 +20,4 @@ pub mod run;
 pub mod scene_gen;
 pub mod session;
 pub mod trainer;
+pub mod viewer;

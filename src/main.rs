@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use infnerf::gpu::GpuOptions;
 use infnerf::run::{self, TrainRequest};
+use infnerf::viewer::{self, ViewRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Train headless with a progress bar; writes metrics.jsonl, eval.json and a checkpoint.
     Train(TrainArgs),
+    /// Open the viewer: train while watching the render, the plots and the octree, and steer the
+    /// loss weights and learning rates live.
+    View(ViewArgs),
     /// Evaluate a checkpoint (PSNR, SSIM) on a split; prints the same JSON as eval.json.
     Eval(EvalArgs),
     /// Measure training throughput and memory bandwidth; prints JSON.
@@ -60,6 +64,41 @@ struct TrainArgs {
     /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
     #[arg(long, value_name = "N")]
     downscale: Option<u32>,
+}
+
+#[derive(Args)]
+struct ViewArgs {
+    /// Dataset folder (as for train); default: the bundled scene.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Settings file (TOML); default: the built-in defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint (its settings, step counter, optimiser state, clock
+    /// and loss curve).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Output folder: metrics.jsonl, the checkpoint written when the window closes, screenshots
+    /// (default: the checkpoint's folder, else runs/view).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Stop training at this step (default: train.steps of the config).
+    #[arg(long)]
+    steps: Option<u32>,
+    /// Stop training after this many seconds (the window stays open).
+    #[arg(long, allow_negative_numbers = true)]
+    max_seconds: Option<f64>,
+    #[arg(long, value_name = "N")]
+    downscale: Option<u32>,
+    /// Save OUT/screenshot-<i>.png this many seconds after the window opens (repeat, or separate by commas).
+    #[arg(long, value_name = "S", value_delimiter = ',')]
+    screenshot_after: Vec<f64>,
+    /// Close the window after the last --screenshot-after (and write OUT/viewer.json: frames per second, steps).
+    #[arg(long)]
+    exit: bool,
+    /// Open with training paused.
+    #[arg(long)]
+    paused: bool,
 }
 
 #[derive(Args)]
@@ -142,16 +181,40 @@ fn execute(cli: Cli) -> Result<()> {
     let gpu = GpuOptions { adapter: cli.adapter, ..Default::default() };
     match cli.command {
         None => {
-            // No viewer yet: a two-minute headless demo on the bundled scene.
-            let request = TrainRequest {
-                out: "runs/default".into(),
-                max_seconds: Some(120.0),
+            let request = TrainRequest { out: "runs/default".into(), gpu, progress: true, ..Default::default() };
+            if viewer::has_display() {
+                let view = ViewRequest { train: request.clone(), ..Default::default() };
+                match viewer::run(view) {
+                    Ok(()) => return Ok(()),
+                    // no window after all (e.g. a display named but not reachable): train headless
+                    Err(error) => log::warn!("{error:#}; training headless instead"),
+                }
+            } else {
+                log::info!("no display: training headless; on a machine with a display, `infnerf` (or `infnerf view`) opens the viewer");
+            }
+            // a two-minute headless demo on the bundled scene
+            let report = run::train(&TrainRequest { max_seconds: Some(120.0), ..request })?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Some(Command::View(a)) => {
+            if !viewer::has_display() {
+                anyhow::bail!(
+                    "no display (DISPLAY and WAYLAND_DISPLAY are unset): the viewer needs one; `infnerf train` trains headless"
+                );
+            }
+            let out = viewer::out_dir(a.out, a.checkpoint.as_deref());
+            let train = TrainRequest {
+                data: a.data,
+                config: a.config,
+                out,
+                resume: a.checkpoint,
+                steps: a.steps,
+                max_seconds: a.max_seconds,
+                downscale: a.downscale,
                 gpu,
-                progress: true,
                 ..Default::default()
             };
-            let report = run::train(&request)?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            viewer::run(ViewRequest { train, screenshots: a.screenshot_after, exit: a.exit, start_paused: a.paused })?;
         }
         Some(Command::Train(a)) => {
             let out = match (a.out, &a.resume) {

@@ -138,90 +138,135 @@ pub fn load_data(dir: &Path, config: &Config) -> Result<Dataset> {
     Ok(dataset)
 }
 
+/// A run's settings, data and starting point, loaded before a GPU is opened (the viewer opens its
+/// GPU with the window).
+pub struct Prepared {
+    pub config: Config,
+    pub data_dir: PathBuf,
+    pub dataset: Arc<Dataset>,
+    /// The checkpoint the run continues from.
+    pub resumed: Option<CheckpointState>,
+}
+
+/// A run ready to train: its trainer, its metrics log, and the training seconds before it.
+pub struct Started {
+    pub trainer: Trainer,
+    pub metrics: MetricsLog,
+    pub elapsed_before: f64,
+}
+
+impl Prepared {
+    /// Reads the settings (or the checkpoint to resume) and the data; checks the limits.
+    pub fn load(request: &TrainRequest) -> Result<Self> {
+        let resumed = match &request.resume {
+            Some(path) => {
+                if request.config.is_some() {
+                    bail!("--config and --resume: a resumed run keeps the settings of its checkpoint");
+                }
+                let state = CheckpointState::read(path)?;
+                if !state.resumable() {
+                    bail!(
+                        "{}: written before checkpoints kept the optimiser state; it evaluates, but training \
+                         cannot continue from it",
+                        path.display()
+                    );
+                }
+                Some(state)
+            }
+            None => None,
+        };
+        let mut config = match &resumed {
+            Some(state) => state.config.clone(),
+            None => load_config(request.config.as_deref())?,
+        }
+        .with_downscale(request.downscale)?;
+        if let Some(steps) = request.steps {
+            if steps == 0 {
+                bail!("--steps must be positive");
+            }
+            config.train.steps = steps;
+        } else if request.max_seconds.is_some() {
+            config.train.steps = u32::MAX;
+        }
+        if let Some(s) = request.max_seconds {
+            if !(s.is_finite() && s > 0.0) {
+                bail!("--max-seconds must be a positive number");
+            }
+        }
+        if let Some(state) = resumed.as_ref().filter(|s| s.step >= config.train.steps) {
+            bail!(
+                "{}: the checkpoint is at step {}, at or past the last step {} (give a larger --steps)",
+                state.path.display(),
+                state.step,
+                config.train.steps
+            );
+        }
+        let data_dir = data_dir(request.data.as_deref())?;
+        let dataset = Arc::new(load_data(&data_dir, &config)?);
+        Ok(Self { config, data_dir, dataset, resumed })
+    }
+
+    /// Builds the trainer on `gpu` and opens the output folder: `config.toml` written, `metrics.jsonl`
+    /// created (or appended to when resuming).
+    pub fn start(self, gpu: Arc<Gpu>, out: &Path) -> Result<Started> {
+        let Self { config, data_dir, dataset, resumed } = self;
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let config_path = out.join("config.toml");
+        write_atomic(&config_path, config.to_toml().as_bytes())
+            .with_context(|| format!("{}: cannot write", config_path.display()))?;
+        let metrics_path = out.join("metrics.jsonl");
+        let metrics_error = || format!("{}: cannot write", metrics_path.display());
+        let started = match resumed {
+            Some(state) => {
+                let elapsed_before = state.elapsed_s;
+                let mut trainer = state.into_trainer(gpu.clone(), &dataset)?;
+                // the settings this run trains with: the checkpoint's, with this run's step limit and downscale
+                trainer.config = config;
+                let metrics = MetricsLog::append_to(&metrics_path).with_context(metrics_error)?;
+                Started { trainer, metrics, elapsed_before }
+            }
+            None => {
+                let trainer = Trainer::new(gpu.clone(), config, &dataset)?;
+                let metrics = MetricsLog::create(&metrics_path).with_context(metrics_error)?;
+                Started { trainer, metrics, elapsed_before: 0.0 }
+            }
+        };
+        let trainer = &started.trainer;
+        log::info!(
+            "{}: {} training views, octree nodes per depth {:?}, {} parameters in {} page(s), adapter {}",
+            data_dir.display(),
+            dataset.train.len(),
+            trainer.octree.depth_counts(),
+            trainer.n_params(),
+            trainer.model.paging.n_pages,
+            gpu.info.name
+        );
+        Ok(started)
+    }
+}
+
+/// The metrics.jsonl line of a setting changed while training.
+pub fn setting_event(key: &str, value: f64, step: u32) -> serde_json::Value {
+    json!({ "event": "set", "step": step, "key": key, "value": value })
+}
+
 /// The training run: steps until `steps` or `max_seconds`, then a checkpoint and the evaluation.
 /// With `resume`, the checkpoint's run continues: its settings, step counter, optimiser state and
 /// clock; `steps` is then the step to stop at and `max_seconds` the seconds to add.
 pub fn train(request: &TrainRequest) -> Result<EvalReport> {
-    let resumed = match &request.resume {
-        Some(path) => {
-            if request.config.is_some() {
-                bail!("--config and --resume: a resumed run keeps the settings of its checkpoint");
-            }
-            let state = CheckpointState::read(path)?;
-            if !state.resumable() {
-                bail!(
-                    "{}: written before checkpoints kept the optimiser state; it evaluates, but training \
-                     cannot continue from it",
-                    path.display()
-                );
-            }
-            Some(state)
-        }
-        None => None,
-    };
-    let mut config = match &resumed {
-        Some(state) => state.config.clone(),
-        None => load_config(request.config.as_deref())?,
-    }
-    .with_downscale(request.downscale)?;
-    if let Some(steps) = request.steps {
-        if steps == 0 {
-            bail!("--steps must be positive");
-        }
-        config.train.steps = steps;
-    } else if request.max_seconds.is_some() {
-        config.train.steps = u32::MAX;
-    }
-    if let Some(s) = request.max_seconds {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--max-seconds must be a positive number");
-        }
-    }
-    if let Some(state) = resumed.as_ref().filter(|s| s.step >= config.train.steps) {
-        bail!(
-            "{}: the checkpoint is at step {}, at or past the last step {} (give a larger --steps)",
-            state.path.display(),
-            state.step,
-            config.train.steps
-        );
-    }
-    let dir = data_dir(request.data.as_deref())?;
-    let dataset = Arc::new(load_data(&dir, &config)?);
+    let prepared = Prepared::load(request)?;
+    let (config, dataset) = (prepared.config.clone(), prepared.dataset.clone());
     let gpu = Arc::new(Gpu::new(&request.gpu)?);
-    std::fs::create_dir_all(&request.out).with_context(|| format!("cannot create {}", request.out.display()))?;
-    let config_path = request.out.join("config.toml");
-    write_atomic(&config_path, config.to_toml().as_bytes())
-        .with_context(|| format!("{}: cannot write", config_path.display()))?;
-    let metrics_path = request.out.join("metrics.jsonl");
+    let Started { trainer, mut metrics, elapsed_before } = prepared.start(gpu, &request.out)?;
+    let metrics_path = metrics.path().to_path_buf();
     let metrics_error = || format!("{}: cannot write", metrics_path.display());
-    let (trainer, mut metrics, elapsed_before) = match resumed {
-        Some(state) => {
-            let elapsed = state.elapsed_s;
-            let mut trainer = state.into_trainer(gpu.clone(), &dataset)?;
-            // the settings this run trains with: the checkpoint's, with this run's step limit and downscale
-            trainer.config = config.clone();
-            (trainer, MetricsLog::append_to(&metrics_path).with_context(metrics_error)?, elapsed)
-        }
-        None => {
-            let trainer = Trainer::new(gpu.clone(), config.clone(), &dataset)?;
-            (trainer, MetricsLog::create(&metrics_path).with_context(metrics_error)?, 0.0)
-        }
-    };
-    log::info!(
-        "{}: {} training views, octree nodes per depth {:?}, {} parameters in {} page(s), adapter {}",
-        dir.display(),
-        dataset.train.len(),
-        trainer.octree.depth_counts(),
-        trainer.n_params(),
-        trainer.model.paging.n_pages,
-        gpu.info.name
-    );
     let bar = progress_bar(request, &config);
     let options = SessionOptions {
         max_steps: Some(config.train.steps),
         max_seconds: request.max_seconds.map(|s| s + elapsed_before),
         start_paused: false,
         elapsed_before,
+        ..Default::default()
     };
     let session = Session::spawn(trainer, dataset.clone(), options);
     let mut elapsed = elapsed_before;
@@ -250,7 +295,7 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
             }
             Event::Warning(warning) => log::warn!("{warning}"),
             Event::SettingChanged { key, value, step } => {
-                metrics.append(&json!({ "event": "set", "step": step, "key": key, "value": value }))?;
+                metrics.append(&setting_event(&key, value, step)).with_context(metrics_error)?;
             }
             Event::Finished { .. } | Event::Failed(_) => break,
             _ => {}

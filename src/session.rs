@@ -2,10 +2,12 @@
 //! setting, render, evaluate, save, stop), events out (step statistics, renders, evaluations,
 //! warnings). The headless `train` command is one consumer of the events; the viewer is another.
 //!
-//! Between two training steps the thread handles every waiting command, then renders one chunk of
-//! the oldest render request, then trains one step. A render therefore waits for at most one chunk
-//! and the few steps already queued on the device (`trainer::MAX_IN_FLIGHT`), never for a long
-//! queue, and it uses buffers of its own, so it cannot disturb the step in flight.
+//! Between two training steps the thread handles every waiting command, then renders chunks of the
+//! oldest render requests for up to `SessionOptions::render_slice` (at least one chunk), then trains one step. A
+//! render therefore waits for at most one slice and the few steps already queued on the device
+//! (`trainer::MAX_IN_FLIGHT`), never for a long queue, and it uses buffers of its own, so it cannot
+//! disturb the step in flight. How often to render is the consumer's choice: the viewer spaces its
+//! refreshes so that renders take a small share of the time while the camera rests.
 
 use crate::data::{Camera, Dataset};
 use crate::run::{eval_split, evaluate, EvalReport};
@@ -16,6 +18,10 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender, TryRecvError}
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The viewer's rendering time between two training steps while renders wait: a render of a few
+/// chunks (while the camera moves) arrives within a step or two, and training still gets its turn.
+pub const RENDER_SLICE: Duration = Duration::from_millis(100);
 
 /// What the trainer thread is asked to do.
 #[derive(Clone, Debug)]
@@ -114,6 +120,9 @@ pub struct SessionOptions {
     pub start_paused: bool,
     /// Training seconds of the run before this session (a resumed run continues its clock).
     pub elapsed_before: f64,
+    /// Rendering time between two training steps while renders wait (at least one chunk; zero:
+    /// one chunk per step).
+    pub render_slice: Duration,
 }
 
 /// A running trainer thread.
@@ -245,12 +254,16 @@ impl Worker {
                     None => break,
                 }
             }
-            if let Some((id, job)) = self.renders.front_mut() {
+            let slice = Instant::now();
+            while let Some((id, job)) = self.renders.front_mut() {
                 self.trainer.render_chunk(job)?;
                 if job.done() {
                     let (id, job) = (*id, self.renders.pop_front().expect("front").1);
                     let cut = job.cut;
                     self.emit(Event::Rendered { id, cut, step: self.trainer.step, image: job.finish() });
+                }
+                if slice.elapsed() >= self.options.render_slice {
+                    break;
                 }
             }
             if self.training() {

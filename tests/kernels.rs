@@ -163,6 +163,7 @@ impl Fixture {
         f.iter().map(|v| v.map(f64::from)).collect()
     }
 
+    /// The device's outputs (node_margin is the reference's alone: left 0).
     fn outputs(&self) -> Vec<Output> {
         let o: Vec<RayOutput> = self.read(&self.trainer.train.outputs, self.slots());
         o.iter()
@@ -171,6 +172,8 @@ impl Fixture {
                 opacity: f64::from(o.opacity),
                 depth: f64::from(o.depth),
                 evaluated: o.evaluated as u32,
+                node: o.node as i64,
+                ..Default::default()
             })
             .collect()
     }
@@ -496,17 +499,25 @@ fn forward_losses_and_render_backward_match_reference() {
     assert!(checked > 8000, "{checked} active samples");
     assert!(cpu_field.iter().any(|f| f[3] > 5.0), "some samples should be dense");
 
-    // render_forward from the device's field: rgb over the background, opacity, depth, evaluated
+    // render_forward from the device's field: rgb over the background, opacity, depth, evaluated,
+    // and the node of largest weight wherever the two largest are not near a tie
     let cpu_out = cpu::render_forward(&batch, &rays, &samples, &field);
     let outputs = f.outputs();
     assert!(rays.iter().any(|r| cpu::background(&batch, r) != [1.0; 3]), "training rays get random backgrounds");
+    let mut nodes = 0;
     for (slot, (g, c)) in outputs.iter().zip(&cpu_out).enumerate() {
         assert_eq!(g.evaluated, c.evaluated, "slot {slot}");
         let close = (0..3).all(|k| (g.rgb[k] - c.rgb[k]).abs() <= 2e-5)
             && (g.opacity - c.opacity).abs() <= 2e-5
             && (g.depth - c.depth).abs() <= 2e-5 * (1.0 + c.depth.abs());
         assert!(close, "slot {slot}: {g:?} vs {c:?}");
+        if c.node_margin > 1e-4 {
+            assert_eq!(g.node, c.node, "node of slot {slot}: {g:?} vs {c:?}");
+            nodes += usize::from(c.node >= 0);
+        }
     }
+    let lit = cpu_out.iter().filter(|o| o.evaluated > 0).count();
+    assert!(2 * nodes > lit, "the nodes of {nodes} of {lit} slots checked");
     let opacity = |pick: fn(f64, f64) -> f64| cpu_out.iter().map(|o| o.opacity).reduce(pick).unwrap();
     assert!(opacity(f64::max) - opacity(f64::min) > 0.3, "opacities should vary");
 
@@ -991,7 +1002,9 @@ fn render_matches_reference_chain() {
     let f = Fixture::new(common::gpu(), config(), 12);
     let t = &f.trainer;
     let params = to_f64(&f.randomize_params(37));
-    let camera = random_dataset(4, 24, 12).test[0].camera;
+    let mut camera = random_dataset(4, 24, 12).test[0].camera;
+    // the principal point at the image's edge: the cube lies off to one side, some rays miss it
+    camera.cx = camera.width as f32;
     let pixels = camera.width * camera.height;
     assert!(pixels > t.view.size.rays, "the view takes several chunks");
     for cut in [2, 0] {
@@ -1022,17 +1035,25 @@ fn render_matches_reference_chain() {
         let max_density = f64::from(t.config.field.max_density);
         let field = cpu::field_forward(&t.layout, &params, &t.octree, &samples, &rays, max_density);
         let out = cpu::render_forward(&batch, &rays, &samples, &field);
-        let mut far = 0;
+        let (mut far, mut nodes) = (0, 0);
         for (p, o) in out.iter().enumerate() {
             let g = [0, 1, 2].map(|k| f64::from(rendered.rgb.rgb[3 * p + k]));
+            let node_close = o.node_margin <= 1e-4 || rendered.node[p] as i64 == o.node;
             let close = (0..3).all(|k| (g[k] - o.rgb[k]).abs() <= 1e-4)
                 && (f64::from(rendered.opacity[p]) - o.opacity).abs() <= 1e-4
-                && (f64::from(rendered.depth[p]) - o.depth).abs() <= 1e-4 * (1.0 + o.depth);
+                && (f64::from(rendered.depth[p]) - o.depth).abs() <= 1e-4 * (1.0 + o.depth)
+                && node_close;
             far += usize::from(!close);
+            nodes += usize::from(o.node_margin > 1e-4 && o.node >= 0);
         }
         // a sample exactly at a level boundary may take another node on the device (not at cut 0)
         let allowed = if cut == 0 { 0 } else { out.len() / 200 };
         assert!(far <= allowed, "cut {cut}: {far} of {} pixels differ", out.len());
+        let lit = out.iter().filter(|o| o.evaluated > 0).count();
+        assert!(2 * nodes > lit, "cut {cut}: the nodes of {nodes} of {lit} pixels checked");
+        // pixels whose ray misses the cube have no node
+        let missed: Vec<usize> = (0..out.len()).filter(|&p| out[p].evaluated == 0).collect();
+        assert!(!missed.is_empty() && missed.iter().all(|&p| rendered.node[p] == -1.0), "cut {cut}");
     }
 }
 

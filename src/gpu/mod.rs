@@ -46,18 +46,25 @@ impl Gpu {
         let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let adapter = choose_adapter(adapters, options.adapter.as_deref())?;
         let info = adapter.get_info();
-        let features = adapter.features() & WANTED_FEATURES;
-        let limits = adapter.limits();
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("infnerf device"),
-            required_features: features,
-            required_limits: limits.clone(),
-            ..Default::default()
-        }))
-        .with_context(|| format!("cannot open the GPU device on adapter {}", info.name))?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&device_descriptor(&adapter)))
+            .with_context(|| format!("cannot open the GPU device on adapter {}", info.name))?;
+        Ok(Self::from_device(&adapter, device, queue, options))
+    }
+
+    /// The context of a device opened with `device_descriptor` elsewhere (the viewer's window opens
+    /// it, so the trainer and the window share one device).
+    pub fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: &GpuOptions,
+    ) -> Self {
+        let info = adapter.get_info();
+        let features = device.features() & WANTED_FEATURES;
+        let limits = device.limits();
         let float_atomics = features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC) && !options.force_cas_atomics;
         log::info!("adapter: {} ({:?}, {:?}); features: {:?}", info.name, info.backend, info.device_type, features);
-        Ok(Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0) })
+        Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0) }
     }
 
     /// Bytes of device memory this process allocated through `Gpu` (buffers only).
@@ -233,7 +240,20 @@ impl Gpu {
     }
 }
 
-fn choose_adapter(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
+/// What the kernels ask of a device: the adapter's own limits (the defaults are far smaller: a compute
+/// pass of 0 invocations fails) and the features of `WANTED_FEATURES` it has.
+pub fn device_descriptor(adapter: &wgpu::Adapter) -> wgpu::DeviceDescriptor<'static> {
+    wgpu::DeviceDescriptor {
+        label: Some("infnerf device"),
+        required_features: adapter.features() & WANTED_FEATURES,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }
+}
+
+/// The adapter to use: the one whose name contains `wanted` (case-insensitive), else the most
+/// capable kind (discrete GPU first, CPU last), Vulkan before GL.
+pub fn choose_adapter(adapters: Vec<wgpu::Adapter>, wanted: Option<&str>) -> Result<wgpu::Adapter> {
     if adapters.is_empty() {
         bail!("{NO_ADAPTER_HELP}");
     }

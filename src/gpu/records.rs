@@ -190,7 +190,9 @@ gpu_struct! {
         pub depth: f32,
         /// samples the field evaluated (not skipped as empty space)
         pub evaluated: f32,
-        pub _pad0: f32,
+        /// the node of the sample of largest weight (the first on ties), -1 when no weight is
+        /// positive: the viewer's level map and node picking (indices < 2^24, exact in f32)
+        pub node: f32,
         pub _pad1: f32,
     }
 }

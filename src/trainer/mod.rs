@@ -76,6 +76,8 @@ pub struct Rendered {
     pub rgb: Image,
     pub depth: Vec<f32>,
     pub opacity: Vec<f32>,
+    /// per pixel, the node that weighs most in it, -1 for none (`RayOutput::node`)
+    pub node: Vec<f32>,
 }
 
 /// A view being rendered a chunk at a time (`Trainer::render_chunk`), so training can go on between.
@@ -108,6 +110,7 @@ impl RenderJob {
             },
             depth: self.outputs.iter().map(|r| r.depth).collect(),
             opacity: self.outputs.iter().map(|r| r.opacity).collect(),
+            node: self.outputs.iter().map(|r| r.node).collect(),
         }
     }
 }
@@ -290,9 +293,7 @@ impl Trainer {
     /// Learning-rate multiplier at `step`: exponential decay from lr_decay_start over lr_decay_steps
     /// down to lr_final_ratio (never compounding), floored at 0.01.
     pub fn lr_factor(&self, step: u32) -> f32 {
-        let t = &self.config.train;
-        let progress = (step.saturating_sub(t.lr_decay_start) as f32 / t.lr_decay_steps.max(1) as f32).min(1.0);
-        t.lr_final_ratio.powf(progress).max(0.01)
+        self.config.train.lr_factor(step)
     }
 
     /// Adam's uniforms at `step`.

@@ -397,6 +397,11 @@ pub struct Output {
     pub opacity: f64,
     pub depth: f64,
     pub evaluated: u32,
+    /// the node of the first sample of largest weight, -1 when no weight is positive
+    pub node: i64,
+    /// the largest weight less the second largest (infinite below two positive weights): where it
+    /// is tiny, f32 may pick another node
+    pub node_margin: f64,
 }
 
 /// dLoss/d(output) per slot (RayGrad).
@@ -416,14 +421,17 @@ pub fn background(batch: &Batch, ray: &Ray) -> [f64; 3] {
     }
 }
 
-/// render_forward.wgsl: colour over the background, opacity, depth and evaluated samples per slot.
+/// render_forward.wgsl: colour over the background, opacity, depth, evaluated samples and the node of
+/// largest weight per slot.
 pub fn render_forward(batch: &Batch, rays: &[Ray], samples: &[Sample], field: &[[f64; 4]]) -> Vec<Output> {
     let n = batch.samples_per_ray as usize;
     (0..slots(batch))
         .map(|slot| {
             let (s, f) = (&samples[slot * n..(slot + 1) * n], &field[slot * n..(slot + 1) * n]);
             let mut t = 1.0;
-            let mut out = Output::default();
+            let mut out = Output { node: -1, ..Default::default() };
+            // the two largest weights so far
+            let (mut first, mut second) = (0.0, 0.0);
             for i in 0..n {
                 if s[i].node == NO_NODE {
                     continue;
@@ -431,12 +439,19 @@ pub fn render_forward(batch: &Batch, rays: &[Ray], samples: &[Sample], field: &[
                 out.evaluated += 1;
                 let alpha = 1.0 - (-(f[i][3] * f64::from(s[i].delta)).min(MAX_TAU)).exp();
                 let w = t * alpha;
+                if w > first {
+                    (first, second) = (w, first);
+                    out.node = i64::from(s[i].node);
+                } else if w > second {
+                    second = w;
+                }
                 for c in 0..3 {
                     out.rgb[c] += w * f[i][c];
                 }
                 out.depth += w * f64::from(s[i].t);
                 t *= 1.0 - alpha;
             }
+            out.node_margin = if second > 0.0 { first - second } else { f64::INFINITY };
             let bg = background(batch, &rays[slot % batch.n_rays as usize]);
             for c in 0..3 {
                 out.rgb[c] += t * bg[c];
