@@ -71,7 +71,7 @@ fn the_window_trains_renders_and_takes_screenshots_under_xvfb() {
     std::fs::write(&config_path, config.to_toml()).unwrap();
     let out = tmp.0.join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_infnerf"))
-        .args(["view", "--screenshot-after", "12,40", "--exit"])
+        .args(["view", "--screenshot-after", "10,45", "--exit"])
         .arg("--data")
         .arg(&data)
         .arg("--config")

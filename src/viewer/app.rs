@@ -26,8 +26,16 @@ use std::time::Instant;
 
 /// The largest free-camera render (the window's default size): more is slow on any device.
 const MAX_RENDER: [u32; 2] = [1280, 800];
-/// The UI redraws at most this often while training (the plots and status move).
-const FRAME_SECONDS: f32 = 1.0 / 30.0;
+/// Frames per second drawn while training and nobody touches the window (input always redraws at
+/// once): on a GPU the window costs little; on a CPU device each frame is rasterised by the same
+/// cores that train, so the plots and status move once a second there.
+fn idle_fps(device: eframe::wgpu::DeviceType) -> f32 {
+    if device == eframe::wgpu::DeviceType::Cpu {
+        1.0
+    } else {
+        30.0
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Split {
@@ -125,6 +133,8 @@ pub struct App {
     screenshots_requested: usize,
     exit_after_screenshots: bool,
     steps_at_open: u32,
+    /// Redraws per second while nothing but training changes (`idle_fps`; a View-panel setting).
+    idle_fps: f32,
 }
 
 impl App {
@@ -170,6 +180,7 @@ impl App {
             screenshots_requested: 0,
             exit_after_screenshots: request.exit,
             steps_at_open,
+            idle_fps: idle_fps(control.gpu.info.device_type),
             control,
         }
     }
@@ -439,6 +450,11 @@ impl App {
                 self.camera = FreeCamera::default();
                 self.view = None;
             }
+        });
+        ui.horizontal(|ui| {
+            ui.label("redraws/s");
+            ui.add(egui::Slider::new(&mut self.idle_fps, 0.5..=60.0).logarithmic(true))
+                .on_hover_text("frames per second while only training moves (input always redraws at once)");
         });
         ui.horizontal(|ui| {
             ui.label("refresh share");
@@ -907,7 +923,8 @@ impl eframe::App for App {
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
         self.script(&ctx);
         let busy = self.control.status.training || self.refresh.pending();
-        ctx.request_repaint_after(std::time::Duration::from_secs_f32(if busy { FRAME_SECONDS } else { 0.25 }));
+        let fps = if busy { self.idle_fps.max(0.5) } else { self.idle_fps.clamp(0.5, 4.0) };
+        ctx.request_repaint_after(std::time::Duration::from_secs_f32(1.0 / fps));
     }
 
     fn on_exit(&mut self) {

@@ -1,10 +1,13 @@
 //! When to render and at what resolution. A full-window render is far too slow to make every frame
 //! on a CPU device, so the view is rendered coarse while the camera moves (sized so that it arrives
 //! in about `INTERACTIVE_SECONDS`), refined by halving the divisor while it rests, and re-rendered
-//! as training changes the field only so often that renders take `share` of the time.
+//! as training changes the field only so often that renders take `share` of the time (but at least
+//! every `MAX_REFRESH_SECONDS`).
 
 /// A moving camera's render should take about this long.
 pub const INTERACTIVE_SECONDS: f64 = 0.15;
+/// A resting view is re-rendered at least this often while training, whatever its share says.
+pub const MAX_REFRESH_SECONDS: f64 = 20.0;
 /// The coarsest divisor (resolution = full / divisor).
 pub const MAX_DIVISOR: u32 = 32;
 
@@ -46,7 +49,7 @@ impl Refresh {
                     return Some(divisor / 2);
                 }
                 let (arrived, took, shown_step) = self.last?;
-                let wait = (took / self.share.max(1e-3)).max(1.0);
+                let wait = (took / self.share.max(1e-3)).clamp(1.0, MAX_REFRESH_SECONDS);
                 (step != shown_step && now - arrived >= wait && !moving).then_some(divisor)
             }
             // a new view: coarse first, unless the full one is as quick
@@ -118,5 +121,10 @@ mod tests {
         assert_eq!(r.due(22.0, 1, 1000, false, 10), None, "nothing new to show at the same step");
         assert_eq!(r.due(22.0, 1, 1000, false, 50), Some(1));
         assert_eq!(r.due(22.0, 1, 1000, true, 50), None);
+        // a slow render still refreshes every MAX_REFRESH_SECONDS
+        r.sent(22.0, 1, 1);
+        r.arrived(32.0, 1000, 50);
+        assert_eq!(r.due(51.0, 1, 1000, false, 60), None);
+        assert_eq!(r.due(52.0, 1, 1000, false, 60), Some(1));
     }
 }
