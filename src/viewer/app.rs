@@ -637,17 +637,9 @@ impl App {
                 .map(|n| (n.to_string(), n.trim_start_matches("loss/").trim_end_matches("/cut0").to_string()))
                 .collect();
             plot(ui, "loss terms (finest cut)", lines(&terms, log), log, &with_markers);
-            let levels: Vec<(String, String)> = h
-                .names_with("loss/mse/")
-                .into_iter()
-                .map(|n| (n.to_string(), n.trim_start_matches("loss/mse/").to_string()))
-                .collect();
+            let levels = labelled(h, "loss/mse/");
             plot(ui, "MSE per rendered cut (slot: 0 finest)", lines(&levels, log), log, &|_| {});
-            let weights: Vec<(String, String)> = h
-                .names_with("weight/")
-                .into_iter()
-                .map(|n| (n.to_string(), n.trim_start_matches("weight/").to_string()))
-                .collect();
+            let weights = labelled(h, "weight/");
             plot(ui, "loss weights (lambda x schedule x balancer)", lines(&weights, log), log, &with_markers);
             // the schedule over the whole run, from its pure functions: redrawn as settings change
             let config = &self.control.config;
@@ -660,11 +652,7 @@ impl App {
             plot(ui, "schedule (group multipliers, whole run)", schedule, false, &|p| {
                 p.vline(VLine::new("now", now).color(Color32::WHITE));
             });
-            let balancer: Vec<(String, String)> = h
-                .names_with("balancer/")
-                .into_iter()
-                .map(|n| (n.to_string(), n.trim_start_matches("balancer/").to_string()))
-                .collect();
+            let balancer = labelled(h, "balancer/");
             plot(ui, "balancer weights", lines(&balancer, false), false, &|_| {});
             let t = &config.train;
             let planned: Vec<(String, Vec<[f64; 2]>)> = [("lr_hash planned", t.lr_hash), ("lr_mlp planned", t.lr_mlp)]
@@ -853,6 +841,11 @@ impl App {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
+}
+
+/// The history's series under `prefix`, each labelled by the rest of its name.
+fn labelled(history: &super::history::History, prefix: &str) -> Vec<(String, String)> {
+    history.names_with(prefix).into_iter().map(|n| (n.to_string(), n[prefix.len()..].to_string())).collect()
 }
 
 fn is_count(key: &str) -> bool {
