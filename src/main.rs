@@ -202,7 +202,7 @@ fn execute(cli: Cli) -> Result<()> {
                     "no display (DISPLAY and WAYLAND_DISPLAY are unset): the viewer needs one; `infnerf train` trains headless"
                 );
             }
-            let out = viewer::out_dir(a.out, a.checkpoint.as_deref());
+            let out = run::out_dir(a.out, a.checkpoint.as_deref(), "runs/view");
             let train = TrainRequest {
                 data: a.data,
                 config: a.config,
@@ -217,11 +217,7 @@ fn execute(cli: Cli) -> Result<()> {
             viewer::run(ViewRequest { train, screenshots: a.screenshot_after, exit: a.exit, start_paused: a.paused })?;
         }
         Some(Command::Train(a)) => {
-            let out = match (a.out, &a.resume) {
-                (Some(out), _) => out,
-                (None, Some(checkpoint)) => checkpoint.parent().map_or_else(|| ".".into(), PathBuf::from),
-                (None, None) => "runs/latest".into(),
-            };
+            let out = run::out_dir(a.out, a.resume.as_deref(), "runs/latest");
             let request = TrainRequest {
                 data: a.data,
                 config: a.config,

@@ -116,6 +116,15 @@ impl MetricsLine {
     }
 }
 
+/// The output folder: `out`, else the folder of the checkpoint a run continues, else `default`.
+pub fn out_dir(out: Option<PathBuf>, resume: Option<&Path>, default: &str) -> PathBuf {
+    match (out, resume) {
+        (Some(out), _) => out,
+        (None, Some(checkpoint)) => checkpoint.parent().map_or_else(|| ".".into(), PathBuf::from),
+        (None, None) => default.into(),
+    }
+}
+
 pub fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(match path {
         Some(path) => Config::load(path)?,

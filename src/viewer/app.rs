@@ -5,7 +5,7 @@
 
 use super::camera::FreeCamera;
 use super::controller::Controller;
-use super::picture::{level_colour, level_shares, picture, Mode};
+use super::picture::{colour_image, level_colour, level_shares, picture, Mode};
 use super::refresh::{Refresh, ViewKey};
 use super::ViewRequest;
 use crate::config::LIVE_SETTINGS;
@@ -69,6 +69,8 @@ struct Shown {
     step: u32,
     /// The ground truth at the render's size, when a dataset view was snapped to.
     truth: Option<Image>,
+    /// Share of the pixels whose dominant node is at each level.
+    level_shares: Vec<f64>,
 }
 
 /// Frames per second over the last second, from the app's own frame times.
@@ -273,8 +275,15 @@ impl App {
                 let level = divisor.trailing_zeros() as usize;
                 pyramid(&view.image, level + 1).into_iter().nth(level).filter(|t| t.width == w && t.height == h)
             });
-            self.shown =
-                Some(Shown { rendered: arrival.image, camera, free, cut: arrival.cut, step: arrival.step, truth });
+            self.shown = Some(Shown {
+                level_shares: level_shares(&arrival.image, &self.levels),
+                rendered: arrival.image,
+                camera,
+                free,
+                cut: arrival.cut,
+                step: arrival.step,
+                truth,
+            });
             self.shown_serial = self.shown_serial.wrapping_add(1);
         }
     }
@@ -300,8 +309,7 @@ impl App {
         }
         if self.compare {
             if let Some(truth) = &shown.truth {
-                let as_rendered = Rendered { rgb: truth.clone(), ..shown.rendered.clone() };
-                images.push(picture(Mode::Rgb, &as_rendered, &shown.camera, &self.levels, None));
+                images.push(colour_image(truth));
                 images.push(main);
                 images.push(picture(Mode::Error, &shown.rendered, &shown.camera, &self.levels, Some(truth)));
             } else {
@@ -533,7 +541,7 @@ impl App {
 
     fn octree_panel(&mut self, ui: &mut egui::Ui) {
         let counts = self.octree.depth_counts();
-        let shares = self.shown.as_ref().map(|s| level_shares(&s.rendered, &self.levels)).unwrap_or_default();
+        let shares = self.shown.as_ref().map(|s| s.level_shares.clone()).unwrap_or_default();
         egui::Grid::new("octree").num_columns(6).striped(true).show(ui, |ui| {
             for h in ["level", "show", "nodes", "params", "MiB", "pixels"] {
                 ui.strong(h);

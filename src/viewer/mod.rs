@@ -15,7 +15,6 @@ use crate::session::SessionOptions;
 use anyhow::{anyhow, Result};
 use eframe::egui_wgpu::{WgpuConfiguration, WgpuSetup, WgpuSetupCreateNew};
 use history::History;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 /// What `infnerf view` (or `infnerf` with no arguments) was asked for.
@@ -96,11 +95,4 @@ pub fn run(request: ViewRequest) -> Result<()> {
         return Err(error);
     }
     result.map_err(|e| anyhow!("the viewer window failed: {e}"))
-}
-
-/// The folder a `view` run writes to: `--out`, else the checkpoint's folder, else `runs/view`.
-pub fn out_dir(out: Option<PathBuf>, checkpoint: Option<&std::path::Path>) -> PathBuf {
-    out.or_else(|| checkpoint.and_then(|c| c.parent()).map(|p| p.to_path_buf()))
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(|| PathBuf::from("runs/view"))
 }

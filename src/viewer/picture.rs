@@ -77,7 +77,7 @@ pub fn picture(mode: Mode, r: &Rendered, camera: &Camera, levels: &[u32], truth:
     let (w, h) = (r.rgb.width as usize, r.rgb.height as usize);
     let n = w * h;
     let pixels: Vec<Color32> = match mode {
-        Mode::Rgb => r.rgb.rgb.chunks_exact(3).map(|c| rgb([c[0], c[1], c[2]])).collect(),
+        Mode::Rgb => return colour_image(&r.rgb),
         Mode::Opacity => r.opacity.iter().map(|&a| rgb([a; 3])).collect(),
         Mode::Depth => {
             let z = surface_depth(r);
@@ -110,6 +110,12 @@ pub fn picture(mode: Mode, r: &Rendered, camera: &Camera, levels: &[u32], truth:
         },
     };
     ColorImage::new([w, h], pixels)
+}
+
+/// An image's colours as they are (a render's, or a ground truth's).
+pub fn colour_image(image: &Image) -> ColorImage {
+    let pixels = image.rgb.chunks_exact(3).map(|c| rgb([c[0], c[1], c[2]])).collect();
+    ColorImage::new([image.width as usize, image.height as usize], pixels)
 }
 
 /// The octree level of pixel `i`'s dominant node (the sample of largest weight), if any.
