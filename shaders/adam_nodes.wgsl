@@ -8,7 +8,8 @@
 //   scattered over its tables), each invocation recomputes its sample's corners as field_backward did
 //   and claims each entry's gradient by swapping in 0: the first to reach an entry applies the whole
 //   summed gradient, the others find 0.
-// Entries without gradient keep their moments. (When a step runs in several chunks the samples of
+// Entries without gradient keep their moments. grad_norm marked the sparse nodes' entries in
+// `visited`; a claim clears the mark for the next step. (When a step runs in several chunks the samples of
 // the earlier chunks are gone: adam_blocks.wgsl updates the blocks the backward flagged instead.)
 
 @compute @workgroup_size(WORKGROUP)
@@ -16,17 +17,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let group = node_group(wg, nwg);
     let node = group.x;
     let base = (node - page.first_node) * NODE_PARAMS;
-    let index = (group.y - node_offsets[node]) / WORKGROUP;
+    let index = group_index(group);
+    // workgroups past the page's last one take nothing
+    if group.z == 0u {
+        return;
+    }
     if index == 0u {
         for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {
             take(base + HASH_PARAMS + i);
         }
     }
-    if node_counts[node] * HASH_LEVELS * 16u >= HASH_PARAMS {
-        let groups = wg_first[node + 1u] - wg_first[node];
-        let share = (HASH_PARAMS + groups - 1u) / groups;
-        let end = min((index + 1u) * share, HASH_PARAMS);
-        for (var i = index * share + local; i < end; i += WORKGROUP) {
+    if node_dense(node) {
+        let share = dense_share(node, index);
+        for (var i = share.x + local; i < share.y; i += WORKGROUP) {
             take(base + i);
         }
     } else if local < group.z {
@@ -54,6 +57,7 @@ fn take(i: u32) {
 // An entry other invocations may reach too: the first to swap in 0 applies the gradient.
 fn claim(i: u32) {
     let raw = atomicExchange(&grads[i], 0u);
+    atomicAnd(&visited[i >> 5u], ~(1u << (i & 31u)));
     if raw != 0u {
         adam_update(i, bitcast<f32>(raw));
     }

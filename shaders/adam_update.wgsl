@@ -3,17 +3,21 @@
 // (SPEC §3.3, weight lambda_param, the mean of p^2 over the model) adds its gradient adam.l2 * p here,
 // to the entries that have a gradient this step: the exact gradient would touch every parameter of
 // the tree at every step, which node-batched Adam exists to avoid, so the decay is lazy, as in
-// sparse optimisers (an entry decays in the steps that train it). Needs the `adam`,
-// `params`, `m1`, `m2` and `sanitized` bindings.
+// sparse optimisers (an entry decays in the steps that train it). The guard (grad_guard.wgsl) may
+// skip the step (the gradient is dropped) or scale the gradient down (clipping by the global norm).
+// Needs the `adam`, `params`, `m1`, `m2`, `guard` and `sanitized` bindings.
 
 fn adam_update(i: u32, raw: f32) {
+    if guard[G_SKIP] != 0.0 {
+        return;
+    }
     if nonfinite(raw) {
         atomicAdd(&sanitized[SANITIZED_ADAM], 1u);
         return;
     }
     // a page starts at a node's block, so the offset inside the block is i % NODE_PARAMS
     let lr = select(adam.lr_mlp, adam.lr_hash, i % NODE_PARAMS < HASH_PARAMS);
-    let g = raw + adam.l2 * params[i];
+    let g = raw * guard[G_SCALE] + adam.l2 * params[i];
     let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * g;
     let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * g * g;
     m1[i] = m;

@@ -25,3 +25,24 @@ fn node_group(wg: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
     let within = (group - wg_first[lo]) * WORKGROUP;
     return vec3<u32>(lo, node_offsets[lo] + within, min(node_counts[lo] - within, WORKGROUP));
 }
+
+// Which entries of a node the workgroups that take its samples own, for the passes that visit each
+// entry with a gradient once (adam_nodes, grad_norm): the node's first workgroup owns the decoders; a
+// node whose samples touch about as many hash entries as its tables hold ("dense": a shallow tree's
+// nodes) has its tables shared out among its workgroups (`dense_share`); in a sparse node each
+// invocation takes its sample's corners.
+fn node_dense(node: u32) -> bool {
+    return node_counts[node] * HASH_LEVELS * 16u >= HASH_PARAMS;
+}
+
+// The workgroup's place among those of its node (`group` from node_group).
+fn group_index(group: vec3<u32>) -> u32 {
+    return (group.y - node_offsets[group.x]) / WORKGROUP;
+}
+
+// The range [x, y) of a dense node's table entries that its workgroup `index` sweeps.
+fn dense_share(node: u32, index: u32) -> vec2<u32> {
+    let groups = wg_first[node + 1u] - wg_first[node];
+    let share = (HASH_PARAMS + groups - 1u) / groups;
+    return vec2<u32>(min(index * share, HASH_PARAMS), min((index + 1u) * share, HASH_PARAMS));
+}

@@ -6,7 +6,8 @@
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
 use crate::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
+    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample,
+    Sampling, Scene,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::Gpu;
@@ -252,7 +253,64 @@ kernel! {
             grad_values: ReadWrite [f32],
             /// the same buffer, for entries several invocations may reach
             grads: Atomic [u32],
+            /// the sparse nodes' entries grad_norm counted (a bit each), cleared as they are claimed
+            visited: Atomic [u32],
+            guard: Read [f32],
             sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The statistics of the step's gradient over one page's nodes with samples: partial sums per
+    /// tensor, for the guard.
+    pub struct GradNorm, GradNormBindings = "grad_norm" {
+        includes: [Octree, NodeGroups, HashGrid, GradStats],
+        workgroup: |shape: &KernelShape| shape.field_workgroup,
+        bindings: {
+            page: Uniform Page,
+            nodes: Read [Node],
+            samples: Read [Sample],
+            active_list: Read [u32],
+            node_counts: Read [u32],
+            node_offsets: Read [u32],
+            wg_first: Read [u32],
+            grads: Read [f32],
+            visited: Atomic [u32],
+            /// GRAD_SLOTS x GRAD_SLOT_WORDS partial sums
+            grad_partials: FloatAtomic [f32],
+            /// largest magnitude per tensor (bits)
+            grad_max: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The statistics of the step's gradient over one page's flagged blocks (a step in chunks).
+    pub struct GradNormBlocks, GradNormBlocksBindings = "grad_norm_blocks" {
+        includes: [GradStats],
+        workgroup: |_| 64,
+        bindings: {
+            page: Uniform Page,
+            grads: Read [f32],
+            touched: Read [u32],
+            grad_partials: FloatAtomic [f32],
+            grad_max: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The global norm, clipping and the anomaly detector: what Adam does with the step's gradient.
+    pub struct GradGuard, GradGuardBindings = "grad_guard" {
+        includes: [],
+        workgroup: |_| crate::gpu::records::GRAD_SLOTS,
+        bindings: {
+            settings: Uniform GuardUniforms,
+            grad_partials: ReadWrite [f32],
+            grad_max: ReadWrite [u32],
+            /// the guard's state (records::guard)
+            guard: ReadWrite [f32],
         }
     }
 }
@@ -273,6 +331,7 @@ kernel! {
             grads: ReadWrite [f32],
             /// the blocks to update (cleared here)
             touched: ReadWrite [u32],
+            guard: Read [f32],
             sanitized: Atomic [u32],
         }
     }
@@ -325,6 +384,8 @@ kernel! {
             outputs: Read [RayOutput],
             losses: Read [f32],
             stats: ReadWrite [f32],
+            /// the guard's state: the step's loss is added to it
+            guard: ReadWrite [f32],
         }
     }
 }
@@ -367,6 +428,9 @@ kernel_set! {
     field_backward: FieldBackward,
     adam_nodes: AdamNodes,
     adam_blocks: AdamBlocks,
+    grad_norm: GradNorm,
+    grad_norm_blocks: GradNormBlocks,
+    grad_guard: GradGuard,
     occupancy: Occupancy,
     occupancy_mean: OccupancyMean,
     loss_stats: LossStats,

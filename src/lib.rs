@@ -19,5 +19,6 @@ pub mod octree;
 pub mod run;
 pub mod scene_gen;
 pub mod session;
+pub mod stability;
 pub mod trainer;
 pub mod viewer;

@@ -64,6 +64,10 @@ struct TrainArgs {
     /// Shrink every image by this integer factor while loading (overrides data.downscale; 0: automatic).
     #[arg(long, value_name = "N")]
     downscale: Option<u32>,
+    /// Inject a fault to see the recovery: nan-grad@STEP (the loss's gradient becomes NaN) or
+    /// loss-spike@STEP (the MSE and its gradient x1000); add xCOUNT for that many steps in a row.
+    #[arg(long, value_name = "KIND@STEP")]
+    inject_fault: Option<infnerf::stability::Fault>,
 }
 
 #[derive(Args)]
@@ -229,6 +233,7 @@ fn execute(cli: Cli) -> Result<()> {
                 downscale: a.downscale,
                 gpu,
                 progress: true,
+                fault: a.inject_fault,
             };
             let report = run::train(&request)?;
             println!("{}", serde_json::to_string_pretty(&report)?);

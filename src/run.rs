@@ -37,6 +37,8 @@ pub struct TrainRequest {
     pub gpu: GpuOptions,
     /// Draw a progress bar (off in tests).
     pub progress: bool,
+    /// A fault to inject (`--inject-fault`).
+    pub fault: Option<crate::stability::Fault>,
 }
 
 /// eval.json
@@ -86,6 +88,21 @@ pub struct MetricsLine {
     pub balancer_weights: BTreeMap<String, f64>,
     /// The level weights of the last step's rendered cuts, finest first.
     pub level_weights: Vec<f32>,
+    /// The last step's global gradient norm (before clipping) and the mean since the last line.
+    pub grad_norm: f64,
+    pub grad_norm_mean: f64,
+    /// Per tensor (hash, density, colour), the last step's gradient norm, mean, std and max.
+    pub grad: BTreeMap<String, crate::stability::TensorGrad>,
+    /// Anomalies since the last line, by kind (loss, grad, nonfinite), and the steps skipped and
+    /// clipped (SPEC §4).
+    pub anomalies: BTreeMap<String, u32>,
+    pub skipped_steps: u32,
+    pub clipped_steps: u32,
+    /// The learning rate's plateau reductions and restore factor so far.
+    pub lr_plateau_reductions: u32,
+    pub lr_restore_factor: f32,
+    /// The step of the last in-memory snapshot a restore would go back to (None: none yet).
+    pub last_snapshot_step: Option<u32>,
 }
 
 impl MetricsLine {
@@ -112,8 +129,36 @@ impl MetricsLine {
             schedule_weights: Group::ALL.iter().map(|&g| (g.name().to_string(), s.loss.schedule.get(g))).collect(),
             balancer_weights: s.loss.balancer.clone(),
             level_weights: s.loss.level_weights.clone(),
+            grad_norm: s.loss.guard.grad_norm,
+            grad_norm_mean: s.loss.guard.grad_norm_mean,
+            grad: s.loss.guard.tensors.clone(),
+            anomalies: [
+                ("loss", s.loss.guard.anomalies_loss),
+                ("grad", s.loss.guard.anomalies_grad),
+                ("nonfinite", s.loss.guard.anomalies_nonfinite),
+            ]
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+            skipped_steps: s.loss.guard.skipped,
+            clipped_steps: s.loss.guard.clipped,
+            lr_plateau_reductions: s.lr_state.plateau_reductions,
+            lr_restore_factor: s.lr_state.restore_factor,
+            last_snapshot_step: s.last_snapshot_step,
         }
     }
+}
+
+/// The metrics.jsonl lines of the restores and plateau reductions a statistics read made (snapshots
+/// are routine: `last_snapshot_step` in the step's line says when the last one was taken).
+pub fn stability_lines(s: &StepStats) -> Vec<serde_json::Value> {
+    use crate::stability::StabilityEvent;
+    s.loss
+        .events
+        .iter()
+        .filter(|e| !matches!(e, StabilityEvent::Snapshot { .. }))
+        .map(|e| serde_json::to_value(e).expect("events serialise"))
+        .collect()
 }
 
 /// The output folder: `out`, else the folder of the checkpoint a run continues, else `default`.
@@ -155,6 +200,8 @@ pub struct Prepared {
     pub dataset: Arc<Dataset>,
     /// The checkpoint the run continues from.
     pub resumed: Option<CheckpointState>,
+    /// A fault to inject (`--inject-fault`).
+    pub fault: Option<crate::stability::Fault>,
 }
 
 /// A run ready to train: its trainer, its metrics log, and the training seconds before it.
@@ -212,13 +259,13 @@ impl Prepared {
         }
         let data_dir = data_dir(request.data.as_deref())?;
         let dataset = Arc::new(load_data(&data_dir, &config)?);
-        Ok(Self { config, data_dir, dataset, resumed })
+        Ok(Self { config, data_dir, dataset, resumed, fault: request.fault })
     }
 
     /// Builds the trainer on `gpu` and opens the output folder: `config.toml` written, `metrics.jsonl`
     /// created (or appended to when resuming).
     pub fn start(self, gpu: Arc<Gpu>, out: &Path) -> Result<Started> {
-        let Self { config, data_dir, dataset, resumed } = self;
+        let Self { config, data_dir, dataset, resumed, fault } = self;
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let config_path = out.join("config.toml");
         write_atomic(&config_path, config.to_toml().as_bytes())
@@ -240,6 +287,8 @@ impl Prepared {
                 Started { trainer, metrics, elapsed_before: 0.0 }
             }
         };
+        let mut started = started;
+        started.trainer.fault = fault;
         let trainer = &started.trainer;
         log::info!(
             "{}: {} training views, octree nodes per depth {:?}, {} parameters in {} page(s), adapter {}",
@@ -283,6 +332,9 @@ pub fn train(request: &TrainRequest) -> Result<EvalReport> {
     for event in session.events().iter() {
         match event {
             Event::Stats(stats) => {
+                for event in stability_lines(&stats) {
+                    metrics.append(&event).with_context(metrics_error)?;
+                }
                 let line = MetricsLine::new(&stats);
                 metrics.append(&line).with_context(metrics_error)?;
                 elapsed = stats.elapsed_s;
@@ -438,6 +490,7 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -
         "elapsed_s": elapsed_s,
         "rng": trainer.rng.0.to_string(),
         "balancer": trainer.balancer,
+        "lr_state": trainer.lr_state,
         "config": trainer.config,
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
@@ -470,6 +523,8 @@ pub struct CheckpointState {
     pub occupancy: Option<(Vec<f32>, f32)>,
     /// The loss balancer's history (absent in older checkpoints: it starts empty).
     pub balancer: Option<Balancer>,
+    /// The learning rate's plateau and restore state (absent in older checkpoints: none so far).
+    pub lr_state: Option<crate::config::LrState>,
 }
 
 impl CheckpointState {
@@ -523,6 +578,13 @@ impl CheckpointState {
                     .with_context(|| format!("{name}: metadata field `balancer` is malformed"))?,
             ),
         };
+        let lr_state = match metadata.get("lr_state") {
+            None => None,
+            Some(value) => Some(
+                serde_json::from_value(value.clone())
+                    .with_context(|| format!("{name}: metadata field `lr_state` is malformed"))?,
+            ),
+        };
         Ok(Self {
             path: path.to_path_buf(),
             config,
@@ -534,6 +596,7 @@ impl CheckpointState {
             moments,
             occupancy,
             balancer,
+            lr_state,
         })
     }
 
@@ -555,6 +618,9 @@ impl CheckpointState {
         }
         if let Some(balancer) = self.balancer {
             trainer.balancer = balancer;
+        }
+        if let Some(lr_state) = self.lr_state {
+            trainer.lr_state = lr_state;
         }
         Ok(trainer)
     }

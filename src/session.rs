@@ -11,6 +11,7 @@
 
 use crate::data::{Camera, Dataset};
 use crate::run::{eval_split, evaluate, EvalReport};
+use crate::stability::StabilityEvent;
 use crate::trainer::{LossStats, RenderJob, Rendered, Trainer};
 use anyhow::Result;
 use std::path::PathBuf;
@@ -58,7 +59,7 @@ pub enum Command {
 /// What the trainer thread reports.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Stats(StepStats),
+    Stats(Box<StepStats>),
     Rendered {
         id: u64,
         cut: u32,
@@ -108,6 +109,10 @@ pub struct StepStats {
     pub dispatches: u32,
     pub rays_per_step: u32,
     pub samples_per_step: u64,
+    /// The learning rate's plateau reductions and restore cuts so far.
+    pub lr_state: crate::config::LrState,
+    /// The step of the last in-memory snapshot.
+    pub last_snapshot_step: Option<u32>,
 }
 
 /// Limits and starting state of a session.
@@ -321,6 +326,14 @@ impl Worker {
         if !loss.total.is_finite() {
             self.emit(Event::Warning(format!("step {step}: the loss is not finite")));
         }
+        for event in &loss.events {
+            if let StabilityEvent::Restore { from_step, anomalies_in_a_row, lr_restore_factor, .. } = event {
+                self.emit(Event::Warning(format!(
+                    "step {step}: {anomalies_in_a_row} anomalies in a row: restored the snapshot of step \
+                     {from_step}, learning rate x{lr_restore_factor}"
+                )));
+            }
+        }
         if loss.sanitized_total() > 0 {
             let counts: Vec<String> =
                 loss.sanitized.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{k} {n}")).collect();
@@ -338,9 +351,11 @@ impl Worker {
             dispatches: self.trainer.last_dispatches,
             rays_per_step,
             samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray),
+            lr_state: self.trainer.lr_state.clone(),
+            last_snapshot_step: self.trainer.snapshot.as_ref().map(|s| s.step),
             loss,
         };
-        self.emit(Event::Stats(stats));
+        self.emit(Event::Stats(Box::new(stats)));
         Ok(())
     }
 
@@ -374,7 +389,11 @@ impl Worker {
                 self.stepping = Some(n);
             }
             Command::Set { key, value } => match self.trainer.config.set_live(&key, value) {
-                Ok(()) => self.emit(Event::SettingChanged { key, value, step }),
+                Ok(()) => {
+                    // the loss or the gradient may change level: the detector learns it again
+                    self.trainer.guard_reset = true;
+                    self.emit(Event::SettingChanged { key, value, step })
+                }
                 Err(error) => self.emit(Event::Warning(error.to_string())),
             },
             Command::Render { id, camera, cut } => {

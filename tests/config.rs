@@ -111,6 +111,7 @@ fn every_live_setting_can_be_set_and_read_back() {
         // a valid value different from the default (whole numbers for the step counts)
         let value = match key {
             "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" => before * 2.0,
+            "train.lr_plateau_patience" | "train.lr_restart_period" => before * 2.0 + 100.0,
             k if k.starts_with("schedule.") && k.ends_with("_steps") || k == "schedule.balancer_window" => before * 2.0,
             "schedule.balancer" => 1.0 - before,
             // the overrides are "auto" (NaN) by default
@@ -165,4 +166,44 @@ fn live_settings_refuse_other_keys_and_bad_values() {
     // an unknown key's error lists the keys that can change
     let error = Config::tiny().set_live("field.hidden_width", 64.0).unwrap_err().to_string();
     assert!(error.contains("loss.lambda_mse") && error.contains("train.lr_hash"), "{error}");
+}
+
+/// The learning-rate schedule pinned at given steps (SPEC §4): exponential decay without compounding,
+/// cosine warm restarts, plateau reductions and restore cuts, the 0.01 floor.
+#[test]
+fn the_learning_rate_schedule_is_pinned() {
+    use infnerf::config::LrState;
+    let mut t = Config::default().train;
+    let none = LrState::default();
+    let close = |a: f32, b: f32| assert!((a - b).abs() <= 1e-5 * b.max(1e-3), "{a} vs {b}");
+    close(t.lr_factor(0, &none), 1.0);
+    close(t.lr_factor(500, &none), 1.0);
+    close(t.lr_factor(10_500, &none), 0.03f32.sqrt());
+    close(t.lr_factor(20_500, &none), 0.03);
+    close(t.lr_factor(90_000, &none), 0.03);
+
+    t.lr_decay_start = u32::MAX;
+    t.lr_restart_period = 1000;
+    close(t.lr_factor(0, &none), 1.0);
+    close(t.lr_factor(500, &none), 0.55);
+    close(t.lr_factor(999, &none), 0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * 0.999).cos()));
+    close(t.lr_factor(1000, &none), 1.0);
+    close(t.lr_factor(2250, &none), 0.1 + 0.9 * 0.5 * (1.0 + (std::f32::consts::PI * 0.25).cos()));
+
+    t.lr_restart_period = 0;
+    t.lr_plateau_patience = 100;
+    let mut state = LrState::default();
+    for (step, loss, reductions) in
+        [(25, 1.0, 0), (50, 0.9, 0), (125, 0.95, 0), (150, 0.95, 1), (175, 0.95, 1), (250, 0.9, 2), (275, 0.5, 2)]
+    {
+        t.lr_plateau_update(&mut state, step, loss);
+        assert_eq!(state.plateau_reductions, reductions, "step {step}");
+    }
+    t.lr_plateau_update(&mut state, 300, f64::NAN);
+    assert_eq!((state.best, state.best_step), (Some(0.5), 275), "a non-finite loss is ignored");
+    close(t.lr_factor(0, &state), 0.25);
+    state.restore_factor = 0.5;
+    close(t.lr_factor(0, &state), 0.125);
+    state.plateau_reductions = 20;
+    close(t.lr_factor(0, &state), 0.01);
 }

@@ -10,8 +10,8 @@ use infnerf::config::Config;
 use infnerf::field::SplitMix64;
 use infnerf::gpu::kernel::Recorder;
 use infnerf::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS,
-    MAX_CUTS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    guard, AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample,
+    Sampling, GRAD_SLOTS, GRAD_SLOT_WORDS, LOSS_TERMS, MAX_CUTS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use infnerf::gpu::shader::ADAM_BLOCK;
 use infnerf::gpu::unrolled::WeightSource;
@@ -1171,6 +1171,8 @@ fn a_step_in_chunks_equals_the_step_in_one() {
     config.train.patches_per_batch = 64;
     // 64 rays x 32 samples x 32-byte records per patch: 16 patches per MiB, four chunks
     let dataset = random_dataset(4, 24, 31);
+    // clipping on: the gradient's norm comes from grad_norm in one chunk, grad_norm_blocks in four
+    config.stability.clip_grad_norm = 1e-4;
     let whole = Trainer::new(common::gpu(), config.clone(), &dataset).unwrap();
     config.train.max_buffer_mb = 1;
     let chunked = Trainer::new(common::gpu(), config, &dataset).unwrap();
@@ -1191,6 +1193,9 @@ fn a_step_in_chunks_equals_the_step_in_one() {
     }
     let [(a, stats_a), (b, stats_b)] = [&results[0], &results[1]];
     assert!((stats_a.mse - stats_b.mse).abs() <= 1e-5 * stats_a.mse, "loss {} vs {}", stats_a.mse, stats_b.mse);
+    let (norm_a, norm_b) = (stats_a.guard.grad_norm, stats_b.guard.grad_norm);
+    assert!(norm_a > 1e-4 && (norm_a - norm_b).abs() <= 1e-4 * norm_a, "gradient norm {norm_a} vs {norm_b}");
+    assert_eq!((stats_a.guard.clipped, stats_b.guard.clipped), (2, 2));
     assert_eq!(stats_a.active_samples, stats_b.active_samples);
     let moved = a.iter().zip(&params).filter(|(x, p)| x != p).count();
     assert!(moved > a.len() / 20, "only {moved} parameters moved");
@@ -1469,4 +1474,143 @@ fn the_schedule_and_the_balancer_weigh_the_terms() {
     assert!((t.term_weight("mse", 0) - 0.7 / 1.5).abs() < 1e-6, "{}", t.term_weight("mse", 0));
     t.config.schedule.balancer = false;
     assert_eq!(t.term_weight("mse", 0), 0.7);
+}
+
+/// grad_norm + grad_guard against the reference on a real step's gradient (a depth-2 tree: nodes
+/// whose samples cover their tables, whose entries are shared out, and nodes with few samples, whose
+/// corners are counted once each), then Adam with the clipped gradient: the statistics per tensor,
+/// the global norm, the clip factor, the parameters, and every `visited` mark cleared.
+#[test]
+fn gradient_statistics_and_clipping_match_reference() {
+    let mut f = Fixture::new(common::gpu(), config(), 4);
+    f.trainer.config.stability.clip_grad_norm = 1e-3;
+    let t = &f.trainer;
+    f.randomize_params(9);
+    f.forward();
+    f.losses_with_injected(23);
+    f.backward();
+    let grads = f.read_paged(&t.model.grads);
+    let (stats, nonfinite) = cpu::grad_stats(&t.layout, &grads);
+    assert_eq!(nonfinite, 0);
+    let counts: Vec<u32> = f.read(&t.train.node_counts, t.octree.nodes.len());
+    let hash_params = t.layout.hash_params;
+    let dense = counts.iter().filter(|&&c| c * t.layout.hash_levels * 16 >= hash_params).count();
+    let sparse = counts.iter().filter(|&&c| c > 0 && c * t.layout.hash_levels * 16 < hash_params).count();
+    assert!(dense > 0 && sparse > 0, "{dense} dense and {sparse} sparse nodes: both paths must run");
+
+    t.gpu.write(&t.model.guard_settings, &[t.guard_uniforms()]);
+    f.run(|t, rec| t.record_guard(rec, &t.train));
+    let words: Vec<f32> = f.read(&t.model.guard, guard::WORDS as usize);
+    let close = |what: &str, gpu: f64, cpu: f64| {
+        assert!((gpu - cpu).abs() <= 2e-4 * cpu.abs() + 1e-12, "{what}: {gpu} vs {cpu}");
+    };
+    let mut total = 0.0;
+    for (k, s) in stats.iter().enumerate() {
+        let at = (guard::TENSORS + 4 * k as u32) as usize;
+        let mean = s[1] / s[2];
+        close(&format!("tensor {k} norm"), f64::from(words[at]), s[0].sqrt());
+        close(&format!("tensor {k} mean"), f64::from(words[at + 1]), mean);
+        close(&format!("tensor {k} std"), f64::from(words[at + 2]), (s[0] / s[2] - mean * mean).sqrt());
+        close(&format!("tensor {k} max"), f64::from(words[at + 3]), s[3]);
+        total += s[0];
+    }
+    let norm = total.sqrt();
+    close("global norm", f64::from(words[guard::NORM as usize]), norm);
+    let scale = words[guard::SCALE as usize];
+    assert!(norm > 1e-3, "the clip must bite: norm {norm}");
+    close("clip factor", f64::from(scale), 1e-3 / norm);
+    assert_eq!(words[guard::SKIP as usize], 0.0);
+
+    let u = adam_uniforms(0);
+    t.gpu.write(&t.model.adam, &[u]);
+    let mut state = [t.read_params().unwrap(), f.read_paged(&t.model.m1), f.read_paged(&t.model.m2)];
+    f.run(|t, rec| t.record_adam(rec, &t.train));
+    let scaled: Vec<f32> = grads.iter().map(|g| g * scale).collect();
+    let [params, m1, m2] = &mut state;
+    cpu::adam(&u, &t.layout, params, m1, m2, &scaled);
+    let gpu_params = t.read_params().unwrap();
+    for (i, (g, c)) in gpu_params.iter().zip(params.iter()).enumerate() {
+        assert!((g - c).abs() <= 2e-6 * (1e-3 + c.abs()), "param {i}: {g} vs {c}");
+    }
+    for p in 0..t.model.paging.n_pages {
+        let words = t.model.paging.params(p).div_ceil(32) as usize;
+        let visited: Vec<u32> = f.read(&t.model.visited[p as usize], words);
+        assert!(visited.iter().all(|&v| v == 0), "page {p}: Adam clears every mark grad_norm set");
+    }
+    assert!(f.read_paged(&t.model.grads).iter().all(|&g| g == 0.0), "Adam clears the gradients");
+}
+
+/// The guard alone on a made-up step: the gradient's sum of squares spread over three slots and
+/// tensors, `nonfinite` non-finite entries, the step's loss. Returns the guard's words.
+fn guard_step(t: &Trainer, settings: GuardUniforms, sum_sq: f32, nonfinite: u32, loss: f32) -> Vec<f32> {
+    let w = GRAD_SLOT_WORDS as usize;
+    let mut partials = vec![0.0f32; GRAD_SLOTS as usize * w];
+    for (slot, tensor, share) in [(0, 0, 0.5f32), (17, 1, 0.25), (63, 2, 0.25)] {
+        partials[slot * w + 3 * tensor] = sum_sq * share;
+        partials[slot * w + 3 * tensor + 2] = 1.0;
+    }
+    t.gpu.write(&t.model.guard_settings, &[settings]);
+    t.gpu.write(&t.model.grad_partials, &partials);
+    t.gpu.write(&t.model.grad_max, &[0u32, 0, 0, nonfinite]);
+    t.gpu.write_at(&t.model.guard, u64::from(guard::STEP_LOSS), &[loss]);
+    let mut rec = Recorder::new(&t.gpu, "guard test");
+    rec.dispatch_groups(&t.kernels.grad_guard, &t.model.grad_guard_group, 1, 1);
+    rec.submit();
+    t.gpu.read(&t.model.guard, guard::WORDS as usize).unwrap()
+}
+
+/// The anomaly detector and clipping, step by step against the reference: a history filling up,
+/// a loss spike, a norm spike, non-finite gradients (each skipped, kept out of the history), a
+/// clipped step, a lasting change that restarts the history after `window` anomalies in a row, and
+/// the detector switched off.
+#[test]
+fn guard_matches_reference_step_by_step() {
+    let t = Trainer::new(common::gpu(), config(), &random_dataset(4, 24, 5)).unwrap();
+    let window = 5;
+    let on = GuardUniforms { clip: 1.5, sigma: 3.0, window, min_ratio: 2.0 };
+    let off = GuardUniforms { sigma: 0.0, ..on };
+    let noise = |i: u32, k: u32| 1.0 + 0.05 * (((i * k) % 5) as f32 - 2.0);
+    // (settings, norm, non-finite entries, loss, expected anomaly)
+    let mut steps: Vec<(GuardUniforms, f32, u32, f32, u32)> =
+        (0..8).map(|i| (on, noise(i, 3), 0, noise(i, 7), 0)).collect();
+    steps.extend([(on, 1.0, 0, 4.0, 1), (on, 3.0, 0, 1.0, 2), (on, 1.0, 2, 1.0, 3), (on, 1.02, 0, 0.98, 0)]);
+    // a norm above the clip but below twice the mean: clipped, not an anomaly
+    steps.push((on, 1.8, 0, 1.0, 0));
+    // a lasting rise of the loss: `window` anomalies, then the history starts again with it
+    steps.extend((0..window).map(|_| (on, 1.0, 0, 50.0, 1)));
+    steps.extend([(on, 1.0, 0, 50.0, 0), (off, 1.0, 7, f32::NAN, 0)]);
+    let mut reference = cpu::Guard::default();
+    for (i, &(settings, norm, nonfinite, loss, anomaly)) in steps.iter().enumerate() {
+        let words = guard_step(&t, settings, norm * norm, nonfinite, loss);
+        let s = settings;
+        let want = reference.step(norm * norm, nonfinite, loss, (s.clip, s.sigma, s.window as usize, s.min_ratio));
+        assert_eq!(want.anomaly, anomaly, "step {i}: the reference's anomaly");
+        let word = |w: u32| words[w as usize];
+        assert_eq!(word(guard::SKIP) != 0.0, want.skip, "step {i}: skip");
+        assert!(
+            (word(guard::NORM) - want.norm).abs() <= 1e-6 * want.norm,
+            "step {i}: norm {} vs {}",
+            word(guard::NORM),
+            want.norm
+        );
+        if !want.skip {
+            assert!(
+                (word(guard::SCALE) - want.scale).abs() <= 1e-6,
+                "step {i}: scale {} vs {}",
+                word(guard::SCALE),
+                want.scale
+            );
+        }
+        assert_eq!(word(guard::RUN) as u32, reference.run, "step {i}: anomalies in a row");
+        assert_eq!(word(guard::FILLED) as usize, reference.loss_history.len(), "step {i}: history");
+    }
+    let words = guard_step(&t, off, 1.0, 0, 1.0);
+    let report = infnerf::stability::GuardReport::from_words(&words);
+    let r = &reference;
+    assert_eq!(
+        (report.anomalies_loss, report.anomalies_grad, report.anomalies_nonfinite),
+        (r.anomalies[0], r.anomalies[1], r.anomalies[2])
+    );
+    assert_eq!((report.skipped, report.clipped, report.max_run), (r.skipped, r.clipped, window));
+    assert_eq!((r.anomalies, r.skipped, r.clipped), ([1 + window, 1, 1], window + 3, 1));
 }

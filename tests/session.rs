@@ -81,7 +81,7 @@ impl Driver {
 }
 
 fn stats(events: &[Event]) -> Vec<&StepStats> {
-    events.iter().filter_map(|e| if let Event::Stats(s) = e { Some(s) } else { None }).collect()
+    events.iter().filter_map(|e| if let Event::Stats(s) = e { Some(&**s) } else { None }).collect()
 }
 
 fn max_change(a: &[f32], b: &[f32]) -> f32 {

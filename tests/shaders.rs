@@ -8,7 +8,8 @@ use infnerf::config::Config;
 use infnerf::field::FieldLayout;
 use infnerf::gpu::layout::GpuStruct;
 use infnerf::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
+    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample,
+    Sampling, Scene,
 };
 use infnerf::gpu::shader::KernelShape;
 use infnerf::gpu::unrolled::WeightSource;
@@ -82,7 +83,8 @@ fn modules() -> &'static [Validated] {
 }
 
 /// Shared WGSL that passes include (src/gpu/shader.rs), not passes of their own.
-const INCLUDES: [&str; 7] = ["common", "octree", "field", "node_groups", "hash_grid", "adam_update", "ray_loss"];
+const INCLUDES: [&str; 8] =
+    ["common", "octree", "field", "node_groups", "hash_grid", "adam_update", "ray_loss", "grad_stats"];
 
 #[test]
 fn every_pass_validates_for_several_shapes() {
@@ -133,6 +135,7 @@ fn host_structs() -> Vec<HostLayout> {
         host::<Page>(),
         host::<AdamUniforms>(),
         host::<LossUniforms>(),
+        host::<GuardUniforms>(),
         host::<Ray>(),
         host::<Sample>(),
         host::<RayOutput>(),

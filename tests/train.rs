@@ -72,6 +72,14 @@ fn training_raises_test_psnr_and_writes_every_output() {
         "schedule_weights",
         "balancer_weights",
         "level_weights",
+        "grad_norm",
+        "grad_norm_mean",
+        "grad",
+        "anomalies",
+        "skipped_steps",
+        "clipped_steps",
+        "lr_plateau_reductions",
+        "lr_restore_factor",
     ] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
     }

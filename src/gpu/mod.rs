@@ -187,6 +187,11 @@ impl Gpu {
         self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
     }
 
+    /// Writes `values` from element `index` of a buffer of `T`s on.
+    pub fn write_at<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, index: u64, values: &[T]) {
+        self.queue.write_buffer(buffer, index * std::mem::size_of::<T>() as u64, bytemuck::cast_slice(values));
+    }
+
     /// Waits for one submission (and those before it).
     pub fn wait_for(&self, index: wgpu::SubmissionIndex) -> Result<()> {
         self.device

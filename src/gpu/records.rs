@@ -33,6 +33,53 @@ pub const STATS_WORDS: usize = 3 + LOSS_TERMS * MAX_CUTS;
 /// `SANITIZED_FIELD`, ...).
 pub const SANITIZED_SLOTS: [&str; 4] = ["field", "render", "adam", "occupancy"];
 
+/// The tensors the gradient statistics are kept for: every node's hash tables, density decoder,
+/// colour decoder (WGSL `tensor_of`).
+pub const GRAD_TENSORS: [&str; 3] = ["hash", "density", "colour"];
+
+/// Slots the gradient statistics' workgroups add their partial sums to (workgroup w to slot
+/// w % GRAD_SLOTS; grad_guard sums the slots with one workgroup of as many invocations).
+pub const GRAD_SLOTS: u32 = 64;
+
+/// Per slot and tensor: sum of squares, sum, count of entries with a gradient.
+pub const GRAD_SLOT_WORDS: u32 = 3 * GRAD_TENSORS.len() as u32;
+
+/// The guard's state (one f32 buffer, `guard`), word by word: what Adam applies this step, the
+/// detector's history, and what the host reads with the statistics ("since the read" counters are
+/// cleared by the host).
+pub mod guard {
+    /// Factor Adam multiplies the gradients by (the clipping; 1 when the norm is within bounds).
+    pub const SCALE: u32 = 0;
+    /// 1: Adam drops this step's gradients (an anomaly).
+    pub const SKIP: u32 = 1;
+    /// The step's weighted loss, summed by loss_stats over the step's chunks.
+    pub const STEP_LOSS: u32 = 2;
+    /// Accepted values in the history, and the next slot of its ring.
+    pub const FILLED: u32 = 3;
+    pub const NEXT: u32 = 4;
+    /// Anomalies in a row now.
+    pub const RUN: u32 = 5;
+    /// The last step's global gradient norm and loss.
+    pub const NORM: u32 = 6;
+    pub const LOSS: u32 = 7;
+    /// Since the host's last read: finite norms summed, steps, anomalies by kind, skipped and
+    /// clipped steps, the longest run of anomalies.
+    pub const NORM_SUM: u32 = 8;
+    pub const STEPS: u32 = 9;
+    pub const ANOMALY_LOSS: u32 = 10;
+    pub const ANOMALY_GRAD: u32 = 11;
+    pub const ANOMALY_NONFINITE: u32 = 12;
+    pub const SKIPPED: u32 = 13;
+    pub const CLIPPED: u32 = 14;
+    pub const MAX_RUN: u32 = 15;
+    /// Per tensor (GRAD_TENSORS), the last step's norm, mean, standard deviation and largest
+    /// magnitude over its entries with a gradient.
+    pub const TENSORS: u32 = 16;
+    /// The loss history, then the norm history (MAX_ANOMALY_WINDOW each).
+    pub const HISTORY: u32 = TENSORS + 4 * super::GRAD_TENSORS.len() as u32;
+    pub const WORDS: u32 = HISTORY + 2 * crate::config::MAX_ANOMALY_WINDOW;
+}
+
 /// The occupancy grid is refreshed in this many interleaved parts, one per update.
 pub const OCC_PHASES: u32 = 4;
 
@@ -121,6 +168,20 @@ gpu_struct! {
 }
 
 gpu_struct! {
+    /// The guard's settings (grad_guard.wgsl): clipping and the anomaly detector.
+    pub struct GuardUniforms {
+        /// largest global gradient norm (0: no clipping)
+        pub clip: f32,
+        /// standard deviations above the mean that make an anomaly (0: detector off)
+        pub sigma: f32,
+        /// accepted steps in the detector's mean (at most MAX_ANOMALY_WINDOW)
+        pub window: u32,
+        /// an anomaly is also at least this multiple of the mean
+        pub min_ratio: f32,
+    }
+}
+
+gpu_struct! {
     /// The loss passes' weights.
     pub struct LossUniforms {
         /// 1 / (3 * rays with a target): the mean over rays and channels
@@ -142,7 +203,9 @@ gpu_struct! {
         pub ssim_window: u32,
         /// the depth consistency's smooth-L1 threshold (scene units)
         pub huber_delta: f32,
-        pub _pad: f32,
+        /// 1, or an injected loss spike (`--inject-fault loss-spike@STEP`): the MSE's value and
+        /// gradient are multiplied by it
+        pub fault: f32,
         /// each term's weight (lambda x schedule x balancer), term t at [t / 4][t % 4]
         pub lambdas: [[f32; 4]; 4],
     }

@@ -13,6 +13,7 @@ const HASH_GRID: &str = include_str!("../../shaders/hash_grid.wgsl");
 const ADAM_UPDATE: &str = include_str!("../../shaders/adam_update.wgsl");
 const RAY_LOSS: &str = include_str!("../../shaders/ray_loss.wgsl");
 const NODE_GROUPS: &str = include_str!("../../shaders/node_groups.wgsl");
+const GRAD_STATS: &str = include_str!("../../shaders/grad_stats.wgsl");
 
 /// Shared WGSL a pass can include (after its bindings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,8 +31,11 @@ pub enum Include {
     /// The decoders' generated backward: input gradients, weight-gradient staging and reduction
     /// (needs a `grads` float-atomic binding).
     FieldBackward,
-    /// `adam_update(i, gradient)` (needs `adam`, `params`, `m1`, `m2`, `sanitized`).
+    /// `adam_update(i, gradient)` (needs `adam`, `params`, `m1`, `m2`, `guard`, `sanitized`).
     AdamUpdate,
+    /// The gradient statistics' per-tensor sums and their workgroup reduction (needs `grad_partials`
+    /// float-atomic and `grad_max` atomic bindings).
+    GradStats,
     /// The losses on rendered rays: a slot's ray, cut and weights, its pixel in its patch (needs the
     /// `batch`, `loss` and `rays` bindings of `RayLossBindings`).
     RayLoss,
@@ -115,6 +119,7 @@ impl KernelShape {
                 }
                 Include::FieldBackward => self.field_backward(&mut source),
                 Include::AdamUpdate => source.push_str(ADAM_UPDATE),
+                Include::GradStats => source.push_str(GRAD_STATS),
                 Include::RayLoss => source.push_str(RAY_LOSS),
             }
         }
@@ -200,12 +205,43 @@ impl KernelShape {
             ("NO_CUT", crate::gpu::records::NO_CUT),
             ("NORM_PARTIALS", crate::gpu::records::NORM_PARTIALS),
             ("PER_CUT_TERMS", per_cut_terms()),
+            ("COLOUR_START", l.off_w3),
+            ("GRAD_TENSORS", crate::gpu::records::GRAD_TENSORS.len() as u32),
+            ("GRAD_SLOTS", crate::gpu::records::GRAD_SLOTS),
+            ("GRAD_SLOT_WORDS", crate::gpu::records::GRAD_SLOT_WORDS),
+            ("MAX_ANOMALY_WINDOW", crate::config::MAX_ANOMALY_WINDOW),
         ];
         for (name, value) in consts {
             let _ = writeln!(h, "const {name}: u32 = {value}u;");
         }
         for (name, term) in crate::gpu::records::LOSS_NAMES.iter().zip(0u32..) {
             let _ = writeln!(h, "const TERM_{}: u32 = {term}u;", name.to_uppercase());
+        }
+        {
+            use crate::gpu::records::guard::*;
+            let words = [
+                ("SCALE", SCALE),
+                ("SKIP", SKIP),
+                ("STEP_LOSS", STEP_LOSS),
+                ("FILLED", FILLED),
+                ("NEXT", NEXT),
+                ("RUN", RUN),
+                ("NORM", NORM),
+                ("LOSS", LOSS),
+                ("NORM_SUM", NORM_SUM),
+                ("STEPS", STEPS),
+                ("ANOMALY_LOSS", ANOMALY_LOSS),
+                ("ANOMALY_GRAD", ANOMALY_GRAD),
+                ("ANOMALY_NONFINITE", ANOMALY_NONFINITE),
+                ("SKIPPED", SKIPPED),
+                ("CLIPPED", CLIPPED),
+                ("MAX_RUN", MAX_RUN),
+                ("TENSORS", TENSORS),
+                ("HISTORY", HISTORY),
+            ];
+            for (name, word) in words {
+                let _ = writeln!(h, "const G_{name}: u32 = {word}u;");
+            }
         }
         for (name, slot) in crate::gpu::records::SANITIZED_SLOTS.iter().zip(0u32..) {
             let _ = writeln!(h, "const SANITIZED_{}: u32 = {slot}u;", name.to_uppercase());

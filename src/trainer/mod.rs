@@ -2,7 +2,8 @@
 //!
 //! A step: draw patches -> rays -> samples (per rendered tree cut) -> node_scan -> scatter ->
 //! field_forward (per page) -> render_forward -> loss passes (each adds dLoss/d(output) per ray) ->
-//! render_backward -> field_backward (per page) -> adam (per page) -> loss_stats; the occupancy grid
+//! render_backward -> field_backward (per page) -> loss_stats -> grad_norm (per page) -> grad_guard ->
+//! adam (per page); the occupancy grid
 //! is refreshed every few steps before the forward. Everything stays on the device but for a small
 //! statistics read-back every `log_every` steps; at most `MAX_IN_FLIGHT` steps are queued, so a
 //! render request waits for little.
@@ -10,13 +11,13 @@
 pub mod model;
 pub mod workspace;
 
-use crate::config::Config;
+use crate::config::{Config, LrState};
 use crate::data::{pyramid, Camera, Dataset, Image};
 use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::kernel::Recorder;
 use crate::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES, LOSS_PER_CUT, LOSS_TERMS,
-    MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    guard, AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES,
+    LOSS_PER_CUT, LOSS_TERMS, MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
@@ -24,6 +25,7 @@ use crate::gpu::Gpu;
 use crate::kernels::Kernels;
 use crate::loss_weights::{self, Balancer, GroupWeights};
 use crate::octree::Octree;
+use crate::stability::{self, Fault, GuardReport, Snapshot, StabilityEvent};
 use anyhow::{bail, Result};
 use model::Model;
 use std::collections::BTreeMap;
@@ -62,6 +64,10 @@ pub struct LossStats {
     pub schedule: GroupWeights,
     pub balancer: BTreeMap<String, f64>,
     pub level_weights: Vec<f32>,
+    /// The gradient's statistics, anomalies, skipped and clipped steps (the guard's report).
+    pub guard: GuardReport,
+    /// Snapshots, restores and plateau reductions at this read.
+    pub events: Vec<StabilityEvent>,
 }
 
 impl LossStats {
@@ -153,6 +159,14 @@ pub struct Trainer {
     pub balancer: Balancer,
     /// Level weights of the cuts the last step rendered (finest first).
     pub last_cut_weights: Vec<f32>,
+    /// The learning rate's plateau reductions and restore cuts so far.
+    pub lr_state: LrState,
+    /// A fault to inject (`--inject-fault`).
+    pub fault: Option<Fault>,
+    /// The last good parameters and moments (`stability.snapshot_every`).
+    pub snapshot: Option<Snapshot>,
+    /// Restart the anomaly detector's history before the next step (a setting changed).
+    pub guard_reset: bool,
 }
 
 impl Trainer {
@@ -276,6 +290,10 @@ impl Trainer {
             last_dispatches: 0,
             balancer: Balancer::new(config.schedule.balancer_window as usize),
             last_cut_weights: Vec::new(),
+            lr_state: LrState::default(),
+            fault: None,
+            snapshot: None,
+            guard_reset: false,
             config,
         })
     }
@@ -293,7 +311,7 @@ impl Trainer {
     /// Learning-rate multiplier at `step`: exponential decay from lr_decay_start over lr_decay_steps
     /// down to lr_final_ratio (never compounding), floored at 0.01.
     pub fn lr_factor(&self, step: u32) -> f32 {
-        self.config.train.lr_factor(step)
+        self.config.train.lr_factor(step, &self.lr_state)
     }
 
     /// Adam's uniforms at `step`.
@@ -492,7 +510,7 @@ impl Trainer {
             inv_windows: 1.0 / (3.0 * self.ssim_windows(&plan.patches).max(1) as f32),
             ssim_window: self.config.loss.ssim_window,
             huber_delta: self.config.loss.huber_delta,
-            _pad: 0.0,
+            fault: self.fault.map_or(1.0, |f| f.loss_factor(step)),
             lambdas,
         }
     }
@@ -537,6 +555,13 @@ impl Trainer {
     pub fn run_step(&mut self, plan: &StepPlan, mut profile: Option<&mut Vec<(&'static str, f64)>>) -> Result<()> {
         let step = self.step;
         self.gpu.write(&self.model.adam, &[self.adam_uniforms(step)]);
+        self.gpu.write(&self.model.guard_settings, &[self.guard_uniforms()]);
+        if std::mem::take(&mut self.guard_reset) || self.weights_jump(step) {
+            self.reset_guard_history();
+        }
+        if self.fault.is_some_and(|f| f.nan_grad(step)) {
+            self.poison_gradients();
+        }
         let chunks = self.chunks();
         let mut dispatches = 0;
         self.last_cut_weights.clone_from(&plan.cut_weights);
@@ -556,6 +581,7 @@ impl Trainer {
             self.record_backward(&mut rec, ws, rays * plan.cuts.len() as u32);
             rec.dispatch_groups(&self.kernels.loss_stats, &ws.groups.loss_stats, 1, 1);
             if chunk + 1 == chunks {
+                self.record_guard(&mut rec, ws);
                 self.record_adam(&mut rec, ws);
             }
             dispatches += rec.dispatches;
@@ -641,6 +667,62 @@ impl Trainer {
         }
     }
 
+    /// The guard's settings (`stability`).
+    pub fn guard_uniforms(&self) -> GuardUniforms {
+        let s = &self.config.stability;
+        GuardUniforms {
+            clip: s.clip_grad_norm,
+            sigma: s.anomaly_sigma,
+            window: s.anomaly_window,
+            min_ratio: s.anomaly_min_ratio,
+        }
+    }
+
+    /// Whether a term's weight changes by more than 10 % from step - 1 to `step` (a schedule
+    /// boundary): the loss and the gradient's norm then change level, and the detector's history
+    /// must start again rather than flag the new level.
+    pub fn weights_jump(&self, step: u32) -> bool {
+        step > 0
+            && LOSS_NAMES.iter().any(|name| {
+                let (before, now) = (self.term_weight(name, step - 1), self.term_weight(name, step));
+                (now - before).abs() > 0.1 * before.abs().max(now.abs())
+            })
+    }
+
+    /// `--inject-fault nan-grad`: NaN into the gradient of every node's first decoder weight (the
+    /// backward adds to it; the guard and Adam see a non-finite gradient).
+    pub fn poison_gradients(&self) {
+        let paging = &self.model.paging;
+        for node in 0..paging.n_nodes {
+            let page = paging.page_of(node);
+            let first = paging.nodes(page).start;
+            let index = u64::from(node - first) * u64::from(paging.node_params) + u64::from(self.layout.hash_params);
+            self.gpu.write_at(&self.model.grads[page as usize], index, &[f32::NAN]);
+        }
+    }
+
+    /// Restarts the anomaly detector's history (in queue order: the next step sees it empty).
+    pub fn reset_guard_history(&self) {
+        let words = stability::HISTORY_STATE;
+        let zeros = vec![0.0f32; words.clone().count()];
+        self.gpu.write_at(&self.model.guard, u64::from(*words.start()), &zeros);
+    }
+
+    /// The statistics of the step's gradient (per page) and the guard's decision, before Adam.
+    pub fn record_guard(&self, rec: &mut Recorder, ws: &Workspace) {
+        if self.shape.flag_blocks {
+            for (page, group) in self.model.grad_norm_block_groups.iter().enumerate() {
+                let threads = self.model.paging.blocks(page as u32) as u32;
+                rec.dispatch(&self.kernels.grad_norm_blocks, group, threads);
+            }
+        } else {
+            for (page, group) in ws.groups.grad_norm.iter().enumerate() {
+                rec.dispatch_indirect(&self.kernels.grad_norm, group, &ws.dispatch_args, page as u64 * 12);
+            }
+        }
+        rec.dispatch_groups(&self.kernels.grad_guard, &self.model.grad_guard_group, 1, 1);
+    }
+
     /// Adam over the parameters with gradients: node by node over `ws`'s samples, or over the
     /// flagged blocks when a step runs in chunks. Clears the gradients.
     pub fn record_adam(&self, rec: &mut Recorder, ws: &Workspace) {
@@ -704,6 +786,9 @@ impl Trainer {
         self.in_flight.clear();
         let stats: Vec<f32> = self.gpu.read(&self.model.stats, STATS_WORDS)?;
         let sanitized: Vec<u32> = self.gpu.read(&self.model.sanitized, SANITIZED_SLOTS.len())?;
+        let guard_words: Vec<f32> = self.gpu.read(&self.model.guard, guard::WORDS as usize)?;
+        let since = stability::SINCE_READ;
+        self.gpu.write_at(&self.model.guard, u64::from(*since.start()), &vec![0.0f32; since.clone().count()]);
         self.gpu.write(&self.model.stats, &[0.0f32; STATS_WORDS]);
         self.gpu.write(&self.model.sanitized, &[0u32; SANITIZED_SLOTS.len()]);
         let chunks = f64::from(self.chunks());
@@ -733,7 +818,11 @@ impl Trainer {
                 self.balancer.record(LOSS_NAMES[t], value);
             }
         }
+        let guard = GuardReport::from_words(&guard_words);
+        let events = if steps > 0 { self.look_after_stability(total, &guard)? } else { Vec::new() };
         Ok(LossStats {
+            guard,
+            events,
             steps,
             total,
             mse: terms[0].1[0],
@@ -745,6 +834,52 @@ impl Trainer {
             level_weights: self.last_cut_weights.clone(),
             terms,
         })
+    }
+
+    /// At a statistics read (the device idle): the plateau rule; after `restore_after` anomalies in
+    /// a row, the last snapshot restored and the learning rate cut; without anomalies, a new snapshot
+    /// when one is due.
+    fn look_after_stability(&mut self, loss: f64, report: &GuardReport) -> Result<Vec<StabilityEvent>> {
+        let step = self.step;
+        let mut events = Vec::new();
+        let before = self.lr_state.plateau_reductions;
+        if report.anomalies() == 0 {
+            self.config.train.lr_plateau_update(&mut self.lr_state, step, loss);
+        }
+        if self.lr_state.plateau_reductions > before {
+            events.push(StabilityEvent::Plateau { step, reductions: self.lr_state.plateau_reductions });
+        }
+        let st = self.config.stability.clone();
+        if st.restore_after > 0 && report.max_run >= st.restore_after {
+            if let Some(snapshot) = &self.snapshot {
+                let paging = &self.model.paging;
+                Model::write_paged(&self.gpu, &self.model.params, paging, &snapshot.params)?;
+                Model::write_paged(&self.gpu, &self.model.m1, paging, &snapshot.m1)?;
+                Model::write_paged(&self.gpu, &self.model.m2, paging, &snapshot.m2)?;
+                self.lr_state.restore_factor *= st.restore_lr_factor;
+                self.reset_guard_history();
+                events.push(StabilityEvent::Restore {
+                    step,
+                    from_step: snapshot.step,
+                    anomalies_in_a_row: report.max_run,
+                    lr_restore_factor: self.lr_state.restore_factor,
+                });
+            }
+        } else if report.anomalies() == 0
+            && loss.is_finite()
+            && st.snapshot_every > 0
+            && self.snapshot.as_ref().is_none_or(|s| step >= s.step + st.snapshot_every)
+        {
+            let paging = &self.model.paging;
+            self.snapshot = Some(Snapshot {
+                step,
+                params: Model::read_paged(&self.gpu, &self.model.params, paging)?,
+                m1: Model::read_paged(&self.gpu, &self.model.m1, paging)?,
+                m2: Model::read_paged(&self.gpu, &self.model.m2, paging)?,
+            });
+            events.push(StabilityEvent::Snapshot { step });
+        }
+        Ok(events)
     }
 
     /// The parameter L2's value: the mean of p^2 over the model (param_norm, then the partials summed

@@ -8,11 +8,15 @@
 
 use crate::field::FieldLayout;
 use crate::gpu::records::{
-    AdamUniforms, Page, Sampling, Scene, NORM_PARTIALS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    guard, AdamUniforms, GuardUniforms, Page, Sampling, Scene, GRAD_SLOTS, GRAD_SLOT_WORDS, GRAD_TENSORS,
+    NORM_PARTIALS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
 };
 use crate::gpu::shader::ADAM_BLOCK;
 use crate::gpu::Gpu;
-use crate::kernels::{AdamBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings, ParamNormBindings};
+use crate::kernels::{
+    AdamBlocksBindings, GradGuardBindings, GradNormBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings,
+    ParamNormBindings,
+};
 use crate::octree::Octree;
 use anyhow::{bail, Result};
 use std::ops::Range;
@@ -91,6 +95,17 @@ pub struct Model {
     pub stats: wgpu::Buffer,
     pub sanitized: wgpu::Buffer,
     pub adam_block_groups: Vec<wgpu::BindGroup>,
+    /// Per page, one bit per parameter: the sparse nodes' entries grad_norm has counted this step.
+    pub visited: Vec<wgpu::Buffer>,
+    /// The gradient statistics' partial sums (GRAD_SLOTS x GRAD_SLOT_WORDS), largest magnitudes and
+    /// non-finite count.
+    pub grad_partials: wgpu::Buffer,
+    pub grad_max: wgpu::Buffer,
+    /// The guard's settings and state (records::guard), and its passes' bind groups.
+    pub guard_settings: wgpu::Buffer,
+    pub guard: wgpu::Buffer,
+    pub grad_guard_group: wgpu::BindGroup,
+    pub grad_norm_block_groups: Vec<wgpu::BindGroup>,
     /// The parameter L2's partial sums, NORM_PARTIALS per page, and its bind group per page.
     pub norm_partials: wgpu::Buffer,
     pub param_norm_groups: Vec<wgpu::BindGroup>,
@@ -165,6 +180,39 @@ impl Model {
                 )
             })
             .collect();
+        let visited = (0..paging.n_pages)
+            .map(|p| gpu.storage(&format!("visited entries {p}"), paging.params(p).div_ceil(32) * 4))
+            .collect::<Result<Vec<_>>>()?;
+        let grad_partials = gpu.storage("gradient partial sums", u64::from(GRAD_SLOTS * GRAD_SLOT_WORDS) * 4)?;
+        // the largest magnitude per tensor, then the count of non-finite entries
+        let grad_max = gpu.storage("gradient largest magnitudes", (GRAD_TENSORS.len() as u64 + 1) * 4)?;
+        let guard_settings = gpu.uniform::<GuardUniforms>("guard settings");
+        let mut guard_init = vec![0.0f32; guard::WORDS as usize];
+        guard_init[guard::SCALE as usize] = 1.0;
+        let guard = gpu.storage_init("guard", bytemuck::cast_slice(&guard_init))?;
+        let grad_guard_group = kernels.grad_guard.bind(
+            gpu,
+            &GradGuardBindings {
+                settings: &guard_settings,
+                grad_partials: &grad_partials,
+                grad_max: &grad_max,
+                guard: &guard,
+            },
+        );
+        let grad_norm_block_groups = (0..paging.n_pages as usize)
+            .map(|p| {
+                kernels.grad_norm_blocks.bind(
+                    gpu,
+                    &GradNormBlocksBindings {
+                        page: &pages[p],
+                        grads: &grads[p],
+                        touched: &touched[p],
+                        grad_partials: &grad_partials,
+                        grad_max: &grad_max,
+                    },
+                )
+            })
+            .collect();
         let adam_block_groups = (0..paging.n_pages as usize)
             .map(|p| {
                 kernels.adam_blocks.bind(
@@ -177,6 +225,7 @@ impl Model {
                         m2: &m2[p],
                         grads: &grads[p],
                         touched: &touched[p],
+                        guard: &guard,
                         sanitized: &sanitized,
                     },
                 )
@@ -226,6 +275,13 @@ impl Model {
             stats,
             sanitized,
             adam_block_groups,
+            visited,
+            grad_partials,
+            grad_max,
+            guard_settings,
+            guard,
+            grad_guard_group,
+            grad_norm_block_groups,
             norm_partials,
             param_norm_groups,
             occupancy_groups,

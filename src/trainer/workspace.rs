@@ -7,9 +7,9 @@ use crate::gpu::records::{
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, Kernels, LossSparsityBindings, LossStatsBindings,
-    NodeScanBindings, RayLossBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings, SamplesBindings,
-    ScatterBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, GradNormBindings, Kernels, LossSparsityBindings,
+    LossStatsBindings, NodeScanBindings, RayLossBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings,
+    SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
@@ -79,6 +79,7 @@ pub struct Groups {
     pub render_backward: wgpu::BindGroup,
     pub field_backward: Vec<wgpu::BindGroup>,
     pub adam_nodes: Vec<wgpu::BindGroup>,
+    pub grad_norm: Vec<wgpu::BindGroup>,
     pub loss_stats: wgpu::BindGroup,
 }
 
@@ -257,7 +258,29 @@ impl Workspace {
                             m2: &model.m2[p],
                             grad_values: &model.grads[p],
                             grads: &model.grads[p],
+                            visited: &model.visited[p],
+                            guard: &model.guard,
                             sanitized: &model.sanitized,
+                        },
+                    )
+                })
+                .collect(),
+            grad_norm: (0..model.paging.n_pages as usize)
+                .map(|p| {
+                    kernels.grad_norm.bind(
+                        gpu,
+                        &GradNormBindings {
+                            page: &model.pages[p],
+                            nodes: &model.nodes,
+                            samples: &samples,
+                            active_list: &active_list,
+                            node_counts: &node_counts,
+                            node_offsets: &node_offsets,
+                            wg_first: &wg_first,
+                            grads: &model.grads[p],
+                            visited: &model.visited[p],
+                            grad_partials: &model.grad_partials,
+                            grad_max: &model.grad_max,
                         },
                     )
                 })
@@ -270,6 +293,7 @@ impl Workspace {
                     outputs: &outputs,
                     losses: &losses,
                     stats: &model.stats,
+                    guard: &model.guard,
                 },
             ),
         };

@@ -669,7 +669,10 @@ impl App {
                     let points = (0..=200)
                         .map(|i| {
                             let step = (u64::from(end) * i / 200) as u32;
-                            [f64::from(step), transform(f64::from(base * t.lr_factor(step)), log)]
+                            [
+                                f64::from(step),
+                                transform(f64::from(base * t.lr_factor(step, &self.control.lr_state)), log),
+                            ]
                         })
                         .collect();
                     (name.to_string(), points)
@@ -681,7 +684,13 @@ impl App {
                 p.vline(VLine::new("now", now).color(Color32::WHITE));
             });
             plot(ui, "rays/s", lines(&names(&["rays_per_s"]), false), false, &|_| {});
-            ui.label("gradient norm and loss scale: not produced by this trainer yet");
+            let mut grad = lines(&names(&["grad_norm", "grad_norm_mean"]), log);
+            grad.extend(lines(&labelled(h, "grad_norm/"), log));
+            plot(ui, "gradient norm (global, per tensor; red: anomalies)", grad, log, &with_markers);
+            plot(ui, "largest gradient per tensor", lines(&labelled(h, "grad_max/"), log), log, &with_markers);
+            let guard = names(&["skipped_steps", "clipped_steps"]);
+            plot(ui, "steps skipped (anomalies) and clipped, per log line", lines(&guard, false), false, &|_| {});
+            ui.label("loss scale: no mixed precision yet (f32 throughout)");
         });
     }
 
@@ -857,8 +866,15 @@ fn labelled(history: &super::history::History, prefix: &str) -> Vec<(String, Str
 }
 
 fn is_count(key: &str) -> bool {
-    matches!(key, "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" | "schedule.balancer_window")
-        || key.ends_with("_steps")
+    matches!(
+        key,
+        "train.lr_decay_start"
+            | "train.lr_decay_steps"
+            | "train.log_every"
+            | "schedule.balancer_window"
+            | "train.lr_plateau_patience"
+            | "train.lr_restart_period"
+    ) || key.ends_with("_steps")
 }
 
 fn slider_max(key: &str) -> f64 {

@@ -8,7 +8,7 @@ use crate::data::{Camera, Dataset};
 use crate::gpu::Gpu;
 use crate::io::{write_atomic, MetricsLog, CHECKPOINT_TENSORS};
 use crate::octree::Octree;
-use crate::run::{setting_event, CheckpointState, MetricsLine};
+use crate::run::{setting_event, stability_lines, CheckpointState, MetricsLine};
 use crate::session::{Command, Event, Session, SessionOptions};
 use crate::trainer::{Rendered, Trainer};
 use anyhow::{bail, Context, Result};
@@ -55,6 +55,8 @@ pub struct Controller {
     /// The trainer's tree (fixed while it trains) and the parameters of one node.
     pub octree: Octree,
     pub node_params: u64,
+    /// The learning rate's plateau and restore state at the last statistics (the planned curve).
+    pub lr_state: crate::config::LrState,
 }
 
 impl Controller {
@@ -93,6 +95,7 @@ impl Controller {
             next_id: 1,
             octree,
             node_params,
+            lr_state: Default::default(),
         }
     }
 
@@ -120,6 +123,11 @@ impl Controller {
         for event in events {
             match event {
                 Event::Stats(stats) => {
+                    for event in stability_lines(&stats) {
+                        self.metrics.append(&event).with_context(cannot_write)?;
+                        self.history.add_line(&event);
+                    }
+                    self.lr_state = stats.lr_state.clone();
                     let line = MetricsLine::new(&stats);
                     self.metrics.append(&line).with_context(cannot_write)?;
                     self.history.add_line(&serde_json::to_value(&line)?);

@@ -22,8 +22,21 @@ pub struct History {
 }
 
 /// Top-level numbers of a metrics line that get a curve of their own.
-const SCALARS: [&str; 9] =
-    ["loss_total", "loss_mse", "psnr_train", "rays_per_s", "lr", "lr_hash", "lr_mlp", "samples_active", "gpu_bytes"];
+const SCALARS: [&str; 13] = [
+    "loss_total",
+    "loss_mse",
+    "psnr_train",
+    "rays_per_s",
+    "lr",
+    "lr_hash",
+    "lr_mlp",
+    "samples_active",
+    "gpu_bytes",
+    "grad_norm",
+    "grad_norm_mean",
+    "skipped_steps",
+    "clipped_steps",
+];
 
 impl History {
     /// The curves of an existing metrics.jsonl (a resumed run's); lines that are not JSON objects
@@ -43,11 +56,24 @@ impl History {
     pub fn add_line(&mut self, line: &Value) {
         let Some(step) = line.get("step").and_then(Value::as_u64) else { return };
         let step = step as u32;
-        if line.get("event").is_some() {
-            let key = line.get("key").and_then(Value::as_str).unwrap_or("?");
-            let value = line.get("value").map_or_else(|| "?".into(), Value::to_string);
-            self.events.push((step, format!("{key} = {value}")));
-            return;
+        match line.get("event").and_then(Value::as_str) {
+            Some("set") => {
+                let key = line.get("key").and_then(Value::as_str).unwrap_or("?");
+                let value = line.get("value").map_or_else(|| "?".into(), Value::to_string);
+                self.events.push((step, format!("{key} = {value}")));
+                return;
+            }
+            Some("restore") => {
+                let from = line.get("from_step").and_then(Value::as_u64).unwrap_or(0);
+                self.events.push((step, format!("restored step {from}")));
+                return;
+            }
+            Some("plateau") => {
+                self.events.push((step, "plateau: learning rate cut".to_string()));
+                return;
+            }
+            Some(_) => return,
+            None => {}
         }
         self.last_step = self.last_step.max(step);
         let x = f64::from(step);
@@ -79,9 +105,24 @@ impl History {
                 self.push(format!("level_weight/cut{k}"), x, v);
             }
         }
+        for (tensor, stats) in line.get("grad").and_then(Value::as_object).into_iter().flatten() {
+            if let Some(v) = stats.get("max").and_then(Value::as_f64) {
+                self.push(format!("grad_max/{tensor}"), x, v);
+            }
+            if let Some(v) = stats.get("norm").and_then(Value::as_f64) {
+                self.push(format!("grad_norm/{tensor}"), x, v);
+            }
+        }
         let sanitized = line.get("sanitized").and_then(Value::as_u64).unwrap_or(0);
         let finite = line.get("loss_total").and_then(Value::as_f64).is_some_and(f64::is_finite);
-        if sanitized > 0 || !finite {
+        let anomalies: u64 = line
+            .get("anomalies")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, n)| n.as_u64())
+            .sum();
+        if sanitized > 0 || !finite || anomalies > 0 {
             self.anomalies.push(step);
         }
     }

@@ -968,3 +968,118 @@ pub fn weighted_depth_consistency(batch: &Batch, loss: &LossUniforms, rays: &[Ra
 pub fn param_l2(weight: f64, params: &[f64]) -> f64 {
     weight * params.iter().map(|p| p * p).sum::<f64>() / params.len() as f64
 }
+
+/// grad_norm.wgsl + grad_stats.wgsl: per tensor (hash, density, colour) of the entries with a
+/// gradient, [sum of squares, sum, count, largest magnitude], and the count of non-finite entries.
+pub fn grad_stats(layout: &FieldLayout, grads: &[f32]) -> ([[f64; 4]; 3], u32) {
+    let mut stats = [[0.0f64; 4]; 3];
+    let mut nonfinite = 0;
+    for (i, &g) in grads.iter().enumerate() {
+        if g == 0.0 {
+            continue;
+        }
+        if !g.is_finite() {
+            nonfinite += 1;
+            continue;
+        }
+        let offset = i as u32 % layout.node_params;
+        let t = if offset < layout.hash_params {
+            0
+        } else if offset < layout.off_w3 {
+            1
+        } else {
+            2
+        };
+        let g = f64::from(g);
+        stats[t][0] += g * g;
+        stats[t][1] += g;
+        stats[t][2] += 1.0;
+        stats[t][3] = stats[t][3].max(g.abs());
+    }
+    (stats, nonfinite)
+}
+
+/// grad_guard.wgsl's decision, step by step (f32 as the kernel computes it).
+#[derive(Clone, Debug, Default)]
+pub struct Guard {
+    pub loss_history: Vec<f32>,
+    pub norm_history: Vec<f32>,
+    pub next: usize,
+    pub run: u32,
+    pub anomalies: [u32; 3],
+    pub skipped: u32,
+    pub clipped: u32,
+    pub max_run: u32,
+}
+
+/// What the guard decided at one step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GuardStep {
+    pub norm: f32,
+    pub skip: bool,
+    /// the gradient's factor (meaningful when not skipped)
+    pub scale: f32,
+    /// 0 none, 1 loss spike, 2 norm spike, 3 non-finite
+    pub anomaly: u32,
+}
+
+impl Guard {
+    /// One step with the gradient's sum of squares `sum_sq`, `nonfinite` non-finite entries and the
+    /// step's loss; settings clip, sigma, window, min_ratio.
+    pub fn step(
+        &mut self,
+        sum_sq: f32,
+        nonfinite: u32,
+        loss: f32,
+        (clip, sigma, window, min_ratio): (f32, f32, usize, f32),
+    ) -> GuardStep {
+        let norm = sum_sq.sqrt();
+        let spike = |history: &[f32], x: f32| {
+            let mean = history.iter().sum::<f32>() / window as f32;
+            let var = history.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / window as f32;
+            x > mean + sigma * var.sqrt() && x >= min_ratio * mean
+        };
+        let full = self.loss_history.len() >= window;
+        let mut anomaly = 0;
+        if sigma > 0.0 {
+            if nonfinite > 0 || !norm.is_finite() || !loss.is_finite() {
+                anomaly = 3;
+            } else if full && spike(&self.loss_history, loss) {
+                anomaly = 1;
+            } else if full && spike(&self.norm_history, norm) {
+                anomaly = 2;
+            }
+        }
+        if anomaly > 0 {
+            self.anomalies[anomaly as usize - 1] += 1;
+            self.skipped += 1;
+            self.run += 1;
+            self.max_run = self.max_run.max(self.run);
+            if self.run as usize >= window {
+                *self = Self {
+                    anomalies: self.anomalies,
+                    skipped: self.skipped,
+                    max_run: self.max_run,
+                    clipped: self.clipped,
+                    ..Default::default()
+                };
+            }
+            return GuardStep { norm, skip: true, scale: f32::NAN, anomaly };
+        }
+        self.run = 0;
+        if self.loss_history.len() < window {
+            self.loss_history.push(loss);
+            self.norm_history.push(norm);
+        } else {
+            self.loss_history[self.next] = loss;
+            self.norm_history[self.next] = norm;
+        }
+        self.next = (self.next + 1) % window;
+        let mut scale = 1.0;
+        if clip > 0.0 && norm > clip {
+            scale = clip / norm;
+            self.clipped += 1;
+        }
+        GuardStep { norm, skip: false, scale, anomaly: 0 }
+    }
+}

@@ -1,0 +1,62 @@
+// Pass 7a (SPEC §4): the statistics of the step's gradient over one page's nodes with samples, for the
+// global norm the guard clips by and watches. It visits exactly the entries adam_nodes will update,
+// split the same way (the node's first workgroup takes the decoders, a dense node's workgroups share
+// its tables, a sparse node's invocations take their sample's corners). A sparse node's entry may be
+// the corner of several samples: the invocation that sets its bit in `visited` first counts it, and
+// adam_nodes clears the bit when it claims the entry. Gradients are only read here.
+
+@compute @workgroup_size(WORKGROUP)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    let group = node_group(wg, nwg);
+    let node = group.x;
+    let base = (node - page.first_node) * NODE_PARAMS;
+    let index = group_index(group);
+    var acc: GradAcc;
+    // workgroups past the page's last one take nothing (group.z == 0)
+    if group.z > 0u {
+        if index == 0u {
+            for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {
+                add_entry(&acc, base + HASH_PARAMS + i);
+            }
+        }
+        if node_dense(node) {
+            let share = dense_share(node, index);
+            for (var i = share.x + local; i < share.y; i += WORKGROUP) {
+                let g = grads[base + i];
+                if bitcast<u32>(g) != 0u {
+                    grad_acc_hash(&acc, g);
+                }
+            }
+        } else if local < group.z {
+            let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
+            for (var l = 0u; l < HASH_LEVELS; l++) {
+                let cell = grid_cell(l, local_pos);
+                for (var c = 0u; c < 8u; c++) {
+                    let idx = base + hash_index(l, cell.xyz + corner_offset(c));
+                    visit(&acc, idx);
+                    visit(&acc, idx + 1u);
+                }
+            }
+        }
+    }
+    grad_acc_flush(acc, local, (wg.y * nwg.x + wg.x) % GRAD_SLOTS);
+}
+
+// An entry only this invocation visits.
+fn add_entry(acc: ptr<function, GradAcc>, i: u32) {
+    let g = grads[i];
+    if bitcast<u32>(g) != 0u {
+        grad_acc_add(acc, tensor_of(i % NODE_PARAMS), g);
+    }
+}
+
+// A hash entry other invocations may reach too: counted by the first to mark it.
+fn visit(acc: ptr<function, GradAcc>, i: u32) {
+    let bit = 1u << (i & 31u);
+    if (atomicOr(&visited[i >> 5u], bit) & bit) == 0u {
+        let g = grads[i];
+        if bitcast<u32>(g) != 0u {
+            grad_acc_hash(acc, g);
+        }
+    }
+}
