@@ -108,10 +108,10 @@ fn training_raises_test_psnr_and_writes_every_output() {
         let total = line["loss_total"].as_f64().unwrap();
         assert!((total - (mse[0] / 3.0 + mse[1] * 2.0 / 3.0)).abs() < 1e-6 * total, "{line}");
         // rays, samples, node_scan, scatter, field_forward, render_forward, loss_mse, render_backward,
-        // field_backward, loss_stats, adam (one page each); occupancy + its mean on update steps (the
-        // line's last step, s - 1, updates in the 16-step warm-up and every 8 steps)
+        // field_backward, loss_stats, grad_norm, grad_guard, adam (one page each); occupancy + its
+        // mean on update steps (the line's last step, s - 1, updates in the 16-step warm-up and every 8)
         let last = line["step"].as_u64().unwrap() - 1;
-        let expected = 11 + if last < 16 || last % 8 == 0 { 2 } else { 0 };
+        let expected = 13 + if last < 16 || last % 8 == 0 { 2 } else { 0 };
         assert_eq!(line["dispatches_per_step"].as_u64(), Some(expected), "{line}");
     }
     let first = lines[0]["loss_total"].as_f64().unwrap();
