@@ -152,13 +152,7 @@ impl MetricsLine {
 /// The metrics.jsonl lines of the restores and plateau reductions a statistics read made (snapshots
 /// are routine: `last_snapshot_step` in the step's line says when the last one was taken).
 pub fn stability_lines(s: &StepStats) -> Vec<serde_json::Value> {
-    use crate::stability::StabilityEvent;
-    s.loss
-        .events
-        .iter()
-        .filter(|e| !matches!(e, StabilityEvent::Snapshot { .. }))
-        .map(|e| serde_json::to_value(e).expect("events serialise"))
-        .collect()
+    s.loss.events.iter().map(|e| serde_json::to_value(e).expect("events serialise")).collect()
 }
 
 /// The output folder: `out`, else the folder of the checkpoint a run continues, else `default`.

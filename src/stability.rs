@@ -77,24 +77,15 @@ pub const SINCE_READ: std::ops::RangeInclusive<u32> = guard::NORM_SUM..=guard::M
 /// The words that restart the detector's history (FILLED, NEXT, RUN).
 pub const HISTORY_STATE: std::ops::RangeInclusive<u32> = guard::FILLED..=guard::RUN;
 
-/// What the host did about the training's stability at a statistics read.
+/// What the host did about the training's stability at a statistics read (a routine snapshot is no
+/// event: `Trainer::snapshot` says which step it holds).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum StabilityEvent {
-    /// Parameters and moments copied to host memory.
-    Snapshot { step: u32 },
     /// Repeated anomalies: the snapshot of `from_step` came back and the learning rate was cut.
     Restore { step: u32, from_step: u32, anomalies_in_a_row: u32, lr_restore_factor: f32 },
     /// The plateau rule cut the learning rate (its factor now `lr_plateau_factor^reductions`).
     Plateau { step: u32, reductions: u32 },
-}
-
-impl StabilityEvent {
-    pub fn step(&self) -> u32 {
-        match self {
-            Self::Snapshot { step } | Self::Restore { step, .. } | Self::Plateau { step, .. } => *step,
-        }
-    }
 }
 
 /// The last good state in host memory.

@@ -66,7 +66,7 @@ pub struct LossStats {
     pub level_weights: Vec<f32>,
     /// The gradient's statistics, anomalies, skipped and clipped steps (the guard's report).
     pub guard: GuardReport,
-    /// Snapshots, restores and plateau reductions at this read.
+    /// Restores and plateau reductions at this read.
     pub events: Vec<StabilityEvent>,
 }
 
@@ -877,7 +877,6 @@ impl Trainer {
                 m1: Model::read_paged(&self.gpu, &self.model.m1, paging)?,
                 m2: Model::read_paged(&self.gpu, &self.model.m2, paging)?,
             });
-            events.push(StabilityEvent::Snapshot { step });
         }
         Ok(events)
     }
