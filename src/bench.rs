@@ -29,6 +29,10 @@ pub struct BenchReport {
     pub decoder_weights: String,
     pub steps: u32,
     pub seconds: f64,
+    /// Mean squared error of the first and last statistics reads of the timed steps, so a bench
+    /// shows that the field trains (and a size setting that breaks training shows here).
+    pub mse_first: f64,
+    pub mse_last: f64,
     pub rays_per_s: f64,
     /// Sample slots per second (rays x samples_per_ray), skipped ones included.
     pub samples_per_s: f64,
@@ -100,12 +104,14 @@ pub fn bench(
     let first = trainer.step;
     let mut last_stats = trainer.read_stats()?;
     let mut active_total = 0.0;
+    let mut mse_first = None;
     while started.elapsed().as_secs_f64() < seconds {
         for _ in 0..5 {
             trainer.step()?;
         }
         last_stats = trainer.read_stats()?;
         active_total += last_stats.active_samples * f64::from(last_stats.steps);
+        mse_first.get_or_insert(last_stats.mse);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let steps = trainer.step - first;
@@ -146,6 +152,8 @@ pub fn bench(
         decoder_weights: format!("{:?}", trainer.shape.weights),
         steps,
         seconds: elapsed,
+        mse_first: mse_first.unwrap_or(f64::NAN),
+        mse_last: last_stats.mse,
         rays_per_s: f64::from(steps) * rays_per_step / elapsed,
         samples_per_s,
         active_samples_per_s: active_total / elapsed,

@@ -45,6 +45,10 @@ pub struct StabilityConfig {
     /// Steps between in-memory snapshots of parameters and moments (taken at a statistics read
     /// without anomalies; 0: none, so nothing can be restored).
     pub snapshot_every: u32,
+    /// Largest snapshot kept in host memory, MiB (parameters and both moments, 12 bytes per
+    /// parameter). A larger model takes no snapshots (logged once): its anomalies are still skipped,
+    /// but nothing can be restored. Each snapshot is a read-back of the whole model.
+    pub snapshot_max_mib: u32,
 }
 
 impl Default for StabilityConfig {
@@ -57,6 +61,7 @@ impl Default for StabilityConfig {
             restore_after: 3,
             restore_lr_factor: 0.5,
             snapshot_every: 100,
+            snapshot_max_mib: 2048,
         }
     }
 }

@@ -1614,3 +1614,21 @@ fn guard_matches_reference_step_by_step() {
     assert_eq!((report.skipped, report.clipped, report.max_run), (r.skipped, r.clipped, window));
     assert_eq!((r.anomalies, r.skipped, r.clipped), ([1 + window, 1, 1], window + 3, 1));
 }
+
+/// Uploads and read-backs larger than one staging piece (32 MiB) arrive whole and in order, also at
+/// an offset that straddles a piece boundary.
+#[test]
+fn large_transfers_arrive_whole() {
+    let gpu = common::gpu();
+    let n = (40 << 20) / 4 + 7;
+    let values: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let buffer = gpu.storage_init("large", bytemuck::cast_slice(&values)).unwrap();
+    assert_eq!(gpu.read::<u32>(&buffer, n).unwrap(), values);
+    let offset = (32 << 20) / 4 - 3;
+    let patch: Vec<u32> = (0..(33 << 20) / 4).map(|i| !i).collect();
+    let patch = &patch[..n - offset];
+    gpu.write_at(&buffer, offset as u64, patch);
+    let back = gpu.read::<u32>(&buffer, n).unwrap();
+    assert_eq!(&back[..offset], &values[..offset]);
+    assert_eq!(&back[offset..], patch);
+}

@@ -8,6 +8,7 @@ pub mod unrolled;
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use wgpu::util::DeviceExt;
 
 /// Features the kernels use when the adapter has them; each has a portable fallback.
@@ -16,6 +17,9 @@ const WANTED_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY)
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+/// Largest upload or read-back staged at once (see `Gpu::write_bytes`, `Gpu::read`).
+const UPLOAD_CHUNK: usize = 32 << 20;
 
 pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a Vulkan driver for your GPU \
      (on Linux without a GPU: `sudo apt-get install mesa-vulkan-drivers` for the lavapipe CPU driver)";
@@ -38,6 +42,8 @@ pub struct Gpu {
     /// Native `atomic<f32>` add (else a CAS loop on the bits).
     pub float_atomics: bool,
     allocated: AtomicU64,
+    /// Why the device was lost, once the driver has said so.
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -59,12 +65,37 @@ impl Gpu {
         queue: wgpu::Queue,
         options: &GpuOptions,
     ) -> Self {
+        let lost = Arc::new(Mutex::new(None));
+        let seen = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                log::error!("the GPU device was lost ({reason:?}): {message}");
+                *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(message);
+            }
+        });
         let info = adapter.get_info();
         let features = device.features() & WANTED_FEATURES;
         let limits = device.limits();
         let float_atomics = features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC) && !options.force_cas_atomics;
-        log::info!("adapter: {} ({:?}, {:?}); features: {:?}", info.name, info.backend, info.device_type, features);
-        Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0) }
+        log::info!(
+            "adapter: {} ({:?}, {:?}); features: {:?}; largest buffer {} MiB, largest storage binding {} MiB",
+            info.name,
+            info.backend,
+            info.device_type,
+            features,
+            limits.max_buffer_size >> 20,
+            limits.max_storage_buffer_binding_size >> 20
+        );
+        Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0), lost }
+    }
+
+    /// An error once the driver has reported the device lost (seen at the next wait or read): every
+    /// buffer and pass made after that is invalid.
+    pub fn check_lost(&self) -> Result<()> {
+        match &*self.lost.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Some(message) => bail!("the GPU device was lost: {message}"),
+            None => Ok(()),
+        }
     }
 
     /// Bytes of device memory this process allocated through `Gpu` (buffers only).
@@ -81,31 +112,36 @@ impl Gpu {
     pub fn storage_as(&self, label: &str, size: u64, extra: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         self.check_binding_size(label, size)?;
         let size = size.max(16);
-        self.allocated.fetch_add(size, Ordering::Relaxed);
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out_of_memory = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let invalid = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST | extra,
             mapped_at_creation: false,
-        }))
+        });
+        let invalid = pollster::block_on(invalid.pop());
+        let out_of_memory = pollster::block_on(out_of_memory.pop());
+        let internal = pollster::block_on(internal.pop());
+        self.check_lost().with_context(|| format!("cannot allocate {label}"))?;
+        if let Some(error) = invalid.or(out_of_memory).or(internal) {
+            bail!(
+                "cannot allocate {label} ({} MiB; {} MiB allocated before it): {}",
+                size >> 20,
+                self.allocated_bytes() >> 20,
+                error_chain(&error)
+            );
+        }
+        self.allocated.fetch_add(size, Ordering::Relaxed);
+        Ok(buffer)
     }
 
-    /// A storage buffer holding `contents`.
+    /// A storage buffer holding `contents` (whose length is a multiple of 4).
     pub fn storage_init(&self, label: &str, contents: &[u8]) -> Result<wgpu::Buffer> {
-        self.check_binding_size(label, contents.len() as u64)?;
-        self.allocated.fetch_add(contents.len().max(16) as u64, Ordering::Relaxed);
-        let padded;
-        let contents = if contents.len() < 16 {
-            padded = [contents, &[0u8; 16][contents.len()..]].concat();
-            &padded[..]
-        } else {
-            contents
-        };
-        Ok(self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        }))
+        let buffer = self.storage(label, contents.len() as u64)?;
+        self.write_bytes(&buffer, 0, contents);
+        Ok(buffer)
     }
 
     /// Releases a buffer made by `storage` or `storage_init` (and its count in `allocated_bytes`).
@@ -155,10 +191,21 @@ impl Gpu {
 
     /// Copies `count` values of T from the start of `buffer` to the host (blocks; not for the hot loop).
     pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
-        let size = (count * std::mem::size_of::<T>()) as u64;
-        if size == 0 {
-            return Ok(Vec::new());
+        let item = std::mem::size_of::<T>();
+        let chunk_items = (UPLOAD_CHUNK / item).max(1);
+        let mut values = Vec::with_capacity(count);
+        let mut first = 0;
+        while first < count {
+            let n = chunk_items.min(count - first);
+            values.extend(self.read_range::<T>(buffer, (first * item) as u64, n)?);
+            first += n;
         }
+        Ok(values)
+    }
+
+    /// One read-back of `count` values of T from byte `offset` (at most `UPLOAD_CHUNK` bytes staged).
+    fn read_range<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, offset: u64, count: usize) -> Result<Vec<T>> {
+        let size = (count * std::mem::size_of::<T>()) as u64;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("read-back staging"),
             size,
@@ -167,7 +214,7 @@ impl Gpu {
         });
         let mut encoder =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read-back") });
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
         self.queue.submit([encoder.finish()]);
         let slice = staging.slice(..);
         let (sender, receiver) = std::sync::mpsc::channel();
@@ -175,21 +222,38 @@ impl Gpu {
             let _ = sender.send(result);
         });
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
+        self.check_lost()?;
         receiver.recv()?.map_err(|e| anyhow!("cannot map the read-back buffer: {e}"))?;
         let view = slice.get_mapped_range().map_err(|e| anyhow!("cannot read the mapped buffer: {e:?}"))?;
-        let values = bytemuck::cast_slice::<u8, T>(&view).to_vec();
+        let values = bytemuck::pod_collect_to_vec::<u8, T>(&view);
         drop(view);
         staging.unmap();
         Ok(values)
     }
 
     pub fn write<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, values: &[T]) {
-        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(values));
+        self.write_bytes(buffer, 0, bytemuck::cast_slice(values));
     }
 
     /// Writes `values` from element `index` of a buffer of `T`s on.
     pub fn write_at<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, index: u64, values: &[T]) {
-        self.queue.write_buffer(buffer, index * std::mem::size_of::<T>() as u64, bytemuck::cast_slice(values));
+        self.write_bytes(buffer, index * std::mem::size_of::<T>() as u64, bytemuck::cast_slice(values));
+    }
+
+    /// Writes `bytes` at `offset`, in pieces of at most `UPLOAD_CHUNK` bytes, each flushed before
+    /// the next is staged: wgpu stages an upload whole in host-visible memory, so a page of up to
+    /// 2 GiB would otherwise take as much again while it is written.
+    pub fn write_bytes(&self, buffer: &wgpu::Buffer, offset: u64, bytes: &[u8]) {
+        if bytes.len() <= UPLOAD_CHUNK {
+            self.queue.write_buffer(buffer, offset, bytes);
+            return;
+        }
+        for (i, chunk) in bytes.chunks(UPLOAD_CHUNK).enumerate() {
+            self.queue.write_buffer(buffer, offset + (i * UPLOAD_CHUNK) as u64, chunk);
+            let index = self.queue.submit([]);
+            // a lost device shows at the next read, which names the pass
+            let _ = self.device.poll(wgpu::PollType::Wait { submission_index: Some(index), timeout: None });
+        }
     }
 
     /// Waits for one submission (and those before it).
@@ -203,7 +267,7 @@ impl Gpu {
     /// Waits for all submitted work.
     pub fn wait(&self) -> Result<()> {
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| anyhow!("GPU poll failed: {e}"))?;
-        Ok(())
+        self.check_lost()
     }
 
     /// Compiles one pass with bind group 0 laid out as `layout`; a validation error becomes an error
@@ -233,16 +297,21 @@ impl Gpu {
             cache: None,
         });
         if let Some(error) = pollster::block_on(scope.pop()) {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            bail!("shader pass {label} failed to compile: {message}");
+            bail!("shader pass {label} failed to compile: {}", error_chain(&error));
         }
         Ok(pipeline)
     }
+}
+
+/// A wgpu error with its causes, one after the other.
+fn error_chain(error: &wgpu::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
 }
 
 /// What the kernels ask of a device: the adapter's own limits (the defaults are far smaller: a compute

@@ -26,7 +26,7 @@ use crate::kernels::Kernels;
 use crate::loss_weights::{self, Balancer, GroupWeights};
 use crate::octree::Octree;
 use crate::stability::{self, Fault, GuardReport, Snapshot, StabilityEvent};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use model::Model;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -225,6 +225,14 @@ impl Trainer {
             );
         }
         let kernels = Kernels::new(&gpu, &shape)?;
+        // a driver that cannot build a pass may lose the device instead of failing the pass (NVIDIA's
+        // Vulkan driver 580 with the unrolled 64-wide decoders): name the setting, not a buffer
+        gpu.wait().with_context(|| {
+            format!(
+                "while the GPU driver built the passes for field.hidden_width = {}; a smaller width may work",
+                config.field.hidden_width
+            )
+        })?;
         let model = Model::new(
             &gpu,
             &kernels,
@@ -272,6 +280,14 @@ impl Trainer {
         let view_size = WorkspaceSize { rays: train_size.rays * cuts, cuts: 1, patches: 0, cameras: 1, ..train_size };
         let view = Workspace::new(&gpu, &kernels, &model, "view", view_size)?;
         let rng = SplitMix64(config.train.seed);
+        let snapshot_mib = (model.n_params() * 12) >> 20;
+        if config.stability.snapshot_every > 0 && snapshot_mib > u64::from(config.stability.snapshot_max_mib) {
+            log::warn!(
+                "no stability snapshots: the model's would take {snapshot_mib} MiB, more than \
+                 stability.snapshot_max_mib ({}); anomalies are still skipped but cannot be restored",
+                config.stability.snapshot_max_mib
+            );
+        }
         Ok(Self {
             gpu,
             layout,
@@ -868,6 +884,7 @@ impl Trainer {
         } else if report.anomalies() == 0
             && loss.is_finite()
             && st.snapshot_every > 0
+            && self.snapshot_fits()
             && self.snapshot.as_ref().is_none_or(|s| step >= s.step + st.snapshot_every)
         {
             let paging = &self.model.paging;
@@ -879,6 +896,11 @@ impl Trainer {
             });
         }
         Ok(events)
+    }
+
+    /// Whether a snapshot (parameters and both moments) fits `stability.snapshot_max_mib`.
+    pub fn snapshot_fits(&self) -> bool {
+        self.n_params() * 12 <= u64::from(self.config.stability.snapshot_max_mib) << 20
     }
 
     /// The parameter L2's value: the mean of p^2 over the model (param_norm, then the partials summed
