@@ -267,7 +267,7 @@ fn copy_bandwidth(gpu: &Gpu, shape: &KernelShape) -> Result<f64> {
         let seconds = run(iterations)?;
         best = best.max(2.0 * bytes as f64 * f64::from(iterations) / seconds / 1e9);
     }
-    gpu.free(src);
-    gpu.free(dst);
+    gpu.free(&src);
+    gpu.free(&dst);
     Ok(best)
 }

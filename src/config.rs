@@ -178,9 +178,14 @@ impl TrainConfig {
         (self.structure_patch_size / self.patch_size.max(1)).max(1)
     }
 
-    /// Patches per step: the structure patches' tiles (first) and the lone patches.
-    pub fn patches_per_step(&self) -> u32 {
+    /// Patches per micro-batch: the structure patches' tiles and the lone patches.
+    pub fn patches_per_micro_batch(&self) -> u32 {
         self.structure_patches * self.group_tiles() * self.group_tiles() + self.patches_per_batch
+    }
+
+    /// Patches per step: `accumulate_steps` micro-batches (all structure patches' tiles first).
+    pub fn patches_per_step(&self) -> u32 {
+        self.accumulate_steps.max(1) * self.patches_per_micro_batch()
     }
 
     /// The largest square of pixels a loss on image structure sees.
@@ -438,6 +443,17 @@ pub struct TrainConfig {
     /// gradients and Adam moments are split into pages of whole nodes, and a step's patches go
     /// through the passes in chunks whose per-sample buffers fit; lower it to test both.
     pub max_buffer_mb: u32,
+    /// Micro-batches per optimiser step (gradient accumulation): a step draws this many times
+    /// `patches_per_batch` (and `structure_patches`) and runs them through the passes one
+    /// micro-batch at a time, their gradients summed before Adam, so the device holds the
+    /// per-sample buffers of one micro-batch only. 1: none.
+    pub accumulate_steps: u32,
+    /// Device memory budget in MiB for everything the trainer allocates (0: none). At each
+    /// statistics read the patches that go through the passes at once (a step's chunk) shrink x0.8
+    /// while more than 90% of the budget is in use and grow x1.2 while less than 70% is, as long as
+    /// the grown chunk is expected to stay under 90% and within one step. The step's batch, and so
+    /// the optimisation, stays the same: only how much of it is on the device at once changes.
+    pub memory_budget_mb: u32,
 }
 
 impl Default for DataConfig {
@@ -500,6 +516,8 @@ impl Default for TrainConfig {
             log_every: 25,
             seed: 1,
             max_buffer_mb: 0,
+            accumulate_steps: 1,
+            memory_budget_mb: 0,
         }
     }
 }
@@ -654,17 +672,23 @@ impl Config {
         if t.patches_per_batch == 0 || t.patches_per_batch * t.patch_size * t.patch_size > 1 << 20 {
             return bad("train.patches_per_batch", "must be positive, with at most 2^20 rays per batch");
         }
+        if !(1..=64).contains(&t.accumulate_steps) {
+            return bad("train.accumulate_steps", "must be in 1..=64");
+        }
         if !(t.structure_patch_size >= t.patch_size
             && t.structure_patch_size <= 64
             && t.structure_patch_size.is_multiple_of(t.patch_size))
         {
             return bad("train.structure_patch_size", "must be a multiple of train.patch_size, at most 64");
         }
-        if u64::from(t.patches_per_step()) * u64::from(t.patch_size * t.patch_size) > 1 << 20 {
+        if u64::from(t.patches_per_micro_batch()) * u64::from(t.patch_size * t.patch_size) > 1 << 20 {
             return bad(
                 "train.structure_patches",
                 "at most 2^20 rays per batch, patches and structure patches together",
             );
+        }
+        if u64::from(t.patches_per_step()) * u64::from(t.patch_size * t.patch_size) > 1 << 22 {
+            return bad("train.accumulate_steps", "makes more than 2^22 rays per step");
         }
         if !(2..=1024).contains(&t.samples_per_ray) {
             return bad("train.samples_per_ray", "must be in 2..=1024");

@@ -76,6 +76,9 @@ pub struct MetricsLine {
     pub lr_hash: f64,
     pub lr_mlp: f64,
     pub gpu_bytes: u64,
+    /// The most device bytes allocated so far, and the rays that go through the passes at once.
+    pub peak_gpu_bytes: u64,
+    pub chunk_rays: u32,
     /// Non-finite values the kernels replaced by 0 since the previous line, and by kind of pass.
     pub sanitized: u64,
     pub sanitized_by_pass: BTreeMap<String, u32>,
@@ -122,6 +125,8 @@ impl MetricsLine {
             lr_hash: s.lr_hash,
             lr_mlp: s.lr_mlp,
             gpu_bytes: s.gpu_bytes,
+            peak_gpu_bytes: s.peak_gpu_bytes,
+            chunk_rays: s.chunk_rays,
             sanitized: s.loss.sanitized_total(),
             sanitized_by_pass: s.loss.sanitized.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             dispatches_per_step: s.dispatches,

@@ -105,6 +105,10 @@ pub struct StepStats {
     pub lr_hash: f64,
     pub lr_mlp: f64,
     pub gpu_bytes: u64,
+    /// The most device bytes allocated so far, and the rays that go through the passes at once (a
+    /// step's chunk: `train.accumulate_steps` and `train.memory_budget_mb` set it).
+    pub peak_gpu_bytes: u64,
+    pub chunk_rays: u32,
     /// Dispatches of the last step.
     pub dispatches: u32,
     pub rays_per_step: u32,
@@ -348,6 +352,8 @@ impl Worker {
             lr_hash: lr * f64::from(t.lr_hash),
             lr_mlp: lr * f64::from(t.lr_mlp),
             gpu_bytes: self.trainer.gpu.allocated_bytes(),
+            peak_gpu_bytes: self.trainer.gpu.peak_bytes(),
+            chunk_rays: self.trainer.chunk_patches * t.patch_size * t.patch_size,
             dispatches: self.trainer.last_dispatches,
             rays_per_step,
             samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray),

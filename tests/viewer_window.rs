@@ -25,22 +25,35 @@ impl Drop for Server {
     }
 }
 
-fn xvfb(display: &str) -> Option<Server> {
-    let child = Command::new("Xvfb")
-        .args([display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let server = Server(child);
-    // the server is up when its socket exists
-    let socket = format!("/tmp/.X11-unix/X{}", display.trim_start_matches(':'));
-    let started = Instant::now();
-    while !Path::new(&socket).exists() {
-        assert!(started.elapsed() < Duration::from_secs(20), "Xvfb {display} did not start");
-        std::thread::sleep(Duration::from_millis(100));
+/// An Xvfb on a free display: displays whose lock file exists (a server running, or one left
+/// behind by a killed one) are skipped, and a server that exits at once is retried on the next.
+/// None when Xvfb is not installed.
+fn xvfb() -> Option<(Server, String)> {
+    let first = 70 + std::process::id() % 200;
+    for n in (first..first + 100).filter(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists()) {
+        let display = format!(":{n}");
+        let child = Command::new("Xvfb")
+            .args([&display, "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut server = Server(child);
+        // the server is up when its socket exists
+        let socket = format!("/tmp/.X11-unix/X{n}");
+        let started = Instant::now();
+        loop {
+            if server.0.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if Path::new(&socket).exists() {
+                return Some((server, display));
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "Xvfb {display} did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
-    Some(server)
+    panic!("Xvfb did not start on any of displays :{first} to :{}", first + 99);
 }
 
 fn pixels(path: &Path) -> image::RgbImage {
@@ -56,8 +69,7 @@ fn spread(image: &image::RgbImage) -> f64 {
 
 #[test]
 fn the_window_trains_renders_and_takes_screenshots_under_xvfb() {
-    let display = format!(":{}", 70 + std::process::id() % 200);
-    let Some(_server) = xvfb(&display) else {
+    let Some((_server, display)) = xvfb() else {
         assert!(std::env::var_os("INFNERF_REQUIRE_XVFB").is_none(), "Xvfb is required here but cannot start");
         eprintln!("skipped: Xvfb is not installed (apt-get install xvfb)");
         return;

@@ -42,6 +42,8 @@ pub struct Gpu {
     /// Native `atomic<f32>` add (else a CAS loop on the bits).
     pub float_atomics: bool,
     allocated: AtomicU64,
+    /// The most `allocated` has been.
+    peak: AtomicU64,
     /// Why the device was lost, once the driver has said so.
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -86,7 +88,17 @@ impl Gpu {
             limits.max_buffer_size >> 20,
             limits.max_storage_buffer_binding_size >> 20
         );
-        Self { device, queue, info, features, limits, float_atomics, allocated: AtomicU64::new(0), lost }
+        Self {
+            device,
+            queue,
+            info,
+            features,
+            limits,
+            float_atomics,
+            allocated: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            lost,
+        }
     }
 
     /// An error once the driver has reported the device lost (seen at the next wait or read): every
@@ -101,6 +113,16 @@ impl Gpu {
     /// Bytes of device memory this process allocated through `Gpu` (buffers only).
     pub fn allocated_bytes(&self) -> u64 {
         self.allocated.load(Ordering::Relaxed)
+    }
+
+    /// The most `allocated_bytes` has been.
+    pub fn peak_bytes(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn account(&self, bytes: u64) {
+        let now = self.allocated.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        self.peak.fetch_max(now, Ordering::Relaxed);
     }
 
     /// A zeroed storage buffer that can be copied to and from.
@@ -133,7 +155,7 @@ impl Gpu {
                 error_chain(&error)
             );
         }
-        self.allocated.fetch_add(size, Ordering::Relaxed);
+        self.account(size);
         Ok(buffer)
     }
 
@@ -145,14 +167,14 @@ impl Gpu {
     }
 
     /// Releases a buffer made by `storage` or `storage_init` (and its count in `allocated_bytes`).
-    pub fn free(&self, buffer: wgpu::Buffer) {
+    pub fn free(&self, buffer: &wgpu::Buffer) {
         self.allocated.fetch_sub(buffer.size(), Ordering::Relaxed);
         buffer.destroy();
     }
 
     pub fn uniform<T: bytemuck::Pod>(&self, label: &str) -> wgpu::Buffer {
         let size = std::mem::size_of::<T>() as u64;
-        self.allocated.fetch_add(size, Ordering::Relaxed);
+        self.account(size);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,
@@ -163,7 +185,7 @@ impl Gpu {
 
     /// A uniform buffer holding `value`.
     pub fn uniform_init<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
-        self.allocated.fetch_add(std::mem::size_of::<T>() as u64, Ordering::Relaxed);
+        self.account(std::mem::size_of::<T>() as u64);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::bytes_of(value),

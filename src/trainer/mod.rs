@@ -147,6 +147,8 @@ pub struct Trainer {
     /// Patches per training chunk: a step's patches go through the passes in chunks that fit one
     /// binding (usually one chunk).
     pub chunk_patches: u32,
+    /// The most patches one buffer's worth of per-sample records holds (or the whole step).
+    max_chunk: u32,
     pub step: u32,
     pub rng: SplitMix64,
     pyramid_levels: u32,
@@ -203,7 +205,9 @@ impl Trainer {
             * u64::from(1 + config.loss.coarse_cuts)
             * u64::from(t.samples_per_ray)
             * Workspace::LARGEST_SAMPLE_RECORD;
-        let mut chunk_patches = (max_buffer / per_patch).min(u64::from(t.patches_per_step())) as u32;
+        // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer
+        let max_chunk = (max_buffer / per_patch).min(u64::from(t.patches_per_step())) as u32;
+        let mut chunk_patches = max_chunk.min(t.patches_per_micro_batch());
         // a structure patch's tiles stay in one chunk (the structure patches come first)
         let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
         if chunk_patches < t.patches_per_step() {
@@ -217,7 +221,8 @@ impl Trainer {
         }
         let storage = gpu.limits.max_compute_workgroup_storage_size;
         let mut shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
-        shape.flag_blocks = chunk_patches < t.patches_per_step();
+        // a memory budget may split the step later: compile the passes that can run in chunks
+        shape.flag_blocks = chunk_patches < t.patches_per_step() || t.memory_budget_mb > 0;
         if !shape.fits(storage) {
             bail!(
                 "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
@@ -264,21 +269,12 @@ impl Trainer {
             })
             .collect();
 
-        let t = &config.train;
-        let cuts = 1 + config.loss.coarse_cuts;
-        let patch_rays = t.patch_size * t.patch_size;
         let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
-        let train_size = WorkspaceSize {
-            rays: chunk_patches * patch_rays,
-            cuts,
-            samples_per_ray: t.samples_per_ray,
-            patches: chunk_patches,
-            cameras: cameras.len() as u32,
-        };
-        let train = Workspace::new(&gpu, &kernels, &model, "train", train_size)?;
+        // under a memory budget the workspaces start at their smallest (see `fit_memory_budget`)
+        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
+        let first_chunk = if t.memory_budget_mb > 0 { tiles.min(chunk_patches) } else { chunk_patches };
+        let (train, view) = Self::workspaces(&gpu, &kernels, &model, &config, cameras.len() as u32, first_chunk)?;
         gpu.write(&train.cameras, &cameras);
-        let view_size = WorkspaceSize { rays: train_size.rays * cuts, cuts: 1, patches: 0, cameras: 1, ..train_size };
-        let view = Workspace::new(&gpu, &kernels, &model, "view", view_size)?;
         let rng = SplitMix64(config.train.seed);
         let snapshot_mib = (model.n_params() * 12) >> 20;
         if config.stability.snapshot_every > 0 && snapshot_mib > u64::from(config.stability.snapshot_max_mib) {
@@ -288,7 +284,7 @@ impl Trainer {
                 config.stability.snapshot_max_mib
             );
         }
-        Ok(Self {
+        let mut trainer = Self {
             gpu,
             layout,
             shape,
@@ -297,7 +293,8 @@ impl Trainer {
             model,
             train,
             view,
-            chunk_patches,
+            chunk_patches: first_chunk,
+            max_chunk,
             step: 0,
             rng,
             pyramid_levels,
@@ -311,7 +308,128 @@ impl Trainer {
             snapshot: None,
             guard_reset: false,
             config,
-        })
+        };
+        trainer.fit_memory_budget(chunk_patches)?;
+        Ok(trainer)
+    }
+
+    /// The training workspace for chunks of `chunk_patches` patches and the view workspace (as many
+    /// rays as a training chunk renders over its cuts).
+    fn workspaces(
+        gpu: &Gpu,
+        kernels: &Kernels,
+        model: &Model,
+        config: &Config,
+        cameras: u32,
+        chunk_patches: u32,
+    ) -> Result<(Workspace, Workspace)> {
+        let t = &config.train;
+        let train_size = WorkspaceSize {
+            rays: chunk_patches * t.patch_size * t.patch_size,
+            cuts: 1 + config.loss.coarse_cuts,
+            samples_per_ray: t.samples_per_ray,
+            patches: chunk_patches,
+            cameras,
+        };
+        let train = Workspace::new(gpu, kernels, model, "train", train_size)?;
+        let view_size =
+            WorkspaceSize { rays: train_size.rays * train_size.cuts, cuts: 1, patches: 0, cameras: 1, ..train_size };
+        let view = Workspace::new(gpu, kernels, model, "view", view_size)?;
+        Ok((train, view))
+    }
+
+    /// The chunk `train.memory_budget_mb` asks for now (SPEC §5): x0.8 while more than 90% of the
+    /// budget is allocated; with `grow`, x1.2 while less than 70% is and the grown workspaces are
+    /// expected to stay under 90%; at least one patch (one structure patch's tiles), at most
+    /// `max_chunk`. Without a budget, the chunk as it is.
+    fn memory_budget_chunk(&self, grow: bool) -> u32 {
+        let t = &self.config.train;
+        let chunk = self.chunk_patches;
+        if t.memory_budget_mb == 0 {
+            return chunk;
+        }
+        let budget = (u64::from(t.memory_budget_mb) << 20) as f64;
+        let used = self.gpu.allocated_bytes() as f64;
+        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
+        let target = if used > 0.9 * budget {
+            (f64::from(chunk) * 0.8).floor() as u32
+        } else if grow && used < 0.7 * budget {
+            let grown = ((f64::from(chunk) * 1.2).ceil() as u32).min(self.max_chunk);
+            let per_patch = (self.train.bytes + self.view.bytes) as f64 / f64::from(chunk);
+            if used + per_patch * f64::from(grown.saturating_sub(chunk)) <= 0.9 * budget {
+                grown
+            } else {
+                chunk
+            }
+        } else {
+            chunk
+        };
+        let target = target.min(self.max_chunk);
+        let aligned = if target < t.patches_per_step() { target - target % tiles } else { target };
+        aligned.max(tiles)
+    }
+
+    /// Under a memory budget, from the smallest workspaces: measures the workspaces' bytes per patch
+    /// (one more chunk's worth built and measured) and takes the largest chunk, up to `natural`,
+    /// expected to keep the trainer under 90% of the budget, so that not even the start goes over
+    /// it. Warns when the smallest chunk does.
+    fn fit_memory_budget(&mut self, natural: u32) -> Result<()> {
+        let (budget_mb, step_patches) = (self.config.train.memory_budget_mb, self.config.train.patches_per_step());
+        if budget_mb == 0 {
+            return Ok(());
+        }
+        let budget = (u64::from(budget_mb) << 20) as f64;
+        let smallest = self.chunk_patches;
+        let small_bytes = (self.train.bytes + self.view.bytes) as f64;
+        let probe = (2 * smallest).min(self.max_chunk);
+        let mut chunk = smallest;
+        if probe > smallest && self.gpu.allocated_bytes() as f64 + small_bytes <= 0.9 * budget {
+            self.set_chunk(probe)?;
+            let per_patch = ((self.train.bytes + self.view.bytes) as f64 - small_bytes) / f64::from(probe - smallest);
+            let others = self.gpu.allocated_bytes() as f64 - (self.train.bytes + self.view.bytes) as f64;
+            let base = small_bytes - per_patch * f64::from(smallest);
+            let fits = ((0.9 * budget - others - base) / per_patch.max(1.0)).floor().max(0.0) as u32;
+            let tiles = smallest;
+            chunk = fits.min(natural).max(smallest);
+            if chunk < step_patches {
+                chunk -= chunk % tiles;
+            }
+        }
+        if chunk != self.chunk_patches {
+            self.set_chunk(chunk)?;
+        }
+        self.warn_over_budget();
+        Ok(())
+    }
+
+    /// Warns when even the smallest chunk leaves the trainer over its memory budget.
+    fn warn_over_budget(&self) {
+        let budget = u64::from(self.config.train.memory_budget_mb) << 20;
+        if budget > 0 && self.gpu.allocated_bytes() > budget {
+            log::warn!(
+                "the trainer needs {} MiB of device memory with {} patch(es) at a time, more than \
+                 train.memory_budget_mb = {}: the model alone takes {} MiB",
+                self.gpu.allocated_bytes() >> 20,
+                self.chunk_patches,
+                self.config.train.memory_budget_mb,
+                self.gpu.allocated_bytes().saturating_sub(self.train.bytes + self.view.bytes) >> 20
+            );
+        }
+    }
+
+    /// Rebuilds the workspaces for chunks of `chunk_patches`: the old ones are freed first, so the
+    /// device never holds both (the cameras go through the host).
+    fn set_chunk(&mut self, chunk_patches: u32) -> Result<()> {
+        self.gpu.wait()?;
+        let cameras = self.train.size.cameras;
+        let camera_records: Vec<GpuCamera> = self.gpu.read(&self.train.cameras, cameras as usize)?;
+        self.train.release(&self.gpu);
+        self.view.release(&self.gpu);
+        (self.train, self.view) =
+            Self::workspaces(&self.gpu, &self.kernels, &self.model, &self.config, cameras, chunk_patches)?;
+        self.gpu.write(&self.train.cameras, &camera_records);
+        self.chunk_patches = chunk_patches;
+        Ok(())
     }
 
     pub fn n_params(&self) -> u64 {
@@ -392,7 +510,7 @@ impl Trainer {
     /// Patches of a step that are tiles of structure patches (the first ones).
     pub fn grouped_patches(&self) -> u32 {
         let t = &self.config.train;
-        t.structure_patches * t.group_tiles() * t.group_tiles()
+        t.accumulate_steps * t.structure_patches * t.group_tiles() * t.group_tiles()
     }
 
     /// Level weights w_k = 2^(-gamma k) / sum over the rendered cuts (SPEC §3.1).
@@ -425,7 +543,8 @@ impl Trainer {
         let (p, m) = (t.patch_size, t.group_tiles());
         let mut valid = 0;
         let mut patches = Vec::with_capacity(t.patches_per_step() as usize);
-        for (count, size) in [(t.structure_patches, t.structure_patch_size), (t.patches_per_batch, p)] {
+        let k = t.accumulate_steps;
+        for (count, size) in [(k * t.structure_patches, t.structure_patch_size), (k * t.patches_per_batch, p)] {
             for _ in 0..count {
                 let view = self.rng.below(self.images.len() as u32);
                 let coarse = self.pyramid_levels > 1 && self.rng.next_f32() < self.config.data.coarse_fraction;
@@ -836,6 +955,18 @@ impl Trainer {
         }
         let guard = GuardReport::from_words(&guard_words);
         let events = if steps > 0 { self.look_after_stability(total, &guard)? } else { Vec::new() };
+        let chunk = self.memory_budget_chunk(true);
+        if chunk != self.chunk_patches {
+            log::info!(
+                "step {}: {} MiB of the {} MiB budget in use: {} patches at a time instead of {}",
+                self.step,
+                self.gpu.allocated_bytes() >> 20,
+                self.config.train.memory_budget_mb,
+                chunk,
+                self.chunk_patches
+            );
+            self.set_chunk(chunk)?;
+        }
         Ok(LossStats {
             guard,
             events,

@@ -61,6 +61,8 @@ pub struct Workspace {
     pub losses: wgpu::Buffer,
     pub sample_grads: wgpu::Buffer,
     pub groups: Groups,
+    /// Device bytes of its buffers.
+    pub bytes: u64,
 }
 
 /// The workspace's bind groups, one per pass (per page for the field passes).
@@ -86,6 +88,7 @@ pub struct Groups {
 impl Workspace {
     pub fn new(gpu: &Gpu, kernels: &Kernels, model: &Model, label: &str, size: WorkspaceSize) -> Result<Self> {
         let n_nodes = u64::from(model.paging.n_nodes);
+        let allocated_before = gpu.allocated_bytes();
         let sized = |name: &str, bytes: u64| gpu.storage(&format!("{label} {name}"), bytes);
         let of = |count: u64, record: usize| count * record as u64;
         let ws = |name: &str| format!("{label} {name}");
@@ -319,7 +322,36 @@ impl Workspace {
             losses,
             sample_grads,
             groups,
+            bytes: gpu.allocated_bytes().saturating_sub(allocated_before),
         })
+    }
+
+    /// Frees the buffers (and their count in `Gpu::allocated_bytes`); the device must be idle and
+    /// the workspace unused after.
+    pub fn release(&self, gpu: &Gpu) {
+        for buffer in [
+            &self.batch,
+            &self.sampling,
+            &self.loss,
+            &self.cameras,
+            &self.patches,
+            &self.targets,
+            &self.rays,
+            &self.samples,
+            &self.node_counts,
+            &self.node_offsets,
+            &self.wg_first,
+            &self.dispatch_args,
+            &self.active_count,
+            &self.active_list,
+            &self.field_out,
+            &self.outputs,
+            &self.ray_grads,
+            &self.losses,
+            &self.sample_grads,
+        ] {
+            gpu.free(buffer);
+        }
     }
 
     /// The largest per-sample record: bounds the samples a workspace can hold in one binding.

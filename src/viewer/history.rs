@@ -22,7 +22,7 @@ pub struct History {
 }
 
 /// Top-level numbers of a metrics line that get a curve of their own.
-const SCALARS: [&str; 13] = [
+const SCALARS: [&str; 15] = [
     "loss_total",
     "loss_mse",
     "psnr_train",
@@ -32,6 +32,8 @@ const SCALARS: [&str; 13] = [
     "lr_mlp",
     "samples_active",
     "gpu_bytes",
+    "peak_gpu_bytes",
+    "chunk_rays",
     "grad_norm",
     "grad_norm_mean",
     "skipped_steps",
