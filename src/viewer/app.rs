@@ -684,9 +684,9 @@ impl App {
                 p.vline(VLine::new("now", now).color(Color32::WHITE));
             });
             plot(ui, "rays/s", lines(&names(&["rays_per_s"]), false), false, &|_| {});
-            let budget = f64::from(t.memory_budget_mb) * f64::from(1u32 << 20);
-            let memory = lines(&names(&["gpu_bytes", "peak_gpu_bytes"]), false);
-            plot(ui, "device memory allocated, bytes (white: train.memory_budget_mb)", memory, false, &|p| {
+            let budget = f64::from(t.memory_budget_mb);
+            let memory = lines(&names(&["gpu_mib", "peak_gpu_mib"]), false);
+            plot(ui, "device memory allocated, MiB (white: train.memory_budget_mb)", memory, false, &|p| {
                 if budget > 0.0 {
                     p.hline(egui_plot::HLine::new("budget", budget).color(Color32::WHITE));
                 }

@@ -22,7 +22,7 @@ pub struct History {
 }
 
 /// Top-level numbers of a metrics line that get a curve of their own.
-const SCALARS: [&str; 15] = [
+const SCALARS: [&str; 13] = [
     "loss_total",
     "loss_mse",
     "psnr_train",
@@ -31,8 +31,6 @@ const SCALARS: [&str; 15] = [
     "lr_hash",
     "lr_mlp",
     "samples_active",
-    "gpu_bytes",
-    "peak_gpu_bytes",
     "chunk_rays",
     "grad_norm",
     "grad_norm_mean",
@@ -82,6 +80,11 @@ impl History {
         for key in SCALARS {
             if let Some(v) = line.get(key).and_then(Value::as_f64) {
                 self.push(key.to_string(), x, v);
+            }
+        }
+        for (key, name) in [("gpu_bytes", "gpu_mib"), ("peak_gpu_bytes", "peak_gpu_mib")] {
+            if let Some(v) = line.get(key).and_then(Value::as_f64) {
+                self.push(name.to_string(), x, v / f64::from(1u32 << 20));
             }
         }
         if let Some(terms) = line.get("loss").and_then(Value::as_object) {
