@@ -183,6 +183,26 @@ impl TrainConfig {
         self.structure_patches * self.group_tiles() * self.group_tiles() + self.patches_per_batch
     }
 
+    /// The smallest chunk of a step's patches: one structure patch's tiles (they stay in one chunk),
+    /// else one patch.
+    pub fn chunk_unit(&self) -> u32 {
+        if self.structure_patches > 0 {
+            self.group_tiles() * self.group_tiles()
+        } else {
+            1
+        }
+    }
+
+    /// `patches` as a chunk of a step: a multiple of `chunk_unit` (the structure patches come
+    /// first), unless it is the whole step; 0 when not even one unit fits.
+    pub fn align_chunk(&self, patches: u32) -> u32 {
+        if patches < self.patches_per_step() {
+            patches - patches % self.chunk_unit()
+        } else {
+            patches
+        }
+    }
+
     /// Patches per step: `accumulate_steps` micro-batches (all structure patches' tiles first).
     pub fn patches_per_step(&self) -> u32 {
         self.accumulate_steps.max(1) * self.patches_per_micro_batch()

@@ -207,12 +207,7 @@ impl Trainer {
             * Workspace::LARGEST_SAMPLE_RECORD;
         // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer
         let max_chunk = (max_buffer / per_patch).min(u64::from(t.patches_per_step())) as u32;
-        let mut chunk_patches = max_chunk.min(t.patches_per_micro_batch());
-        // a structure patch's tiles stay in one chunk (the structure patches come first)
-        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
-        if chunk_patches < t.patches_per_step() {
-            chunk_patches -= chunk_patches % tiles;
-        }
+        let chunk_patches = t.align_chunk(max_chunk.min(t.patches_per_micro_batch()));
         if chunk_patches == 0 {
             bail!(
                 "one patch's samples (or one structure patch's) need more than one buffer may hold: lower \
@@ -271,8 +266,7 @@ impl Trainer {
 
         let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
         // under a memory budget the workspaces start at their smallest (see `fit_memory_budget`)
-        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
-        let first_chunk = if t.memory_budget_mb > 0 { tiles.min(chunk_patches) } else { chunk_patches };
+        let first_chunk = if t.memory_budget_mb > 0 { t.chunk_unit().min(chunk_patches) } else { chunk_patches };
         let (train, view) = Self::workspaces(&gpu, &kernels, &model, &config, cameras.len() as u32, first_chunk)?;
         gpu.write(&train.cameras, &cameras);
         let rng = SplitMix64(config.train.seed);
@@ -350,7 +344,6 @@ impl Trainer {
         }
         let budget = (u64::from(t.memory_budget_mb) << 20) as f64;
         let used = self.gpu.allocated_bytes() as f64;
-        let tiles = if t.structure_patches > 0 { t.group_tiles() * t.group_tiles() } else { 1 };
         let target = if used > 0.9 * budget {
             (f64::from(chunk) * 0.8).floor() as u32
         } else if grow && used < 0.7 * budget {
@@ -364,9 +357,7 @@ impl Trainer {
         } else {
             chunk
         };
-        let target = target.min(self.max_chunk);
-        let aligned = if target < t.patches_per_step() { target - target % tiles } else { target };
-        aligned.max(tiles)
+        t.align_chunk(target.min(self.max_chunk)).max(t.chunk_unit())
     }
 
     /// Under a memory budget, from the smallest workspaces: measures the workspaces' bytes per patch
@@ -374,7 +365,7 @@ impl Trainer {
     /// expected to keep the trainer under 90% of the budget, so that not even the start goes over
     /// it. Warns when the smallest chunk does.
     fn fit_memory_budget(&mut self, natural: u32) -> Result<()> {
-        let (budget_mb, step_patches) = (self.config.train.memory_budget_mb, self.config.train.patches_per_step());
+        let budget_mb = self.config.train.memory_budget_mb;
         if budget_mb == 0 {
             return Ok(());
         }
@@ -389,11 +380,7 @@ impl Trainer {
             let others = self.gpu.allocated_bytes() as f64 - (self.train.bytes + self.view.bytes) as f64;
             let base = small_bytes - per_patch * f64::from(smallest);
             let fits = ((0.9 * budget - others - base) / per_patch.max(1.0)).floor().max(0.0) as u32;
-            let tiles = smallest;
-            chunk = fits.min(natural).max(smallest);
-            if chunk < step_patches {
-                chunk -= chunk % tiles;
-            }
+            chunk = self.config.train.align_chunk(fits.min(natural)).max(smallest);
         }
         if chunk != self.chunk_patches {
             self.set_chunk(chunk)?;
