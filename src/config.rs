@@ -242,6 +242,20 @@ pub struct LossConfig {
     /// Weight of the parameter L2: the mean of p^2 over every parameter of the tree. Its gradient is
     /// applied by Adam to the entries a step trains (lazy decay, as sparse optimisers do).
     pub lambda_param: f32,
+    /// Weight of the normal agreement between a node and its parent: 1 - cosine of their density
+    /// gradients (central differences over a stencil of the child's gsd), mean over the probes.
+    pub lambda_normal_consistency: f32,
+    /// Weight of Inf-NeRF's inter-level loss: a parent's opacity over the child's gsd at a point
+    /// against the child's mean over a stencil around it, squared, mean over the probes.
+    pub lambda_density_consistency: f32,
+    /// Weight of the seam continuity: two nodes of one depth agree on opacity and colour at points
+    /// of the face they share, mean over the probes.
+    pub lambda_seam: f32,
+    /// Probe groups per step for the three terms above (each a 7-point stencil in a child node and
+    /// its parent, and a seam point in two neighbours: 16 field evaluations), 1..=65536; spread over
+    /// the step's chunks, at most one per ray of a chunk. Made only while one of them weighs more
+    /// than 0.
+    pub probes: u32,
     /// The smooth-L1 threshold of the depth consistency, in scene units (the scene is the cube
     /// [-1, 1]^3): differences below it are squared, above it linear.
     pub huber_delta: f32,
@@ -264,6 +278,10 @@ impl Default for LossConfig {
             ssim_window: 4,
             lambda_depth_consistency: 0.0,
             lambda_param: 0.0,
+            lambda_normal_consistency: 0.0,
+            lambda_density_consistency: 0.0,
+            lambda_seam: 0.0,
+            probes: 1024,
             huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
@@ -546,7 +564,7 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 32] = [
+pub const LIVE_SETTINGS: [&str; 35] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
@@ -554,6 +572,9 @@ pub const LIVE_SETTINGS: [&str; 32] = [
     "loss.lambda_ssim",
     "loss.lambda_depth_consistency",
     "loss.lambda_param",
+    "loss.lambda_normal_consistency",
+    "loss.lambda_density_consistency",
+    "loss.lambda_seam",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -769,6 +790,9 @@ impl Config {
             ("loss.lambda_ssim", l.lambda_ssim),
             ("loss.lambda_depth_consistency", l.lambda_depth_consistency),
             ("loss.lambda_param", l.lambda_param),
+            ("loss.lambda_normal_consistency", l.lambda_normal_consistency),
+            ("loss.lambda_density_consistency", l.lambda_density_consistency),
+            ("loss.lambda_seam", l.lambda_seam),
         ] {
             if !(lambda.is_finite() && lambda >= 0.0) {
                 return bad(field, "must be a number >= 0");
@@ -792,6 +816,9 @@ impl Config {
         }
         if !(l.huber_delta.is_finite() && l.huber_delta > 0.0) {
             return bad("loss.huber_delta", "must be a number > 0");
+        }
+        if !(1..=65536).contains(&l.probes) {
+            return bad("loss.probes", "must be in 1..=65536");
         }
         if l.coarse_cuts as usize >= crate::gpu::records::MAX_CUTS {
             return bad("loss.coarse_cuts", "must be at most 3");
@@ -854,6 +881,9 @@ impl Config {
             "ssim" => self.loss.lambda_ssim,
             "depth_consistency" => self.loss.lambda_depth_consistency,
             "param" => self.loss.lambda_param,
+            "normal_consistency" => self.loss.lambda_normal_consistency,
+            "density_consistency" => self.loss.lambda_density_consistency,
+            "seam" => self.loss.lambda_seam,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -870,6 +900,9 @@ impl Config {
             "loss.lambda_ssim" => changed.loss.lambda_ssim = value as f32,
             "loss.lambda_depth_consistency" => changed.loss.lambda_depth_consistency = value as f32,
             "loss.lambda_param" => changed.loss.lambda_param = value as f32,
+            "loss.lambda_normal_consistency" => changed.loss.lambda_normal_consistency = value as f32,
+            "loss.lambda_density_consistency" => changed.loss.lambda_density_consistency = value as f32,
+            "loss.lambda_seam" => changed.loss.lambda_seam = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -952,6 +985,9 @@ impl Config {
             "loss.lambda_ssim" => f64::from(self.loss.lambda_ssim),
             "loss.lambda_depth_consistency" => f64::from(self.loss.lambda_depth_consistency),
             "loss.lambda_param" => f64::from(self.loss.lambda_param),
+            "loss.lambda_normal_consistency" => f64::from(self.loss.lambda_normal_consistency),
+            "loss.lambda_density_consistency" => f64::from(self.loss.lambda_density_consistency),
+            "loss.lambda_seam" => f64::from(self.loss.lambda_seam),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

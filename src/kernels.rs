@@ -1,7 +1,7 @@
 //! Every pass of a training step, each declared once: its WGSL file (`shaders/NAME.wgsl`), what it
 //! includes, its workgroup size and its bindings (src/gpu/kernel.rs says what `kernel!` makes).
 //!
-//! A step runs them in this order (src/trainer.rs): rays -> samples -> node_scan -> scatter ->
+//! A step runs them in this order (src/trainer.rs): rays -> samples (-> probes) -> node_scan -> scatter ->
 //! field_forward -> render_forward -> the loss passes -> render_backward -> field_backward -> adam,
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
@@ -43,6 +43,21 @@ kernel! {
             nodes: Read [Node],
             occupancy: Read [f32],
             occupancy_mean: Read [f32],
+            samples: ReadWrite [Sample],
+            node_counts: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The probe groups after the ray samples: stencils in a child and its parent, seam points in
+    /// two neighbours of one depth, and their per-node counts.
+    pub struct Probes, ProbesBindings = "probes" {
+        includes: [Octree],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            nodes: Read [Node],
             samples: ReadWrite [Sample],
             node_counts: Atomic [u32],
         }
@@ -158,6 +173,23 @@ ray_loss! {
 ray_loss! {
     /// Depth agreement (smooth L1) of each rendered cut with the next finer one.
     LossDepthConsistency, use RayLossBindings = "loss_depth_consistency"
+}
+
+kernel! {
+    /// Normal and density consistency and seam continuity on the probes: values per group, their
+    /// gradient per probe.
+    pub struct LossProbes, LossProbesBindings = "loss_probes" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            samples: Read [Sample],
+            field_out: Read [[f32; 4]],
+            sample_grads: ReadWrite [[f32; 4]],
+            losses: ReadWrite [f32],
+        }
+    }
 }
 
 kernel! {
@@ -414,6 +446,7 @@ macro_rules! kernel_set {
 kernel_set! {
     rays: Rays,
     samples: Samples,
+    probes: Probes,
     node_scan: NodeScan,
     scatter: Scatter,
     field_forward: FieldForward,
@@ -423,6 +456,7 @@ kernel_set! {
     loss_ssim: LossSsim,
     loss_depth_consistency: LossDepthConsistency,
     loss_sparsity: LossSparsity,
+    loss_probes: LossProbes,
     param_norm: ParamNorm,
     render_backward: RenderBackward,
     field_backward: FieldBackward,

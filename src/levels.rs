@@ -9,7 +9,10 @@
 //!   are opaque (> 0.5);
 //! - where the dataset has ground-truth depth (`make-scene` writes `depth_file_path` and `depth_scale`
 //!   per frame), the finest cut's depth error: the mean absolute difference of its z-depth from the
-//!   ground truth's over the pixels the ground truth has a surface at, and the rendered one is opaque.
+//!   ground truth's over the pixels the ground truth has a surface at, and the rendered one is opaque;
+//! - where it also has ground-truth normals (`normal_file_path`), the finest cut's normal angle error:
+//!   the mean angle between the normals of its depth map (`viewer::picture::normals`: the surface's
+//!   central differences, turned towards the camera) and the truth's, over the same pixels.
 //!
 //! Depths are in scene units (the cube [-1, 1]^3).
 
@@ -46,10 +49,22 @@ pub struct DepthReport {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NormalReport {
+    /// Mean angle between the finest cut's depth-map normals and the truth's, degrees.
+    pub mean_angle_deg: f64,
+    /// The share of compared pixels within 10 degrees of the truth.
+    pub within_10_deg: f64,
+    pub pixels: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LevelsReport {
     pub cuts: Vec<CutReport>,
     /// None when the split has no ground-truth depth.
     pub depth: Option<DepthReport>,
+    /// None when the split has no ground-truth normals.
+    #[serde(default)]
+    pub normals: Option<NormalReport>,
 }
 
 /// The levels report of `views` (indices `chosen` of `split`, loaded from `data`).
@@ -67,6 +82,7 @@ pub fn evaluate_levels(
     let mut disagreement = vec![(0.0, 0usize); finest as usize];
     let truth = ground_truth_depths(data, split)?;
     let (mut abs_err, mut rel_err, mut pixels, mut not_opaque) = (0.0, 0.0, 0usize, 0usize);
+    let (mut angle_sum, mut within_10, mut normal_pixels, mut any_normals) = (0.0, 0usize, 0usize, false);
     for &i in chosen {
         let view = &views[i];
         let images = pyramid(&view.image, levels as usize);
@@ -95,6 +111,13 @@ pub fn evaluate_levels(
                     bail!("{}: {}: smaller than its image", frame.file, frame.path);
                 }
                 let w = depth.width;
+                let normals = match &frame.normal_path {
+                    Some(path) => {
+                        Some((frame.load_normals(data, path)?, crate::viewer::picture::normals(&rendered, &camera)))
+                    }
+                    None => None,
+                };
+                any_normals |= normals.is_some();
                 for y in 0..camera.height {
                     for x in 0..camera.width {
                         // the truth's pixel at this pixel's centre (a downscaled load is coarser)
@@ -110,6 +133,16 @@ pub fn evaluate_levels(
                         abs_err += f64::from((z - z_truth).abs());
                         rel_err += f64::from((z - z_truth).abs() / z_truth);
                         pixels += 1;
+                        if let Some((truth, rendered_normals)) = &normals {
+                            let at = ((y * f + f / 2) * w + x * f + f / 2) as usize;
+                            let n = rendered_normals[(y * camera.width + x) as usize];
+                            if let (Some(t), Some(n)) = (truth.get(at).copied().flatten(), n) {
+                                let angle = f64::from(n.dot(t).clamp(-1.0, 1.0).acos()).to_degrees();
+                                angle_sum += angle;
+                                within_10 += usize::from(angle <= 10.0);
+                                normal_pixels += 1;
+                            }
+                        }
                     }
                 }
             }
@@ -130,7 +163,12 @@ pub fn evaluate_levels(
         pixels,
         not_opaque,
     });
-    Ok(LevelsReport { cuts, depth })
+    let normals = any_normals.then(|| NormalReport {
+        mean_angle_deg: angle_sum / normal_pixels.max(1) as f64,
+        within_10_deg: within_10 as f64 / normal_pixels.max(1) as f64,
+        pixels: normal_pixels,
+    });
+    Ok(LevelsReport { cuts, depth, normals })
 }
 
 /// Pixel p's ray distance to the surface (expected distance over opacity), where it is opaque.
@@ -147,10 +185,11 @@ fn ray_length(camera: &Camera, x: u32, y: u32) -> f32 {
     (u * u + v * v + 1.0).sqrt()
 }
 
-/// One frame's ground-truth depth file: path and metres per 16-bit unit.
+/// One frame's ground-truth depth file: path and metres per 16-bit unit; and its normal file.
 struct DepthFrame {
     path: String,
     scale: f64,
+    normal_path: Option<String>,
     /// The transforms file, for messages.
     file: String,
 }
@@ -171,6 +210,24 @@ impl DepthFrame {
         let z = image.as_raw().iter().map(|&v| (f64::from(v) * scale) as f32).collect();
         Ok(DepthMap { width: image.width(), z })
     }
+
+    /// The ground-truth unit normals (8-bit RGB, n * 0.5 + 0.5), None where a pixel holds no unit
+    /// vector (no surface). The scene's normalisation into the cube scales and shifts only, so world
+    /// normals are cube normals.
+    fn load_normals(&self, data: &Path, normal_path: &str) -> Result<Vec<Option<glam::Vec3>>> {
+        let path = data.join(normal_path);
+        let image = image::open(&path)
+            .with_context(|| format!("{}: normal_file_path {}: cannot read", self.file, path.display()))?
+            .into_rgb8();
+        Ok(image
+            .pixels()
+            .map(|p| {
+                let v = glam::Vec3::from(p.0.map(|c| f32::from(c) / 255.0 * 2.0 - 1.0));
+                // 8 bits keep a unit vector's length within about 1%
+                ((v.length() - 1.0).abs() < 0.05).then(|| v.normalize())
+            })
+            .collect())
+    }
 }
 
 /// Each frame's depth file in `split`'s transforms file, or None when no frame has one.
@@ -190,7 +247,8 @@ fn ground_truth_depths(data: &Path, split: &str) -> Result<Option<Vec<Option<Dep
         let Some(scale) = scale.filter(|s| s.is_finite() && *s > 0.0) else {
             bail!("{name}: frames[{i}].depth_scale: must be a positive number beside depth_file_path");
         };
-        out.push(Some(DepthFrame { path: path.to_string(), scale, file: name.clone() }));
+        let normal_path = frame.get("normal_file_path").and_then(|p| p.as_str()).map(str::to_string);
+        out.push(Some(DepthFrame { path: path.to_string(), scale, normal_path, file: name.clone() }));
     }
     Ok(out.iter().any(Option::is_some).then_some(out))
 }

@@ -97,8 +97,8 @@ fn scene() -> Scene {
         random_background: 1,
         group_tiles: 1,
         grouped_patches: 0,
-        _pad0: 0,
-        _pad1: 0,
+        probe_groups: 0,
+        probe_kinds: 0,
     };
     let mut rng = SplitMix64(4);
     let targets: Vec<u32> = (0..batch.n_rays).map(|_| rng.next_u64() as u32).collect();
@@ -551,4 +551,61 @@ fn whole_chain_matches_finite_differences() {
         }
     }
     eprintln!("{checked} parameters of {} nodes checked, worst relative error {worst:.1e}", used.len());
+}
+
+/// loss_probes' dLoss/d(rgb, sigma) per probe against finite differences of the weighted normal,
+/// density and seam terms: groups with a stencil, a seam or both, opacities from nearly 0 to nearly 1
+/// over their steps (so the soft normals go from flat, |g| << eps, to steep).
+#[test]
+fn loss_probes_matches_finite_differences() {
+    let mut loss = LossUniforms { inv_probes: 1.0 / 6.0, ..Default::default() };
+    for (term, lambda) in
+        [(cpu::TERM_NORMAL_CONSISTENCY, 0.3), (cpu::TERM_DENSITY_CONSISTENCY, 0.7), (cpu::TERM_SEAM, 0.5)]
+    {
+        loss.lambdas[term / 4][term % 4] = lambda;
+    }
+    let mut rng = SplitMix64(31);
+    let n = cpu::PROBES_PER_GROUP;
+    let mut probes = Vec::new();
+    let mut field = Vec::new();
+    for g in 0..6 {
+        let h = 0.02 + 0.05 * rng.next_f32();
+        // groups 0..4 have a stencil, 2..6 a seam; group 1's stencil is nearly flat (low densities)
+        let stencil = g < 4;
+        let seam = g >= 2;
+        let sigma_scale = if g == 1 { 0.5 } else { 60.0 };
+        for k in 0..n {
+            let made = if k < 14 { stencil } else { seam };
+            probes.push(Sample { node: if made { 1 } else { cpu::NO_NODE }, delta: h, ..Default::default() });
+            let sigma = f64::from(rng.next_f32()) * sigma_scale;
+            field.push([0, 1, 2].map(|_| f64::from(rng.next_f32())).into_iter().chain([sigma]).collect::<Vec<_>>());
+        }
+    }
+    let mut field: Vec<[f64; 4]> = field.into_iter().map(|v| [v[0], v[1], v[2], v[3]]).collect();
+    let (grads, values) = cpu::loss_probes(&loss, &probes, &field);
+    assert!(values.iter().all(|v| v.iter().all(|x| x.is_finite())));
+    assert!(values[1][0] > 0.0 && values[4][2] > 0.0 && values[0][2] == 0.0 && values[5][0] == 0.0);
+    for (part, range) in [("sigma", 3..4), ("rgb", 0..3)] {
+        let scale = grads.iter().flat_map(|g| g[range.clone()].to_vec()).fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        let mut nonzero = 0;
+        for p in 0..probes.len() {
+            for i in range.clone() {
+                let keep = field[p][i];
+                let numeric = central(
+                    |v| {
+                        field[p][i] = v;
+                        cpu::weighted_probe_loss(&loss, &probes, &field)
+                    },
+                    keep,
+                );
+                field[p][i] = keep;
+                check(&format!("probe {p} {part} {i}"), grads[p][i], numeric, scale);
+                nonzero += usize::from(numeric != 0.0);
+            }
+        }
+        // every made probe's density has a gradient; colour only at the seams
+        let want = if part == "sigma" { 4 * 14 + 4 * 2 } else { 4 * 2 * 3 };
+        assert_eq!(nonzero, want, "{part}: gradients other than 0");
+    }
 }

@@ -1025,8 +1025,8 @@ fn render_matches_reference_chain() {
             random_background: 0,
             group_tiles: 1,
             grouped_patches: 0,
-            _pad0: 0,
-            _pad1: 0,
+            probe_groups: 0,
+            probe_kinds: 0,
         };
         let rays = cpu::rays(&batch, &[GpuCamera::from(&camera)], &[], &[]);
         let sampling = t.sampling_uniforms(t.step, false);
@@ -1168,8 +1168,10 @@ fn non_finite_values_are_zeroed_and_counted() {
 fn a_step_in_chunks_equals_the_step_in_one() {
     let mut config = config();
     config.loss.coarse_cuts = 0;
-    config.train.patches_per_batch = 64;
-    // 64 rays x 32 samples x 32-byte records per patch: 16 patches per MiB, four chunks
+    config.train.patches_per_batch = 60;
+    // 64 rays x 32 samples x 32-byte records per patch: 16 patches per MiB, 15 beside the room the
+    // probes keep (one group's here): four chunks
+    config.loss.probes = 1;
     let dataset = random_dataset(4, 24, 31);
     // clipping on: the gradient's norm comes from grad_norm in one chunk, grad_norm_blocks in four
     config.stability.clip_grad_norm = 1e-4;
@@ -1434,17 +1436,26 @@ fn terms_at_lambda_zero_are_not_dispatched() {
     let mut config = config();
     config.schedule.regularization_start_steps = 0;
     config.schedule.geometric_warmup_steps = 0;
+    config.schedule.override_consistency = Some(1.0);
     let mut counts = Vec::new();
+    let mut probes = Vec::new();
     for lambda in [0.0, 0.1] {
         config.loss.lambda_tv = lambda;
         config.loss.lambda_sparsity = lambda;
         config.loss.lambda_ssim = lambda;
         config.loss.lambda_depth_consistency = lambda;
+        config.loss.lambda_normal_consistency = lambda;
+        config.loss.lambda_density_consistency = lambda;
+        config.loss.lambda_seam = lambda;
         let mut f = Fixture::new(common::gpu(), config.clone(), 12);
+        probes.push(f.batch().probe_groups);
         f.trainer.run_step(&f.plan.clone(), None).unwrap();
         counts.push(f.trainer.last_dispatches);
     }
-    assert_eq!(counts[1], counts[0] + 4, "dispatches per step: {counts:?}");
+    // tv, sparsity, ssim, depth consistency; the probes and their losses
+    assert_eq!(counts[1], counts[0] + 6, "dispatches per step: {counts:?}");
+    // loss.probes (1024) capped at one per ray of the chunk (4 patches of 8 x 8)
+    assert_eq!(probes, [0, 256], "probe groups");
 }
 
 /// The trainer weighs each term by lambda x its group's schedule multiplier x its balancer weight
@@ -1631,4 +1642,115 @@ fn large_transfers_arrive_whole() {
     let back = gpu.read::<u32>(&buffer, n).unwrap();
     assert_eq!(&back[..offset], &values[..offset]);
     assert_eq!(&back[offset..], patch);
+}
+
+/// probes.wgsl and loss_probes.wgsl against their references on the cameras' depth-2 tree, then
+/// field_backward with the probes among the samples: the probe groups (points, nodes, steps), their
+/// ranks among their nodes' samples, the field at them, each group's values and gradients, and the
+/// parameter gradients of the whole batch.
+#[test]
+fn probes_and_their_losses_match_reference() {
+    let mut config = config();
+    config.loss.lambda_normal_consistency = 0.3;
+    config.loss.lambda_density_consistency = 0.7;
+    config.loss.lambda_seam = 0.5;
+    config.loss.probes = 96;
+    config.schedule.override_geometric = Some(1.0);
+    config.schedule.override_regularization = Some(1.0);
+    config.schedule.override_consistency = Some(1.0);
+    let f = Fixture::new(common::gpu(), config, 7);
+    let t = &f.trainer;
+    let params = to_f64(&f.randomize_params(13));
+    f.forward();
+    let batch = f.batch();
+    assert_eq!((batch.probe_groups, batch.probe_kinds), (96, 3));
+    let n = f.n_samples();
+    let total = n + 96 * cpu::PROBES_PER_GROUP;
+    let samples: Vec<Sample> = f.read(&t.train.samples, total);
+    let rays = f.rays();
+    let cpu_probes = cpu::probes(&batch, &samples[..n], &t.octree);
+    let (mut stencils, mut seams) = (0, 0);
+    for (k, (g, c)) in samples[n..].iter().zip(&cpu_probes).enumerate() {
+        assert_eq!(g.node, c.node, "probe {k}: {g:?} vs {c:?}");
+        if c.node != cpu::NO_NODE {
+            assert_eq!(
+                (g.ray, g.delta.to_bits(), g.pos.map(f32::to_bits)),
+                (c.ray, c.delta.to_bits(), c.pos.map(f32::to_bits)),
+                "probe {k}"
+            );
+            stencils += usize::from(k % cpu::PROBES_PER_GROUP == 0);
+            seams += usize::from(k % cpu::PROBES_PER_GROUP == 14);
+        }
+    }
+    assert!(stencils > 80 && seams > 30, "{stencils} stencils and {seams} seams of 96 groups");
+    // a stencil's child is below its parent; a seam joins two nodes of one depth
+    for group in cpu_probes.chunks(cpu::PROBES_PER_GROUP) {
+        if group[0].node != cpu::NO_NODE {
+            assert_eq!(t.octree.nodes[group[0].node as usize].parent, group[7].node);
+        }
+        if group[14].node != cpu::NO_NODE {
+            let (a, b) = (&t.octree.nodes[group[14].node as usize], &t.octree.nodes[group[15].node as usize]);
+            assert!(a.depth == b.depth && group[14].node != group[15].node);
+        }
+    }
+
+    // counts and ranks cover ray samples and probes alike
+    let n_nodes = t.octree.nodes.len();
+    let counts: Vec<u32> = f.read(&t.train.node_counts, n_nodes);
+    assert_eq!(counts, cpu::node_counts(&samples, n_nodes), "node counts");
+    let mut ranks: Vec<Vec<u32>> = vec![Vec::new(); n_nodes];
+    for s in active(&samples) {
+        ranks[samples[s].node as usize].push(samples[s].rank);
+    }
+    for (node, r) in ranks.iter_mut().enumerate() {
+        r.sort_unstable();
+        assert!(r.iter().copied().eq(0..counts[node]), "ranks of node {node}");
+    }
+
+    // the field at the probes
+    let max_density = f64::from(t.config.field.max_density);
+    let field: Vec<[f64; 4]> = f.read::<[f32; 4]>(&t.train.field_out, total).iter().map(|v| v.map(f64::from)).collect();
+    let cpu_field = cpu::field_forward(&t.layout, &params, &t.octree, &samples, &rays, max_density);
+    for s in active(&samples).filter(|&s| s >= n) {
+        for k in 0..4 {
+            let (g, c) = (field[s][k], cpu_field[s][k]);
+            assert!((g - c).abs() <= 2e-5 * (1.0 + c.abs()), "probe {} output {k}: {g} vs {c}", s - n);
+        }
+    }
+
+    // the losses on them, from the device's field
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let loss = f.loss();
+    assert_eq!(loss.inv_probes, 1.0 / 96.0);
+    let (cpu_grads, cpu_values) = cpu::loss_probes(&loss, &samples[n..], &field[n..]);
+    let grads: Vec<[f32; 4]> = f.read(&t.train.sample_grads, total);
+    let scale = cpu_grads.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (k, (g, c)) in grads[n..].iter().zip(&cpu_grads).enumerate() {
+        for i in 0..4 {
+            assert!((f64::from(g[i]) - c[i]).abs() <= 1e-4 * scale, "probe {k} gradient {i}: {} vs {}", g[i], c[i]);
+        }
+    }
+    let losses = to_f64(&f.read::<f32>(&t.train.losses, f.slots() * LOSS_TERMS));
+    let terms = [cpu::TERM_NORMAL_CONSISTENCY, cpu::TERM_DENSITY_CONSISTENCY, cpu::TERM_SEAM];
+    for (g, values) in cpu_values.iter().enumerate() {
+        for (i, &term) in terms.iter().enumerate() {
+            let got = losses[term * f.slots() + g];
+            assert!(
+                (got - values[i]).abs() <= 1e-5 * (values[i].abs() + 1e-3),
+                "group {g} term {term}: {got} vs {}",
+                values[i]
+            );
+        }
+    }
+    let sums = terms.map(|term| losses[term * f.slots()..(term + 1) * f.slots()].iter().sum::<f64>());
+    assert!(sums.iter().all(|&v| v > 0.0), "every term has a value: {sums:?}");
+
+    // field_backward over ray samples and probes alike
+    f.backward();
+    let sample_grads: Vec<[f64; 4]> =
+        f.read::<[f32; 4]>(&t.train.sample_grads, total).iter().map(|v| v.map(f64::from)).collect();
+    let cpu_param_grads =
+        cpu::field_backward(&t.layout, &params, &t.octree, &samples, &rays, &sample_grads, max_density);
+    cpu::assert_close_per_tensor("field_backward with probes", &t.layout, &f.grads(), &cpu_param_grads, 1e-4);
 }

@@ -1,5 +1,5 @@
 //! `infnerf eval --levels`: every tree cut at its pyramid scale, the depth agreement of adjacent cuts
-//! and the finest cut's depth error against the generated scene's ground-truth depth.
+//! and the finest cut's depth and normal errors against the generated scene's ground truth.
 
 #[path = "common/temp_dir.rs"]
 mod temp_dir;
@@ -56,6 +56,13 @@ fn levels_report_covers_every_cut_and_the_ground_truth_depth() {
     assert_eq!(depth.pixels + depth.not_opaque, surface_pixels(&scene, 3));
     assert!(depth.pixels > 0, "{depth:?}");
     assert!(depth.mean_abs_error.is_finite() && depth.mean_rel_error.is_finite());
+    // the normals of the finest cut's depth map against the truth's, at the pixels compared for depth
+    // that have a normal on both sides (a lone pixel has no neighbour to take differences with)
+    let normals = levels.normals.expect("the generated scene has ground-truth normals");
+    assert!(normals.pixels <= depth.pixels && 10 * normals.pixels >= 9 * depth.pixels, "{normals:?} {depth:?}");
+    eprintln!("normal angle error after 150 steps: {normals:?}");
+    assert!(normals.mean_angle_deg.is_finite() && normals.mean_angle_deg < 60.0, "{normals:?}");
+    assert!((0.0..=1.0).contains(&normals.within_10_deg));
 
     // a depth file without its scale is refused, naming the frame and field
     let file = scene.join("transforms_test.json");

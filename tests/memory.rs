@@ -75,3 +75,48 @@ fn under_a_roomy_budget_the_chunk_grows_to_the_whole_step() {
     assert_eq!(trainer.chunk_patches, 8, "x1.2 at each read below 70% of the budget, up to the step");
     assert_eq!(trainer.chunks(), 1);
 }
+
+/// The probe groups of the node terms are spread over a step's chunks (each chunk draws its share,
+/// at most one per ray of its smallest chunk), and their terms stay means over the step's groups.
+#[test]
+fn probes_are_spread_over_the_chunks_of_a_step() {
+    let mut config = config(2);
+    config.loss.probes = 100;
+    // 2 patches of 2x2 a chunk: 8 rays, so 4 chunks of 25 groups would not fit; 8 each
+    config.train.accumulate_steps = 4;
+    config.train.patch_size = 2;
+    assert_eq!(infnerf::trainer::probe_groups(&config, 2), 8);
+    config.train.patch_size = 8;
+    assert_eq!(infnerf::trainer::probe_groups(&config, 2), 25);
+    // 8 patches in chunks of 3, 3 and 2: the last chunk's 128 rays bound it
+    config.train.accumulate_steps = 1;
+    config.train.patches_per_batch = 8;
+    config.loss.probes = 1000;
+    assert_eq!(infnerf::trainer::probe_groups(&config, 3), 128);
+
+    let mut config = self::config(2);
+    config.train.patch_size = 8;
+    config.train.accumulate_steps = 4;
+    config.loss.probes = 100;
+    config.loss.lambda_normal_consistency = 0.01;
+    config.loss.lambda_density_consistency = 0.1;
+    config.loss.lambda_seam = 0.1;
+    config.schedule.override_geometric = Some(1.0);
+    config.schedule.override_consistency = Some(1.0);
+    config.schedule.override_regularization = Some(1.0);
+    let mut trainer = Trainer::new(common::gpu(), config, &random_dataset(4, 32, 3)).unwrap();
+    assert_eq!(trainer.chunks(), 4);
+    for _ in 0..4 {
+        trainer.step().unwrap();
+    }
+    let stats = trainer.read_stats().unwrap();
+    let term = |name: &str| stats.terms.iter().find(|(n, _)| *n == name).unwrap().1[0];
+    // a mean of 1 - cosine lies in [0, 2] (not 4x that, as a sum over the chunks' means would)
+    let normal = term("normal_consistency");
+    assert!(normal > 0.0 && normal <= 2.0, "normal consistency {normal}");
+    for name in ["density_consistency", "seam"] {
+        let value = term(name);
+        assert!(value.is_finite() && (0.0..=2.0).contains(&value), "{name} {value}");
+    }
+    assert!(stats.total.is_finite());
+}

@@ -90,7 +90,18 @@ fn training_raises_test_psnr_and_writes_every_output() {
         let loss = line["loss"].as_object().unwrap();
         assert_eq!(
             loss.keys().collect::<Vec<_>>(),
-            ["depth_consistency", "mse", "param", "sparsity", "ssim", "tv", "tv_depth"],
+            [
+                "density_consistency",
+                "depth_consistency",
+                "mse",
+                "normal_consistency",
+                "param",
+                "seam",
+                "sparsity",
+                "ssim",
+                "tv",
+                "tv_depth"
+            ],
             "{line}"
         );
         // the regularisers are off (lambda 0): not computed, reported as 0

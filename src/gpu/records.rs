@@ -7,13 +7,30 @@ use crate::gpu_struct;
 pub const MAX_CUTS: usize = 4;
 
 /// The loss terms, in the order of their rows in the per-ray loss buffer and the statistics.
-pub const LOSS_NAMES: [&str; LOSS_TERMS] = ["mse", "tv", "tv_depth", "sparsity", "ssim", "depth_consistency", "param"];
-pub const LOSS_TERMS: usize = 7;
+pub const LOSS_NAMES: [&str; LOSS_TERMS] = [
+    "mse",
+    "tv",
+    "tv_depth",
+    "sparsity",
+    "ssim",
+    "depth_consistency",
+    "param",
+    "normal_consistency",
+    "density_consistency",
+    "seam",
+];
+pub const LOSS_TERMS: usize = 10;
 
 /// Whether each term (`LOSS_NAMES` order) is a per-cut term, weighed by its cut's level weight. The
 /// consistency terms compare two cuts: they are weighed by their lambda alone, and each pair's value
 /// is kept at the coarser cut's index. The parameter L2 is the model's, at no cut (kept at index 0).
-pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false];
+/// The terms on probes (normal and density consistency, seam continuity; loss_probes.wgsl) compare
+/// nodes, not cuts: their values are kept at cut 0.
+pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false, false, false, false];
+
+/// Probes per probe group (probes.wgsl): a stencil of 7 points in a child node and the same 7 in its
+/// parent, then a point on a face shared by two nodes of one depth, in each of them.
+pub const PROBES_PER_GROUP: u32 = 16;
 
 /// Partial sums per page of the parameter L2's reduction (`param_norm`: one per workgroup).
 pub const NORM_PARTIALS: u32 = 64;
@@ -106,8 +123,12 @@ gpu_struct! {
         /// pixels, tiles row by row; the other patches stand alone
         pub group_tiles: u32,
         pub grouped_patches: u32,
-        pub _pad0: u32,
-        pub _pad1: u32,
+        /// probe groups after the ray samples (training: loss.probes spread over the step's chunks;
+        /// rendering: 0); their samples start at n_rays * n_cuts * samples_per_ray
+        pub probe_groups: u32,
+        /// which probe terms are on: bit 0 the stencils (normal and density consistency), bit 1
+        /// the seams
+        pub probe_kinds: u32,
     }
 }
 
@@ -208,6 +229,11 @@ gpu_struct! {
         pub fault: f32,
         /// each term's weight (lambda x schedule x balancer), term t at [t / 4][t % 4]
         pub lambdas: [[f32; 4]; 4],
+        /// 1 / (probe groups of the step): the mean over probe groups
+        pub inv_probes: f32,
+        pub _pad0: f32,
+        pub _pad1: f32,
+        pub _pad2: f32,
     }
 }
 

@@ -204,6 +204,7 @@ impl KernelShape {
             ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
             ("NO_CUT", crate::gpu::records::NO_CUT),
             ("NORM_PARTIALS", crate::gpu::records::NORM_PARTIALS),
+            ("PROBES_PER_GROUP", crate::gpu::records::PROBES_PER_GROUP),
             ("PER_CUT_TERMS", per_cut_terms()),
             ("COLOUR_START", l.off_w3),
             ("GRAD_TENSORS", crate::gpu::records::GRAD_TENSORS.len() as u32),

@@ -17,7 +17,8 @@ use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::kernel::Recorder;
 use crate::gpu::records::{
     guard, AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES,
-    LOSS_PER_CUT, LOSS_TERMS, MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
+    LOSS_PER_CUT, LOSS_TERMS, MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, PROBES_PER_GROUP, SANITIZED_SLOTS,
+    STATS_WORDS,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
@@ -205,8 +206,12 @@ impl Trainer {
             * u64::from(1 + config.loss.coarse_cuts)
             * u64::from(t.samples_per_ray)
             * Workspace::LARGEST_SAMPLE_RECORD;
-        // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer
-        let max_chunk = (max_buffer / per_patch).min(u64::from(t.patches_per_step())) as u32;
+        // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer beside the
+        // probes (at most loss.probes groups per chunk)
+        let probe_bytes =
+            u64::from(config.loss.probes) * u64::from(PROBES_PER_GROUP) * Workspace::LARGEST_SAMPLE_RECORD;
+        let max_chunk =
+            (max_buffer.saturating_sub(probe_bytes) / per_patch).min(u64::from(t.patches_per_step())) as u32;
         let chunk_patches = t.align_chunk(max_chunk.min(t.patches_per_micro_batch()));
         if chunk_patches == 0 {
             bail!(
@@ -324,10 +329,17 @@ impl Trainer {
             samples_per_ray: t.samples_per_ray,
             patches: chunk_patches,
             cameras,
+            probe_groups: probe_groups(config, chunk_patches),
         };
         let train = Workspace::new(gpu, kernels, model, "train", train_size)?;
-        let view_size =
-            WorkspaceSize { rays: train_size.rays * train_size.cuts, cuts: 1, patches: 0, cameras: 1, ..train_size };
+        let view_size = WorkspaceSize {
+            rays: train_size.rays * train_size.cuts,
+            cuts: 1,
+            patches: 0,
+            cameras: 1,
+            probe_groups: 0,
+            ..train_size
+        };
         let view = Workspace::new(gpu, kernels, model, "view", view_size)?;
         Ok((train, view))
     }
@@ -489,8 +501,25 @@ impl Trainer {
             group_tiles: t.group_tiles(),
             // the chunk's share of the structure patches' tiles (they come first in a step)
             grouped_patches: self.grouped_patches().saturating_sub(chunk * self.chunk_patches).min(self.chunk_patches),
-            _pad0: 0,
-            _pad1: 0,
+            probe_groups: self.probe_groups_now(&self.train),
+            probe_kinds: self.probe_kinds(step),
+        }
+    }
+
+    /// Which kinds of probes step `step` makes (`Batch::probe_kinds`): bit 0 the stencils (normal
+    /// and density consistency), bit 1 the seams; a kind whose terms weigh 0 costs nothing.
+    pub fn probe_kinds(&self, step: u32) -> u32 {
+        let on = |name: &str| self.term_weight(name, step) > 0.0;
+        u32::from(on("normal_consistency") || on("density_consistency")) | u32::from(on("seam")) << 1
+    }
+
+    /// The probe groups of a chunk of the current step in `ws` (0 while no term on probes weighs
+    /// more than 0, and always in the view workspace).
+    pub fn probe_groups_now(&self, ws: &Workspace) -> u32 {
+        if self.probe_kinds(self.step) == 0 {
+            0
+        } else {
+            ws.size.probe_groups
         }
     }
 
@@ -634,6 +663,8 @@ impl Trainer {
             huber_delta: self.config.loss.huber_delta,
             fault: self.fault.map_or(1.0, |f| f.loss_factor(step)),
             lambdas,
+            inv_probes: 1.0 / (self.train.size.probe_groups * self.chunks()).max(1) as f32,
+            ..Default::default()
         }
     }
 
@@ -747,13 +778,18 @@ impl Trainer {
         rec.dispatch(&k.render_forward, &g.render_forward, rays * cuts);
     }
 
-    /// samples -> node_scan -> scatter: the samples and the node-sorted list of active ones.
+    /// samples (-> probes) -> node_scan -> scatter: the samples and the node-sorted list of active
+    /// ones.
     pub fn record_samples(&self, rec: &mut Recorder, ws: &Workspace, samples: u32) {
         let k = &self.kernels;
+        let probes = self.probe_groups_now(ws);
         rec.clear(&ws.node_counts);
         rec.dispatch(&k.samples, &ws.groups.samples, samples);
+        if probes > 0 {
+            rec.dispatch(&k.probes, &ws.groups.probes, probes);
+        }
         rec.dispatch_groups(&k.node_scan, &ws.groups.node_scan, 1, 1);
-        rec.dispatch(&k.scatter, &ws.groups.scatter, samples);
+        rec.dispatch(&k.scatter, &ws.groups.scatter, samples + probes * PROBES_PER_GROUP);
     }
 
     /// The loss passes: each adds its dLoss/d(output) to the slots' gradients.
@@ -773,6 +809,10 @@ impl Trainer {
         }
         if self.term_weight("depth_consistency", self.step) > 0.0 {
             rec.dispatch(&k.loss_depth_consistency, &g.loss_depth_consistency, slots);
+        }
+        let probes = self.probe_groups_now(ws);
+        if probes > 0 {
+            rec.dispatch(&k.loss_probes, &g.loss_probes, probes);
         }
     }
 
@@ -1069,8 +1109,8 @@ impl Trainer {
             random_background: 0,
             group_tiles: 1,
             grouped_patches: 0,
-            _pad0: 0,
-            _pad1: 0,
+            probe_groups: 0,
+            probe_kinds: 0,
         };
         self.gpu.write(&ws.batch, &[batch]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(self.step, false)]);
@@ -1128,6 +1168,17 @@ pub fn step_seed(seed: u64, step: u32) -> u32 {
 fn pack_rgba8(rgb: &[f32], alpha: f32) -> u32 {
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u32;
     q(rgb[0]) | (q(rgb[1]) << 8) | (q(rgb[2]) << 16) | (q(alpha) << 24)
+}
+
+/// Probe groups per chunk of a step in chunks of `chunk_patches` patches: loss.probes spread over the
+/// chunks, at most one per ray of the smallest chunk (a group's values are kept at a ray's slot).
+pub fn probe_groups(config: &Config, chunk_patches: u32) -> u32 {
+    let t = &config.train;
+    let patches = t.patches_per_step();
+    let chunk_patches = chunk_patches.clamp(1, patches.max(1));
+    let chunks = patches.div_ceil(chunk_patches).max(1);
+    let last = patches - (chunks - 1) * chunk_patches;
+    config.loss.probes.div_ceil(chunks).min(last * t.patch_size * t.patch_size)
 }
 
 /// Row of the parameter L2 among `LOSS_NAMES`.

@@ -3,13 +3,13 @@
 //! another, so a render never touches what a training step in flight reads or writes.
 
 use crate::gpu::records::{
-    Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS,
+    Batch, GpuCamera, LossUniforms, Patch, Ray, RayGrad, RayOutput, Sample, Sampling, LOSS_TERMS, PROBES_PER_GROUP,
 };
 use crate::gpu::Gpu;
 use crate::kernels::{
-    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, GradNormBindings, Kernels, LossSparsityBindings,
-    LossStatsBindings, NodeScanBindings, RayLossBindings, RaysBindings, RenderBackwardBindings, RenderForwardBindings,
-    SamplesBindings, ScatterBindings,
+    AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, GradNormBindings, Kernels, LossProbesBindings,
+    LossSparsityBindings, LossStatsBindings, NodeScanBindings, ProbesBindings, RayLossBindings, RaysBindings,
+    RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
@@ -26,6 +26,8 @@ pub struct WorkspaceSize {
     pub patches: u32,
     /// Cameras the batch may use.
     pub cameras: u32,
+    /// Probe groups a batch may have (training with a term on probes; else 0).
+    pub probe_groups: u32,
 }
 
 impl WorkspaceSize {
@@ -33,8 +35,9 @@ impl WorkspaceSize {
         u64::from(self.rays) * u64::from(self.cuts)
     }
 
+    /// Ray samples and probes.
     pub fn samples(&self) -> u64 {
-        self.slots() * u64::from(self.samples_per_ray)
+        self.slots() * u64::from(self.samples_per_ray) + u64::from(self.probe_groups) * u64::from(PROBES_PER_GROUP)
     }
 }
 
@@ -69,6 +72,7 @@ pub struct Workspace {
 pub struct Groups {
     pub rays: wgpu::BindGroup,
     pub samples: wgpu::BindGroup,
+    pub probes: wgpu::BindGroup,
     pub node_scan: wgpu::BindGroup,
     pub scatter: wgpu::BindGroup,
     pub field_forward: Vec<wgpu::BindGroup>,
@@ -78,6 +82,7 @@ pub struct Groups {
     pub loss_ssim: wgpu::BindGroup,
     pub loss_depth_consistency: wgpu::BindGroup,
     pub loss_sparsity: wgpu::BindGroup,
+    pub loss_probes: wgpu::BindGroup,
     pub render_backward: wgpu::BindGroup,
     pub field_backward: Vec<wgpu::BindGroup>,
     pub adam_nodes: Vec<wgpu::BindGroup>,
@@ -142,6 +147,10 @@ impl Workspace {
                     node_counts: &node_counts,
                 },
             ),
+            probes: kernels.probes.bind(
+                gpu,
+                &ProbesBindings { batch: &batch, nodes: &model.nodes, samples: &samples, node_counts: &node_counts },
+            ),
             node_scan: kernels.node_scan.bind(
                 gpu,
                 &NodeScanBindings {
@@ -201,6 +210,17 @@ impl Workspace {
             loss_sparsity: kernels.loss_sparsity.bind(
                 gpu,
                 &LossSparsityBindings {
+                    batch: &batch,
+                    loss: &loss,
+                    samples: &samples,
+                    field_out: &field_out,
+                    sample_grads: &sample_grads,
+                    losses: &losses,
+                },
+            ),
+            loss_probes: kernels.loss_probes.bind(
+                gpu,
+                &LossProbesBindings {
                     batch: &batch,
                     loss: &loss,
                     samples: &samples,

@@ -1083,3 +1083,157 @@ impl Guard {
         GuardStep { norm, skip: false, scale, anomaly: 0 }
     }
 }
+
+pub const TERM_NORMAL_CONSISTENCY: usize = 7;
+pub const TERM_DENSITY_CONSISTENCY: usize = 8;
+pub const TERM_SEAM: usize = 9;
+pub const PROBES_PER_GROUP: usize = 16;
+pub const NORMAL_EPSILON: f64 = 0.05;
+
+/// probes.wgsl: the batch's probe groups (PROBES_PER_GROUP samples each, after the ray samples), from
+/// the batch's ray samples `samples`; ranks left 0 (the atomics' order).
+pub fn probes(batch: &Batch, samples: &[Sample], octree: &Octree) -> Vec<Sample> {
+    let ray_samples = batch.n_rays * batch.n_cuts * batch.samples_per_ray;
+    let none = Sample { node: NO_NODE, ..Default::default() };
+    let mut out = vec![none; batch.probe_groups as usize * PROBES_PER_GROUP];
+    for g in 0..batch.probe_groups {
+        let index = g + batch.ray_offset;
+        let group = &mut out[g as usize * PROBES_PER_GROUP..(g as usize + 1) * PROBES_PER_GROUP];
+        let source = (0..4).find_map(|t| {
+            let s = ((rand01(batch.seed, 30 + t, index) * ray_samples as f32) as u32).min(ray_samples - 1);
+            let node = samples[s as usize].node;
+            (node != NO_NODE && octree.nodes[node as usize].depth > 0).then_some(samples[s as usize])
+        });
+        let Some(source) = source else { continue };
+        let node = &octree.nodes[source.node as usize];
+        let probe =
+            |pos: [f32; 3], node: u32, h: f32| Sample { pos, node, delta: h, ray: source.ray, ..Default::default() };
+        if batch.probe_kinds & 1 != 0 {
+            let h = node.gsd;
+            let centre = [0, 1, 2].map(|a| source.pos[a].max(node.min[a] + h).min(node.min[a] + (node.edge - h)));
+            for k in 0..7 {
+                let mut p = centre;
+                if k > 0 {
+                    p[(k - 1) / 2] += h * if k % 2 == 0 { 1.0 } else { -1.0 };
+                }
+                group[k] = probe(p, source.node, h);
+                group[7 + k] = probe(p, node.parent, h);
+            }
+        }
+        if batch.probe_kinds & 2 != 0 {
+            let axis = ((rand01(batch.seed, 34, index) * 3.0) as usize).min(2);
+            let upper = rand01(batch.seed, 35, index) < 0.5;
+            let mut face = source.pos;
+            face[axis] = node.min[axis] + if upper { node.edge } else { 0.0 };
+            let mut beyond = face;
+            beyond[axis] += if upper { 0.25 } else { -0.25 } * node.edge;
+            if beyond[axis].abs() < 1.0 {
+                let other = octree.level_node(beyond, 0.0, node.depth);
+                if octree.nodes[other as usize].depth == node.depth {
+                    group[14] = probe(face, source.node, node.gsd);
+                    group[15] = probe(face, other, node.gsd);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// loss_probes.wgsl's soft unit vector: (g / s, s) with s = sqrt(|g|^2 + eps^2).
+fn soft_normal(g: [f64; 3]) -> ([f64; 3], f64) {
+    let s = (g.iter().map(|v| v * v).sum::<f64>() + NORMAL_EPSILON * NORMAL_EPSILON).sqrt();
+    (g.map(|v| v / s), s)
+}
+
+/// The three probe terms of one group, unweighted: (normal, density, seam) consistency, from the
+/// (rgb, sigma) of its probes; a part whose first probe is NO_NODE is 0.
+pub fn probe_group_terms(group: &[Sample], field: &[[f64; 4]]) -> [f64; 3] {
+    let mut terms = [0.0; 3];
+    if group[0].node != NO_NODE {
+        let h = f64::from(group[0].delta);
+        let a: Vec<f64> = (0..14).map(|k| 1.0 - (-field[k][3] * h).exp()).collect();
+        let mean = a[..7].iter().sum::<f64>() / 7.0;
+        terms[1] = (mean - a[7]).powi(2);
+        let gradient = |o: usize| [0, 1, 2].map(|axis| a[o + 2 + 2 * axis] - a[o + 1 + 2 * axis]);
+        let (child, _) = soft_normal(gradient(0));
+        let (parent, _) = soft_normal(gradient(7));
+        terms[0] = 1.0 - (0..3).map(|i| child[i] * parent[i]).sum::<f64>();
+    }
+    if group[14].node != NO_NODE {
+        let h = f64::from(group[14].delta);
+        let (a1, a2) = (1.0 - (-field[14][3] * h).exp(), 1.0 - (-field[15][3] * h).exp());
+        let c = (0..3).map(|i| (field[14][i] - field[15][i]).powi(2)).sum::<f64>() / 3.0;
+        terms[2] = (a1 - a2).powi(2) + 0.5 * (a1 + a2) * c;
+    }
+    terms
+}
+
+/// The weighted probe loss of a batch: sum over groups of the terms x their weights x inv_probes.
+/// `probes` and `field` cover the probe slots only.
+pub fn weighted_probe_loss(loss: &LossUniforms, probes: &[Sample], field: &[[f64; 4]]) -> f64 {
+    let lambda = |t: usize| f64::from(loss.lambdas[t / 4][t % 4]);
+    let weights = [lambda(TERM_NORMAL_CONSISTENCY), lambda(TERM_DENSITY_CONSISTENCY), lambda(TERM_SEAM)];
+    probes
+        .chunks(PROBES_PER_GROUP)
+        .zip(field.chunks(PROBES_PER_GROUP))
+        .map(|(group, f)| {
+            let terms = probe_group_terms(group, f);
+            (0..3).map(|t| terms[t] * weights[t]).sum::<f64>()
+        })
+        .sum::<f64>()
+        * f64::from(loss.inv_probes)
+}
+
+/// loss_probes.wgsl: (dLoss/d(rgb, sigma) per probe, per group the values (normal, density, seam)
+/// times inv_probes). The gradient is derived by hand, as the kernel's (tests/gradients.rs checks it
+/// against finite differences of `weighted_probe_loss`).
+pub fn loss_probes(loss: &LossUniforms, probes: &[Sample], field: &[[f64; 4]]) -> (Vec<[f64; 4]>, Vec<[f64; 3]>) {
+    let lambda = |t: usize| f64::from(loss.lambdas[t / 4][t % 4]);
+    let inv = f64::from(loss.inv_probes);
+    let mut grads = vec![[0.0; 4]; probes.len()];
+    let mut values = Vec::new();
+    for (g, (group, f)) in probes.chunks(PROBES_PER_GROUP).zip(field.chunks(PROBES_PER_GROUP)).enumerate() {
+        let grads = &mut grads[g * PROBES_PER_GROUP..(g + 1) * PROBES_PER_GROUP];
+        if group[0].node != NO_NODE {
+            let h = f64::from(group[0].delta);
+            let a: Vec<f64> = (0..14).map(|k| 1.0 - (-f[k][3] * h).exp()).collect();
+            let mut d_a = [0.0; 14];
+            let e = a[..7].iter().sum::<f64>() / 7.0 - a[7];
+            for d in &mut d_a[..7] {
+                *d = lambda(TERM_DENSITY_CONSISTENCY) * 2.0 * e / 7.0;
+            }
+            d_a[7] = -lambda(TERM_DENSITY_CONSISTENCY) * 2.0 * e;
+            let gradient = |o: usize| [0, 1, 2].map(|axis| a[o + 2 + 2 * axis] - a[o + 1 + 2 * axis]);
+            let (child, s_child) = soft_normal(gradient(0));
+            let (parent, s_parent) = soft_normal(gradient(7));
+            let dot: f64 = (0..3).map(|i| child[i] * parent[i]).sum();
+            for axis in 0..3 {
+                let d_child = -lambda(TERM_NORMAL_CONSISTENCY) * (parent[axis] - child[axis] * dot) / s_child;
+                let d_parent = -lambda(TERM_NORMAL_CONSISTENCY) * (child[axis] - parent[axis] * dot) / s_parent;
+                d_a[2 + 2 * axis] += d_child;
+                d_a[1 + 2 * axis] -= d_child;
+                d_a[9 + 2 * axis] += d_parent;
+                d_a[8 + 2 * axis] -= d_parent;
+            }
+            for k in 0..14 {
+                grads[k][3] = d_a[k] * h * (-f[k][3] * h).exp() * inv;
+            }
+        }
+        if group[14].node != NO_NODE {
+            let h = f64::from(group[14].delta);
+            let (a1, a2) = (1.0 - (-f[14][3] * h).exp(), 1.0 - (-f[15][3] * h).exp());
+            let d: Vec<f64> = (0..3).map(|i| f[14][i] - f[15][i]).collect();
+            let c = d.iter().map(|v| v * v).sum::<f64>() / 3.0;
+            let m = 0.5 * (a1 + a2);
+            let w = lambda(TERM_SEAM) * inv;
+            grads[14][3] = w * (2.0 * (a1 - a2) + 0.5 * c) * h * (-f[14][3] * h).exp();
+            grads[15][3] = w * (-2.0 * (a1 - a2) + 0.5 * c) * h * (-f[15][3] * h).exp();
+            for i in 0..3 {
+                grads[14][i] = w * m * 2.0 * d[i] / 3.0;
+                grads[15][i] = -w * m * 2.0 * d[i] / 3.0;
+            }
+        }
+        values.push(probe_group_terms(group, f).map(|v| v * inv));
+    }
+    (grads, values)
+}
