@@ -1651,13 +1651,8 @@ fn large_transfers_arrive_whole() {
 #[test]
 fn probes_and_their_losses_match_reference() {
     let mut config = config();
-    config.loss.lambda_normal_consistency = 0.3;
-    config.loss.lambda_density_consistency = 0.7;
-    config.loss.lambda_seam = 0.5;
+    common::probe_terms_on(&mut config, [0.3, 0.7, 0.5]);
     config.loss.probes = 96;
-    config.schedule.override_geometric = Some(1.0);
-    config.schedule.override_regularization = Some(1.0);
-    config.schedule.override_consistency = Some(1.0);
     let f = Fixture::new(common::gpu(), config, 7);
     let t = &f.trainer;
     let params = to_f64(&f.randomize_params(13));

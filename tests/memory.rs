@@ -98,12 +98,7 @@ fn probes_are_spread_over_the_chunks_of_a_step() {
     config.train.patch_size = 8;
     config.train.accumulate_steps = 4;
     config.loss.probes = 100;
-    config.loss.lambda_normal_consistency = 0.01;
-    config.loss.lambda_density_consistency = 0.1;
-    config.loss.lambda_seam = 0.1;
-    config.schedule.override_geometric = Some(1.0);
-    config.schedule.override_consistency = Some(1.0);
-    config.schedule.override_regularization = Some(1.0);
+    common::probe_terms_on(&mut config, [0.01, 0.1, 0.1]);
     let mut trainer = Trainer::new(common::gpu(), config, &random_dataset(4, 32, 3)).unwrap();
     assert_eq!(trainer.chunks(), 4);
     for _ in 0..4 {

@@ -501,7 +501,7 @@ impl Trainer {
             group_tiles: t.group_tiles(),
             // the chunk's share of the structure patches' tiles (they come first in a step)
             grouped_patches: self.grouped_patches().saturating_sub(chunk * self.chunk_patches).min(self.chunk_patches),
-            probe_groups: self.probe_groups_now(&self.train),
+            probe_groups: self.probe_groups_at(&self.train, step),
             probe_kinds: self.probe_kinds(step),
         }
     }
@@ -513,10 +513,10 @@ impl Trainer {
         u32::from(on("normal_consistency") || on("density_consistency")) | u32::from(on("seam")) << 1
     }
 
-    /// The probe groups of a chunk of the current step in `ws` (0 while no term on probes weighs
-    /// more than 0, and always in the view workspace).
-    pub fn probe_groups_now(&self, ws: &Workspace) -> u32 {
-        if self.probe_kinds(self.step) == 0 {
+    /// The probe groups of a chunk of step `step` in `ws` (0 while no term on probes weighs more
+    /// than 0, and always in the view workspace).
+    pub fn probe_groups_at(&self, ws: &Workspace, step: u32) -> u32 {
+        if self.probe_kinds(step) == 0 {
             0
         } else {
             ws.size.probe_groups
@@ -782,7 +782,7 @@ impl Trainer {
     /// ones.
     pub fn record_samples(&self, rec: &mut Recorder, ws: &Workspace, samples: u32) {
         let k = &self.kernels;
-        let probes = self.probe_groups_now(ws);
+        let probes = self.probe_groups_at(ws, self.step);
         rec.clear(&ws.node_counts);
         rec.dispatch(&k.samples, &ws.groups.samples, samples);
         if probes > 0 {
@@ -810,7 +810,7 @@ impl Trainer {
         if self.term_weight("depth_consistency", self.step) > 0.0 {
             rec.dispatch(&k.loss_depth_consistency, &g.loss_depth_consistency, slots);
         }
-        let probes = self.probe_groups_now(ws);
+        let probes = self.probe_groups_at(ws, self.step);
         if probes > 0 {
             rec.dispatch(&k.loss_probes, &g.loss_probes, probes);
         }

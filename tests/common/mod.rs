@@ -70,6 +70,17 @@ pub fn tiny_config() -> Config {
 }
 
 /// Largest absolute difference, and the largest magnitude of the reference.
+/// Turns on the terms on probes with weights (normal, density, seam consistency), each at full
+/// weight from the first step (their schedule groups overridden to 1).
+pub fn probe_terms_on(config: &mut Config, [normal, density, seam]: [f32; 3]) {
+    config.loss.lambda_normal_consistency = normal;
+    config.loss.lambda_density_consistency = density;
+    config.loss.lambda_seam = seam;
+    config.schedule.override_geometric = Some(1.0);
+    config.schedule.override_regularization = Some(1.0);
+    config.schedule.override_consistency = Some(1.0);
+}
+
 pub fn max_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
