@@ -69,3 +69,9 @@ fn structure_ray(s: Structure, pixel: vec2<u32>) -> u32 {
     let tile = (pixel.y / p) * s.tiles + pixel.x / p;
     return (s.first_patch + tile) * p * p + (pixel.y % p) * p + pixel.x % p;
 }
+
+// The ray at pixel `pixel` of the chunk's structure patch `square` (they come first in a chunk).
+fn square_ray(square: u32, pixel: vec2<u32>) -> u32 {
+    let m = batch.group_tiles;
+    return structure_ray(Structure(vec2<u32>(0u), m * batch.patch_size, square * m * m, m), pixel);
+}

@@ -3,7 +3,7 @@
 use crate::loss_weights::{find_term_group, Group, TERM_GROUPS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Largest `data.downscale`: beyond it the images of any real capture are a few pixels wide.
 pub const MAX_DOWNSCALE: u32 = 64;
@@ -256,6 +256,13 @@ pub struct LossConfig {
     /// the step's chunks, at most one per ray of a chunk. Made only while one of them weighs more
     /// than 0.
     pub probes: u32,
+    /// Weight of LPIPS (AlexNet) between the rendered structure patches and their targets, per cut;
+    /// needs `lpips_weights` and train.structure_patches of at least 31 pixels a side. Without a
+    /// weights file the term is reported unavailable and weighs 0.
+    pub lambda_lpips: f32,
+    /// The LPIPS network's weights: a safetensors file (scripts/convert_lpips.py converts the
+    /// official LPIPS heads and torchvision's AlexNet). Relative to the config file.
+    pub lpips_weights: Option<PathBuf>,
     /// The smooth-L1 threshold of the depth consistency, in scene units (the scene is the cube
     /// [-1, 1]^3): differences below it are squared, above it linear.
     pub huber_delta: f32,
@@ -282,6 +289,8 @@ impl Default for LossConfig {
             lambda_density_consistency: 0.0,
             lambda_seam: 0.0,
             probes: 1024,
+            lambda_lpips: 0.0,
+            lpips_weights: None,
             huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
@@ -564,7 +573,7 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 35] = [
+pub const LIVE_SETTINGS: [&str; 36] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
@@ -575,6 +584,7 @@ pub const LIVE_SETTINGS: [&str; 35] = [
     "loss.lambda_normal_consistency",
     "loss.lambda_density_consistency",
     "loss.lambda_seam",
+    "loss.lambda_lpips",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -639,7 +649,14 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Self::from_toml(&text, &file)
+        let mut config = Self::from_toml(&text, &file)?;
+        // files a config names are relative to it
+        if let (Some(weights), Some(dir)) = (&config.loss.lpips_weights, path.parent()) {
+            if weights.is_relative() {
+                config.loss.lpips_weights = Some(dir.join(weights));
+            }
+        }
+        Ok(config)
     }
 
     /// Parses and validates; `file` names the source in errors.
@@ -793,6 +810,7 @@ impl Config {
             ("loss.lambda_normal_consistency", l.lambda_normal_consistency),
             ("loss.lambda_density_consistency", l.lambda_density_consistency),
             ("loss.lambda_seam", l.lambda_seam),
+            ("loss.lambda_lpips", l.lambda_lpips),
         ] {
             if !(lambda.is_finite() && lambda >= 0.0) {
                 return bad(field, "must be a number >= 0");
@@ -816,6 +834,21 @@ impl Config {
         }
         if !(l.huber_delta.is_finite() && l.huber_delta > 0.0) {
             return bad("loss.huber_delta", "must be a number > 0");
+        }
+        if l.lambda_lpips > 0.0
+            && l.lpips_weights.is_some()
+            && !(t.structure_patches > 0 && t.structure_patch_size >= crate::lpips::MIN_SIZE)
+        {
+            return bad(
+                "loss.lambda_lpips",
+                &format!(
+                    "LPIPS runs on the structure patches, and its network needs at least {} pixels a side: \
+                     set train.structure_patches > 0 and train.structure_patch_size >= 32 (now {} of {})",
+                    crate::lpips::MIN_SIZE,
+                    t.structure_patches,
+                    t.structure_patch_size
+                ),
+            );
         }
         if !(1..=65536).contains(&l.probes) {
             return bad("loss.probes", "must be in 1..=65536");
@@ -884,6 +917,7 @@ impl Config {
             "normal_consistency" => self.loss.lambda_normal_consistency,
             "density_consistency" => self.loss.lambda_density_consistency,
             "seam" => self.loss.lambda_seam,
+            "lpips" => self.loss.lambda_lpips,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -903,6 +937,7 @@ impl Config {
             "loss.lambda_normal_consistency" => changed.loss.lambda_normal_consistency = value as f32,
             "loss.lambda_density_consistency" => changed.loss.lambda_density_consistency = value as f32,
             "loss.lambda_seam" => changed.loss.lambda_seam = value as f32,
+            "loss.lambda_lpips" => changed.loss.lambda_lpips = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -988,6 +1023,7 @@ impl Config {
             "loss.lambda_normal_consistency" => f64::from(self.loss.lambda_normal_consistency),
             "loss.lambda_density_consistency" => f64::from(self.loss.lambda_density_consistency),
             "loss.lambda_seam" => f64::from(self.loss.lambda_seam),
+            "loss.lambda_lpips" => f64::from(self.loss.lambda_lpips),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

@@ -6,8 +6,8 @@
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
 use crate::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample,
-    Sampling, Scene,
+    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, LpipsUniforms, NetBatch, NetStage, Page, Patch, Ray,
+    RayGrad, RayOutput, Sample, Sampling, Scene,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::Gpu;
@@ -173,6 +173,116 @@ ray_loss! {
 ray_loss! {
     /// Depth agreement (smooth L1) of each rendered cut with the next finer one.
     LossDepthConsistency, use RayLossBindings = "loss_depth_consistency"
+}
+
+kernel! {
+    /// LPIPS's input: the chunk's structure patches, rendered at each cut and their targets, scaled.
+    pub struct LpipsInput, LpipsInputBindings = "lpips_input" {
+        includes: [RayLoss],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            lpips: Uniform LpipsUniforms,
+            rays: Read [Ray],
+            outputs: Read [RayOutput],
+            /// every tensor of every image (`lpips::Plan`)
+            acts: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// A convolution and its ReLU (one `NetStage`), forward over a network's images.
+    pub struct Conv, ConvBindings = "conv" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform NetBatch,
+            stage: Uniform NetStage,
+            weights: Read [f32],
+            acts: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// A max pool (one `NetStage`), forward (bound as the convolutions are; no weights read).
+    pub struct MaxPool, use ConvBindings = "max_pool" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform NetBatch,
+            stage: Uniform NetStage,
+            weights: Read [f32],
+            acts: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// A convolution and its ReLU, backward to its input's gradient.
+    pub struct ConvBackward, ConvBackwardBindings = "conv_backward" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform NetBatch,
+            stage: Uniform NetStage,
+            weights: Read [f32],
+            acts: Read [f32],
+            /// dL/d(every tensor), laid out as `acts`
+            act_grads: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// A max pool, backward to its input's gradient.
+    pub struct MaxPoolBackward, use ConvBackwardBindings = "max_pool_backward" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform NetBatch,
+            stage: Uniform NetStage,
+            weights: Read [f32],
+            acts: Read [f32],
+            act_grads: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// LPIPS's linear heads: each render's distance per position, and its gradient to the features.
+    pub struct LpipsHead, LpipsHeadBindings = "lpips_head" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            lpips: Uniform LpipsUniforms,
+            weights: Read [f32],
+            acts: Read [f32],
+            act_grads: ReadWrite [f32],
+            /// per render and position, the distance summed over the layers
+            values: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// LPIPS's value per square and its gradient per slot (from the input tensor's gradient).
+    pub struct LossLpips, LossLpipsBindings = "loss_lpips" {
+        includes: [RayLoss],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            loss: Uniform LossUniforms,
+            lpips: Uniform LpipsUniforms,
+            rays: Read [Ray],
+            act_grads: Read [f32],
+            values: Read [f32],
+            ray_grads: ReadWrite [RayGrad],
+            losses: ReadWrite [f32],
+        }
+    }
 }
 
 kernel! {
@@ -457,6 +567,13 @@ kernel_set! {
     loss_depth_consistency: LossDepthConsistency,
     loss_sparsity: LossSparsity,
     loss_probes: LossProbes,
+    lpips_input: LpipsInput,
+    conv: Conv,
+    max_pool: MaxPool,
+    conv_backward: ConvBackward,
+    max_pool_backward: MaxPoolBackward,
+    lpips_head: LpipsHead,
+    loss_lpips: LossLpips,
     param_norm: ParamNorm,
     render_backward: RenderBackward,
     field_backward: FieldBackward,

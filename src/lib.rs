@@ -14,6 +14,7 @@ pub mod io;
 pub mod kernels;
 pub mod levels;
 pub mod loss_weights;
+pub mod lpips;
 pub mod metrics;
 pub mod octree;
 pub mod run;

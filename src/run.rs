@@ -106,6 +106,8 @@ pub struct MetricsLine {
     pub lr_restore_factor: f32,
     /// The step of the last in-memory snapshot a restore would go back to (None: none yet).
     pub last_snapshot_step: Option<u32>,
+    /// Loss terms that cannot run (their weight held at 0), and why: LPIPS without a weights file.
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl MetricsLine {
@@ -150,6 +152,7 @@ impl MetricsLine {
             lr_plateau_reductions: s.lr_state.plateau_reductions,
             lr_restore_factor: s.lr_state.restore_factor,
             last_snapshot_step: s.last_snapshot_step,
+            unavailable: s.loss.unavailable.clone(),
         }
     }
 }

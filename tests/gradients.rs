@@ -609,3 +609,44 @@ fn loss_probes_matches_finite_differences() {
         assert_eq!(nonzero, want, "{part}: gradients other than 0");
     }
 }
+
+/// LPIPS's gradient to the render's colours (the heads through the normalisation, the five
+/// convolutions' ReLUs and the two max pools, back through the scaling layer) against central
+/// differences of the distance, at 48 of a 32 x 32 square's colours, with random weights and a
+/// strip of pixels off the image.
+#[test]
+fn lpips_matches_finite_differences() {
+    let plan = infnerf::lpips::Plan::new(32).unwrap();
+    let weights: Vec<f64> = infnerf::lpips::LpipsWeights::random(21).values.iter().map(|&v| f64::from(v)).collect();
+    let mut rng = SplitMix64(4);
+    let pixels = 32 * 32;
+    let mut colour = |p: usize| if p % 32 >= 29 { None } else { Some([0, 1, 2].map(|_| f64::from(rng.next_f32()))) };
+    let mut render: Vec<Option<[f64; 3]>> = (0..pixels).map(&mut colour).collect();
+    // the same pixels are off the image in both
+    let target: Vec<Option<[f64; 3]>> = (0..pixels).map(&mut colour).collect();
+    let (value, analytic) = cpu::lpips::distance(&weights, &plan, &render, &target);
+    assert!(value > 0.0);
+    let scale = analytic.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut checked = 0;
+    for k in 0..48 {
+        let p = (k * 389 + 17) % pixels;
+        let Some(rgb) = render[p] else {
+            assert!(analytic[p].iter().all(|&g| g == 0.0), "off the image, no gradient");
+            continue;
+        };
+        let c = k % 3;
+        let numeric = central(
+            |v| {
+                let mut moved = rgb;
+                moved[c] = v;
+                render[p] = Some(moved);
+                cpu::lpips::distance(&weights, &plan, &render, &target).0
+            },
+            rgb[c],
+        );
+        render[p] = Some(rgb);
+        check(&format!("pixel {p} channel {c}"), analytic[p][c], numeric, scale);
+        checked += 1;
+    }
+    assert!(checked >= 40, "{checked} colours checked");
+}

@@ -1749,3 +1749,58 @@ fn probes_and_their_losses_match_reference() {
         cpu::field_backward(&t.layout, &params, &t.octree, &samples, &rays, &sample_grads, max_density);
     cpu::assert_close_per_tensor("field_backward with probes", &t.layout, &f.grads(), &cpu_param_grads, 1e-4);
 }
+
+/// Random LPIPS weights written as a weights file in `dir`, and settings that use them: two
+/// structure patches of 32 pixels (4 x 4 tiles of 8), two lone patches.
+fn lpips_config(dir: &common::TempDir, seed: u64) -> (Config, infnerf::lpips::LpipsWeights) {
+    let weights = infnerf::lpips::LpipsWeights::random(seed);
+    let path = dir.0.join("lpips.safetensors");
+    weights.save(&path).unwrap();
+    let mut config = config();
+    config.train.patch_size = 8;
+    config.train.patches_per_batch = 2;
+    config.train.structure_patches = 2;
+    config.train.structure_patch_size = 32;
+    config.loss.lambda_lpips = 0.6;
+    config.loss.lpips_weights = Some(path);
+    (config, weights)
+}
+
+/// LPIPS's passes (input, five convolutions and two pools, heads, their backward, loss_lpips) on
+/// random weights against the reference network: each square's value and every slot's colour
+/// gradient, at two cuts, with pixels off the image (40-pixel images, squares drawn anywhere).
+#[test]
+fn lpips_matches_reference() {
+    let dir = common::TempDir::new("lpips-kernels");
+    let (config, weights) = lpips_config(&dir, 5);
+    let trainer = Trainer::new(common::gpu(), config, &random_dataset(4, 40, 9)).unwrap();
+    assert!(trainer.lpips_unavailable.is_none());
+    let depth = trainer.octree.max_depth();
+    let f = Fixture::on(trainer, &[depth, depth - 1]);
+    f.randomize_params(3);
+    f.forward();
+    let (batch, rays, outputs, loss) = (f.batch(), f.rays(), f.outputs(), f.loss());
+    assert_eq!((batch.group_tiles, batch.grouped_patches), (4, 32));
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let plan = infnerf::lpips::Plan::new(32).unwrap();
+    let w: Vec<f64> = weights.values.iter().map(|&v| f64::from(v)).collect();
+    let (mse_grads, _) = cpu::loss_mse(&batch, &loss, &rays, &outputs);
+    let (lpips_grads, lpips) = cpu::loss_lpips(&batch, &loss, &rays, &outputs, &w, &plan);
+    let scale = lpips_grads.iter().fold(0.0f64, |m, g| m.max(g.rgb.iter().fold(0.0f64, |a, v| a.max(v.abs()))));
+    assert!(scale > 0.0);
+    let ray_grads = f.ray_grads();
+    for slot in 0..f.slots() {
+        for k in 0..3 {
+            let want = mse_grads[slot].rgb[k] + lpips_grads[slot].rgb[k];
+            let got = ray_grads[slot].rgb[k];
+            assert!((got - want).abs() <= 2e-3 * scale, "slot {slot} rgb {k}: {got} vs {want} (scale {scale})");
+        }
+    }
+    let losses = to_f64(&f.read::<f32>(&f.trainer.train.losses, f.slots() * LOSS_TERMS));
+    let row = &losses[cpu::TERM_LPIPS * f.slots()..(cpu::TERM_LPIPS + 1) * f.slots()];
+    assert_eq!(lpips.iter().filter(|&&v| v > 0.0).count(), 2 * 2, "a value per square and cut");
+    for (slot, (g, c)) in row.iter().zip(&lpips).enumerate() {
+        assert!((g - c).abs() <= 1e-4 * c.abs().max(1e-3), "slot {slot}: {g} vs {c}");
+    }
+}

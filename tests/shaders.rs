@@ -8,8 +8,8 @@ use infnerf::config::Config;
 use infnerf::field::FieldLayout;
 use infnerf::gpu::layout::GpuStruct;
 use infnerf::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Page, Patch, Ray, RayGrad, RayOutput, Sample,
-    Sampling, Scene,
+    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, LpipsUniforms, NetBatch, NetStage, Page, Patch, Ray,
+    RayGrad, RayOutput, Sample, Sampling, Scene,
 };
 use infnerf::gpu::shader::KernelShape;
 use infnerf::gpu::unrolled::WeightSource;
@@ -143,6 +143,9 @@ fn host_structs() -> Vec<HostLayout> {
         host::<GpuCamera>(),
         host::<Patch>(),
         host::<Node>(),
+        host::<NetBatch>(),
+        host::<NetStage>(),
+        host::<LpipsUniforms>(),
     ]
 }
 

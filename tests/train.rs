@@ -80,6 +80,7 @@ fn training_raises_test_psnr_and_writes_every_output() {
         "clipped_steps",
         "lr_plateau_reductions",
         "lr_restore_factor",
+        "unavailable",
     ] {
         assert!(lines.iter().all(|l| l.get(key).is_some()), "metrics.jsonl lacks {key}");
     }
@@ -93,6 +94,7 @@ fn training_raises_test_psnr_and_writes_every_output() {
             [
                 "density_consistency",
                 "depth_consistency",
+                "lpips",
                 "mse",
                 "normal_consistency",
                 "param",

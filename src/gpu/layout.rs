@@ -42,6 +42,7 @@ wgsl_builtin! {
     [u32; 8] => "array<u32, 8>",
     [[f32; 4]; 3] => "array<vec4<f32>, 3>",
     [[f32; 4]; 4] => "array<vec4<f32>, 4>",
+    [[u32; 4]; 5] => "array<vec4<u32>, 5>",
 }
 
 /// Declares a struct shared with the kernels: the Rust definition (`#[repr(C)]`, Pod) and its WGSL

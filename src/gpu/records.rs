@@ -18,15 +18,16 @@ pub const LOSS_NAMES: [&str; LOSS_TERMS] = [
     "normal_consistency",
     "density_consistency",
     "seam",
+    "lpips",
 ];
-pub const LOSS_TERMS: usize = 10;
+pub const LOSS_TERMS: usize = 11;
 
 /// Whether each term (`LOSS_NAMES` order) is a per-cut term, weighed by its cut's level weight. The
 /// consistency terms compare two cuts: they are weighed by their lambda alone, and each pair's value
 /// is kept at the coarser cut's index. The parameter L2 is the model's, at no cut (kept at index 0).
 /// The terms on probes (normal and density consistency, seam continuity; loss_probes.wgsl) compare
 /// nodes, not cuts: their values are kept at cut 0.
-pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false, false, false, false];
+pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false, false, false, false, true];
 
 /// Probes per probe group (probes.wgsl): a stencil of 7 points in a child node and the same 7 in its
 /// parent, then a point on a face shared by two nodes of one depth, in each of them.
@@ -231,7 +232,8 @@ gpu_struct! {
         pub lambdas: [[f32; 4]; 4],
         /// 1 / (probe groups of the step): the mean over probe groups
         pub inv_probes: f32,
-        pub _pad0: f32,
+        /// 1 / (structure patches of the step): LPIPS's mean over the squares
+        pub inv_squares: f32,
         pub _pad1: f32,
         pub _pad2: f32,
     }
@@ -341,5 +343,59 @@ impl From<&crate::data::Camera> for GpuCamera {
             _pad0: 0,
             _pad1: 0,
         }
+    }
+}
+
+gpu_struct! {
+    /// A convolutional network's batch (conv.wgsl, max_pool.wgsl and their backwards): images
+    /// 0..images go forward, the first `backward_images` of them backward.
+    pub struct NetBatch {
+        pub images: u32,
+        pub backward_images: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+    }
+}
+
+gpu_struct! {
+    /// One stage of a convolutional network: a convolution (+ ReLU) or a max pool from one tensor of
+    /// the activations buffer to another. A tensor holds every image's channels x size x size floats
+    /// (image i's at first + i * channels * size^2), channel-major, rows of pixels.
+    pub struct NetStage {
+        /// first float of the input and the output tensor
+        pub input: u32,
+        pub output: u32,
+        pub in_channels: u32,
+        pub out_channels: u32,
+        pub in_size: u32,
+        pub out_size: u32,
+        pub kernel: u32,
+        pub stride: u32,
+        pub pad: u32,
+        /// first float of the weights ([out][in][k][k]) and of the biases in `weights`
+        pub weights: u32,
+        pub bias: u32,
+        /// the backward adds to the input's gradient (1: a head or a later stage wrote it first) or
+        /// writes it (0)
+        pub accumulate: u32,
+    }
+}
+
+gpu_struct! {
+    /// LPIPS on a chunk's structure patches (src/lpips.rs): images cut * squares + square are the
+    /// renders, n_cuts * squares + square the targets.
+    pub struct LpipsUniforms {
+        /// structure patches of the chunk
+        pub squares: u32,
+        pub n_cuts: u32,
+        /// their edge in pixels
+        pub size: u32,
+        /// positions of the largest feature tensor: the head's invocations per render
+        pub positions: u32,
+        /// per feature layer: its tensor's first float, channels, edge, first head weight
+        pub features: [[u32; 4]; 5],
+        /// the scaling layer: (2 x - 1 - shift) / scale per channel (w unused)
+        pub shift: [f32; 4],
+        pub scale: [f32; 4],
     }
 }

@@ -8,6 +8,7 @@
 //! statistics read-back every `log_every` steps; at most `MAX_IN_FLIGHT` steps are queued, so a
 //! render request waits for little.
 
+pub mod lpips;
 pub mod model;
 pub mod workspace;
 
@@ -28,6 +29,7 @@ use crate::loss_weights::{self, Balancer, GroupWeights};
 use crate::octree::Octree;
 use crate::stability::{self, Fault, GuardReport, Snapshot, StabilityEvent};
 use anyhow::{bail, Context, Result};
+use lpips::Lpips;
 use model::Model;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -69,6 +71,8 @@ pub struct LossStats {
     pub guard: GuardReport,
     /// Restores and plateau reductions at this read.
     pub events: Vec<StabilityEvent>,
+    /// Terms that cannot run (their weight held at 0), and why.
+    pub unavailable: BTreeMap<String, String>,
 }
 
 impl LossStats {
@@ -170,6 +174,10 @@ pub struct Trainer {
     pub snapshot: Option<Snapshot>,
     /// Restart the anomaly detector's history before the next step (a setting changed).
     pub guard_reset: bool,
+    /// The LPIPS network's weights on the device (a weights file and structure patches), or why
+    /// the term is unavailable (it then weighs 0).
+    pub lpips_weights: Option<wgpu::Buffer>,
+    pub lpips_unavailable: Option<String>,
 }
 
 impl Trainer {
@@ -272,7 +280,19 @@ impl Trainer {
         let cameras: Vec<GpuCamera> = dataset.train.iter().map(|v| GpuCamera::from(&v.camera)).collect();
         // under a memory budget the workspaces start at their smallest (see `fit_memory_budget`)
         let first_chunk = if t.memory_budget_mb > 0 { t.chunk_unit().min(chunk_patches) } else { chunk_patches };
-        let (train, view) = Self::workspaces(&gpu, &kernels, &model, &config, cameras.len() as u32, first_chunk)?;
+        let (lpips_weights, lpips_unavailable) = lpips_setup(&gpu, &config)?;
+        if let Some(reason) = lpips_unavailable.as_ref().filter(|_| config.loss.lambda_lpips > 0.0) {
+            log::warn!("loss.lambda_lpips is held at 0: LPIPS is unavailable ({reason})");
+        }
+        let (train, view) = Self::workspaces(
+            &gpu,
+            &kernels,
+            &model,
+            &config,
+            cameras.len() as u32,
+            first_chunk,
+            lpips_weights.as_ref(),
+        )?;
         gpu.write(&train.cameras, &cameras);
         let rng = SplitMix64(config.train.seed);
         let snapshot_mib = (model.n_params() * 12) >> 20;
@@ -306,6 +326,8 @@ impl Trainer {
             fault: None,
             snapshot: None,
             guard_reset: false,
+            lpips_weights,
+            lpips_unavailable,
             config,
         };
         trainer.fit_memory_budget(chunk_patches)?;
@@ -321,6 +343,7 @@ impl Trainer {
         config: &Config,
         cameras: u32,
         chunk_patches: u32,
+        lpips_weights: Option<&wgpu::Buffer>,
     ) -> Result<(Workspace, Workspace)> {
         let t = &config.train;
         let train_size = WorkspaceSize {
@@ -331,7 +354,14 @@ impl Trainer {
             cameras,
             probe_groups: probe_groups(config, chunk_patches),
         };
-        let train = Workspace::new(gpu, kernels, model, "train", train_size)?;
+        let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
+        if let Some(weights) = lpips_weights {
+            let tiles = t.group_tiles() * t.group_tiles();
+            let squares = (t.accumulate_steps * t.structure_patches).min(chunk_patches / tiles);
+            let before = gpu.allocated_bytes();
+            train.lpips = Some(Lpips::new(gpu, kernels, &train, weights, t.structure_patch_size, squares)?);
+            train.bytes += gpu.allocated_bytes().saturating_sub(before);
+        }
         let view_size = WorkspaceSize {
             rays: train_size.rays * train_size.cuts,
             cuts: 1,
@@ -424,8 +454,15 @@ impl Trainer {
         let camera_records: Vec<GpuCamera> = self.gpu.read(&self.train.cameras, cameras as usize)?;
         self.train.release(&self.gpu);
         self.view.release(&self.gpu);
-        (self.train, self.view) =
-            Self::workspaces(&self.gpu, &self.kernels, &self.model, &self.config, cameras, chunk_patches)?;
+        (self.train, self.view) = Self::workspaces(
+            &self.gpu,
+            &self.kernels,
+            &self.model,
+            &self.config,
+            cameras,
+            chunk_patches,
+            self.lpips_weights.as_ref(),
+        )?;
         self.gpu.write(&self.train.cameras, &camera_records);
         self.chunk_patches = chunk_patches;
         Ok(())
@@ -626,12 +663,20 @@ impl Trainer {
         self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
         self.gpu.write(&ws.loss, &[self.loss_uniforms(step, plan)]);
+        if let Some(lpips) = &ws.lpips {
+            let batch = self.training_batch(step, chunk, rays, &plan.cuts);
+            let tiles = batch.group_tiles * batch.group_tiles;
+            lpips.upload(&self.gpu, batch.grouped_patches / tiles, plan.cuts.len() as u32);
+        }
         rays
     }
 
     /// The weight of loss term `name` at `step`: its lambda x its group's schedule multiplier x its
     /// balancer factor (SPEC §3.6, §3.7; `loss_weights::term_weight`).
     pub fn term_weight(&self, name: &str, step: u32) -> f32 {
+        if name == "lpips" && self.train.lpips.is_none() {
+            return 0.0;
+        }
         let lambda = f64::from(self.config.lambda(name));
         loss_weights::term_weight(name, lambda, step, &self.config.schedule, &self.balancer) as f32
     }
@@ -664,6 +709,7 @@ impl Trainer {
             fault: self.fault.map_or(1.0, |f| f.loss_factor(step)),
             lambdas,
             inv_probes: 1.0 / (self.train.size.probe_groups * self.chunks()).max(1) as f32,
+            inv_squares: 1.0 / (t.accumulate_steps * t.structure_patches).max(1) as f32,
             ..Default::default()
         }
     }
@@ -758,6 +804,11 @@ impl Trainer {
         Ok(())
     }
 
+    /// Terms that cannot run here (their weight is held at 0), and why: LPIPS without its weights.
+    pub fn unavailable_terms(&self) -> BTreeMap<String, String> {
+        self.lpips_unavailable.iter().map(|reason| ("lpips".to_string(), reason.clone())).collect()
+    }
+
     /// Waits for every queued step.
     pub fn wait_all(&mut self) -> Result<()> {
         self.in_flight.clear();
@@ -809,6 +860,9 @@ impl Trainer {
         }
         if self.term_weight("depth_consistency", self.step) > 0.0 {
             rec.dispatch(&k.loss_depth_consistency, &g.loss_depth_consistency, slots);
+        }
+        if let Some(lpips) = ws.lpips.as_ref().filter(|_| self.term_weight("lpips", self.step) > 0.0) {
+            lpips.record(rec, k, slots);
         }
         let probes = self.probe_groups_at(ws, self.step);
         if probes > 0 {
@@ -1006,6 +1060,7 @@ impl Trainer {
             schedule: loss_weights::schedule_weights(self.step, &self.config.schedule),
             balancer: self.balancer.weights(),
             level_weights: self.last_cut_weights.clone(),
+            unavailable: self.unavailable_terms(),
             terms,
         })
     }
@@ -1179,6 +1234,27 @@ pub fn probe_groups(config: &Config, chunk_patches: u32) -> u32 {
     let chunks = patches.div_ceil(chunk_patches).max(1);
     let last = patches - (chunks - 1) * chunk_patches;
     config.loss.probes.div_ceil(chunks).min(last * t.patch_size * t.patch_size)
+}
+
+/// The LPIPS weights on the device, or why LPIPS is unavailable: no weights file (the term then
+/// weighs 0), or no structure patches it can see. A weights file that cannot be read is an error.
+fn lpips_setup(gpu: &Gpu, config: &Config) -> Result<(Option<wgpu::Buffer>, Option<String>)> {
+    let Some(path) = &config.loss.lpips_weights else {
+        return Ok((None, Some("no weights file: set loss.lpips_weights (scripts/convert_lpips.py makes one)".into())));
+    };
+    let weights = crate::lpips::LpipsWeights::load(path)?;
+    let t = &config.train;
+    if t.structure_patches == 0 || t.structure_patch_size < crate::lpips::MIN_SIZE {
+        let reason = format!(
+            "it needs train.structure_patches of at least {} pixels a side (now {} of {})",
+            crate::lpips::MIN_SIZE,
+            t.structure_patches,
+            t.structure_patch_size
+        );
+        return Ok((None, Some(reason)));
+    }
+    let buffer = gpu.storage_init("lpips weights", bytemuck::cast_slice(&weights.values))?;
+    Ok((Some(buffer), None))
 }
 
 /// Row of the parameter L2 among `LOSS_NAMES`.

@@ -64,6 +64,8 @@ pub struct Workspace {
     pub losses: wgpu::Buffer,
     pub sample_grads: wgpu::Buffer,
     pub groups: Groups,
+    /// LPIPS's buffers (training with a weights file and structure patches; `trainer::lpips`).
+    pub lpips: Option<crate::trainer::lpips::Lpips>,
     /// Device bytes of its buffers.
     pub bytes: u64,
 }
@@ -342,6 +344,7 @@ impl Workspace {
             losses,
             sample_grads,
             groups,
+            lpips: None,
             bytes: gpu.allocated_bytes().saturating_sub(allocated_before),
         })
     }
@@ -371,6 +374,9 @@ impl Workspace {
             &self.sample_grads,
         ] {
             gpu.free(buffer);
+        }
+        if let Some(lpips) = &self.lpips {
+            lpips.release(gpu);
         }
     }
 

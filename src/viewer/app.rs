@@ -510,6 +510,12 @@ impl App {
                     }
                 };
                 ui.end_row();
+                let term = key.strip_prefix("loss.lambda_").unwrap_or_default();
+                if let Some(reason) = self.control.status.unavailable.get(term) {
+                    ui.label("");
+                    ui.colored_label(ui.visuals().warn_fg_color, "unavailable: held at 0").on_hover_text(reason);
+                    ui.end_row();
+                }
                 // a drag applies when released, a click or typed value at once
                 if response.drag_stopped() || (response.changed() && !response.dragged()) {
                     changes.push((key, value));

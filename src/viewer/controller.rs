@@ -26,6 +26,8 @@ pub struct Status {
     /// Training (not paused, not finished).
     pub training: bool,
     pub finished: bool,
+    /// Loss terms that cannot run (weight held at 0), and why (e.g. LPIPS without its weights).
+    pub unavailable: std::collections::BTreeMap<String, String>,
 }
 
 /// A render that arrived.
@@ -136,6 +138,7 @@ impl Controller {
                     self.status.elapsed_s = stats.elapsed_s;
                     self.status.gpu_bytes = stats.gpu_bytes;
                     self.status.psnr_train = line.psnr_train;
+                    self.status.unavailable.clone_from(&line.unavailable);
                 }
                 Event::SettingChanged { key, value, step } => {
                     let event = setting_event(&key, value, step);

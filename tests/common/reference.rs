@@ -1237,3 +1237,249 @@ pub fn loss_probes(loss: &LossUniforms, probes: &[Sample], field: &[[f64; 4]]) -
     }
     (grads, values)
 }
+
+pub const TERM_LPIPS: usize = 10;
+
+/// LPIPS (src/lpips.rs) in f64, one image at a time: a convolution and its ReLU, forward and
+/// backward by scattering (the kernels gather), on channel-major tensors.
+pub mod lpips {
+    use infnerf::lpips::{self as net, Plan, Stage, CONVS, POOL_KERNEL, POOL_STRIDE};
+
+    /// Every tensor of one image: tensor 0 is `input`.
+    pub fn forward(weights: &[f64], plan: &Plan, input: &[f64]) -> Vec<Vec<f64>> {
+        let o = net::weight_offsets();
+        let mut tensors = vec![input.to_vec()];
+        for stage in &plan.stages {
+            let out = match *stage {
+                Stage::Conv { conv, input, output } => {
+                    let (c, i, t) = (CONVS[conv], plan.tensors[input], plan.tensors[output]);
+                    let (n, m, k) = (i.size as usize, t.size as usize, c.kernel as usize);
+                    let x = &tensors[input];
+                    let mut y = vec![0.0; t.len() as usize];
+                    for co in 0..c.out_channels as usize {
+                        for oy in 0..m {
+                            for ox in 0..m {
+                                let mut sum = weights[o.bias[conv] as usize + co];
+                                for ci in 0..c.in_channels as usize {
+                                    for ky in 0..k {
+                                        for kx in 0..k {
+                                            let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
+                                            let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
+                                            if iy < 0 || ix < 0 || iy >= n as i64 || ix >= n as i64 {
+                                                continue;
+                                            }
+                                            let w = o.weight[conv] as usize
+                                                + ((co * c.in_channels as usize + ci) * k + ky) * k
+                                                + kx;
+                                            sum += weights[w] * x[(ci * n + iy as usize) * n + ix as usize];
+                                        }
+                                    }
+                                }
+                                y[(co * m + oy) * m + ox] = sum.max(0.0);
+                            }
+                        }
+                    }
+                    y
+                }
+                Stage::Pool { input, output } => {
+                    let (i, t) = (plan.tensors[input], plan.tensors[output]);
+                    let x = &tensors[input];
+                    let mut y = vec![0.0; t.len() as usize];
+                    for c in 0..t.channels as usize {
+                        for oy in 0..t.size as usize {
+                            for ox in 0..t.size as usize {
+                                let (_, best) = pool_argmax(x, i.size as usize, c, oy, ox);
+                                y[(c * t.size as usize + oy) * t.size as usize + ox] = best;
+                            }
+                        }
+                    }
+                    y
+                }
+            };
+            tensors.push(out);
+        }
+        tensors
+    }
+
+    /// A pool window's first maximum in row order: (index in the tensor, value).
+    fn pool_argmax(x: &[f64], n: usize, c: usize, oy: usize, ox: usize) -> (usize, f64) {
+        let (k, s) = (POOL_KERNEL as usize, POOL_STRIDE as usize);
+        let mut best = (0, f64::NEG_INFINITY);
+        for ky in 0..k {
+            for kx in 0..k {
+                let i = (c * n + oy * s + ky) * n + ox * s + kx;
+                if x[i] > best.1 {
+                    best = (i, x[i]);
+                }
+            }
+        }
+        best
+    }
+
+    /// The distance of a render's tensors to its target's, and its gradient to every tensor of the
+    /// render (the heads' share only).
+    pub fn head(weights: &[f64], plan: &Plan, render: &[Vec<f64>], target: &[Vec<f64>]) -> (f64, Vec<Vec<f64>>) {
+        const EPS: f64 = 1e-10;
+        let o = net::weight_offsets();
+        let mut grads: Vec<Vec<f64>> = render.iter().map(|t| vec![0.0; t.len()]).collect();
+        let mut value = 0.0;
+        for (l, &f) in plan.features.iter().enumerate() {
+            let t = plan.tensors[f];
+            let (channels, area) = (t.channels as usize, (t.size * t.size) as usize);
+            for p in 0..area {
+                let a: Vec<f64> = (0..channels).map(|c| render[f][c * area + p]).collect();
+                let b: Vec<f64> = (0..channels).map(|c| target[f][c * area + p]).collect();
+                let norm_a = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let norm_b = b.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let u: Vec<f64> = (0..channels).map(|c| a[c] / (norm_a + EPS) - b[c] / (norm_b + EPS)).collect();
+                let w = |c: usize| weights[o.head[l] as usize + c];
+                value += (0..channels).map(|c| w(c) * u[c] * u[c]).sum::<f64>() / area as f64;
+                // through n = a / (|a| + eps): dn_c/da_j = delta_cj / s - a_c a_j / (|a| s^2)
+                let g: Vec<f64> = (0..channels).map(|c| 2.0 * w(c) * u[c] / area as f64).collect();
+                let s = norm_a + EPS;
+                let g_dot_a: f64 = (0..channels).map(|c| g[c] * a[c]).sum();
+                for j in 0..channels {
+                    let radial = if norm_a > 0.0 { a[j] * g_dot_a / (norm_a * s * s) } else { 0.0 };
+                    grads[f][j * area + p] = g[j] / s - radial;
+                }
+            }
+        }
+        (value, grads)
+    }
+
+    /// The backward of the stages: from the heads' gradients (`grads`, per tensor) to the input's.
+    pub fn backward(weights: &[f64], plan: &Plan, tensors: &[Vec<f64>], mut grads: Vec<Vec<f64>>) -> Vec<f64> {
+        let o = net::weight_offsets();
+        for stage in plan.stages.iter().rev() {
+            match *stage {
+                Stage::Conv { conv, input, output } => {
+                    let (c, i, t) = (CONVS[conv], plan.tensors[input], plan.tensors[output]);
+                    let (n, m, k) = (i.size as usize, t.size as usize, c.kernel as usize);
+                    for co in 0..c.out_channels as usize {
+                        for oy in 0..m {
+                            for ox in 0..m {
+                                let at = (co * m + oy) * m + ox;
+                                if tensors[output][at] <= 0.0 {
+                                    continue;
+                                }
+                                let g = grads[output][at];
+                                for ci in 0..c.in_channels as usize {
+                                    for ky in 0..k {
+                                        for kx in 0..k {
+                                            let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
+                                            let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
+                                            if iy < 0 || ix < 0 || iy >= n as i64 || ix >= n as i64 {
+                                                continue;
+                                            }
+                                            let w = o.weight[conv] as usize
+                                                + ((co * c.in_channels as usize + ci) * k + ky) * k
+                                                + kx;
+                                            grads[input][(ci * n + iy as usize) * n + ix as usize] += weights[w] * g;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                Stage::Pool { input, output } => {
+                    let (i, t) = (plan.tensors[input], plan.tensors[output]);
+                    let m = t.size as usize;
+                    for c in 0..t.channels as usize {
+                        for oy in 0..m {
+                            for ox in 0..m {
+                                let (at, _) = pool_argmax(&tensors[input], i.size as usize, c, oy, ox);
+                                grads[input][at] += grads[output][(c * m + oy) * m + ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        grads.swap_remove(0)
+    }
+
+    /// The scaling layer: colour in [0, 1] -> the network's input.
+    pub fn scaled(rgb: f64, channel: usize) -> f64 {
+        (2.0 * rgb - 1.0 - f64::from(net::SHIFT[channel])) / f64::from(net::SCALE[channel])
+    }
+
+    /// LPIPS between two squares of colours (`[pixel][channel]`, rows of pixels; None: off the
+    /// image, 0 in both), and its gradient to the render's colours.
+    pub fn distance(
+        weights: &[f64],
+        plan: &Plan,
+        render: &[Option<[f64; 3]>],
+        target: &[Option<[f64; 3]>],
+    ) -> (f64, Vec<[f64; 3]>) {
+        let pixels = (plan.size * plan.size) as usize;
+        let input = |square: &[Option<[f64; 3]>]| {
+            let mut x = vec![0.0; 3 * pixels];
+            for (p, rgb) in square.iter().enumerate() {
+                if let Some(rgb) = rgb {
+                    for c in 0..3 {
+                        x[c * pixels + p] = scaled(rgb[c], c);
+                    }
+                }
+            }
+            x
+        };
+        let r = forward(weights, plan, &input(render));
+        let t = forward(weights, plan, &input(target));
+        let (value, grads) = head(weights, plan, &r, &t);
+        let g0 = backward(weights, plan, &r, grads);
+        let rgb = (0..pixels)
+            .map(|p| {
+                let on = render[p].is_some();
+                [0, 1, 2].map(|c| if on { g0[c * pixels + p] * 2.0 / f64::from(net::SCALE[c]) } else { 0.0 })
+            })
+            .collect();
+        (value, rgb)
+    }
+}
+
+/// loss_lpips.wgsl over a chunk: (dLoss/d rgb per slot, the unweighted share per slot: each
+/// square's distance x inv_squares at its top-left slot). The chunk's first `squares` squares are
+/// its structure patches.
+pub fn loss_lpips(
+    batch: &Batch,
+    loss: &LossUniforms,
+    rays: &[Ray],
+    outputs: &[Output],
+    weights: &[f64],
+    plan: &infnerf::lpips::Plan,
+) -> (Vec<OutputGrad>, Vec<f64>) {
+    let n_rays = batch.n_rays as usize;
+    let m = batch.group_tiles as usize;
+    let square_rays = m * m * (batch.patch_size * batch.patch_size) as usize;
+    let squares = batch.grouped_patches as usize / (m * m);
+    let size = plan.size as usize;
+    let inv = f64::from(loss.inv_squares);
+    let mut grads = vec![OutputGrad::default(); outputs.len()];
+    let mut shares = vec![0.0; outputs.len()];
+    for cut in 0..batch.n_cuts as usize {
+        for square in 0..squares {
+            let ray_at = |p: usize| structure_ray(batch, square * m * m, m, (p % size, p / size));
+            let on = |ray: usize| rays[ray].target_rgb[3] > 0.0;
+            let render: Vec<Option<[f64; 3]>> = (0..size * size)
+                .map(|p| Some(ray_at(p)).filter(|&r| on(r)).map(|r| outputs[cut * n_rays + r].rgb))
+                .collect();
+            let target: Vec<Option<[f64; 3]>> = (0..size * size)
+                .map(|p| Some(ray_at(p)).filter(|&r| on(r)).map(|r| rays[r].target_rgb.map(f64::from)))
+                .map(|t| t.map(|t| [t[0], t[1], t[2]]))
+                .collect();
+            let (value, rgb) = lpips::distance(weights, plan, &render, &target);
+            let top_left = cut * n_rays + ray_at(0);
+            shares[top_left] = value * inv;
+            let weight = term_weight(batch, loss, TERM_LPIPS, top_left);
+            for (p, g) in rgb.iter().enumerate() {
+                let slot = cut * n_rays + ray_at(p);
+                for c in 0..3 {
+                    grads[slot].rgb[c] += g[c] * inv * weight;
+                }
+            }
+        }
+    }
+    debug_assert!(square_rays * squares <= n_rays);
+    (grads, shares)
+}
