@@ -1,5 +1,6 @@
 // A convolution and its ReLU, forward (a `NetStage` of LPIPS or the discriminator): one invocation
-// per output value of every image, max(0, bias + the window's weighted inputs); padding reads 0.
+// per output value of every image, max(0, bias + the window's weighted inputs) (without the max
+// where the stage has no ReLU); padding reads 0.
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
@@ -35,5 +36,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
     }
-    acts[stage.output + index] = max(sum, 0.0);
+    if stage.relu != 0u {
+        sum = max(sum, 0.0);
+    }
+    acts[stage.output + index] = sum;
 }

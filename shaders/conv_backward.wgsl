@@ -1,7 +1,7 @@
 // A convolution and its ReLU, backward to the input (a `NetStage`): one invocation per input value
 // of the images with a backward, gathering from every output whose window holds it,
 // dL/dx = sum over (co, ky, kx) of w[co][ci][ky][kx] dL/dy[co][oy][ox] [y > 0] (the ReLU's
-// derivative at 0 is 0, as PyTorch's). Written, or added to what a head or later stage wrote
+// derivative at 0 is 0, as PyTorch's; a stage without ReLU passes every gradient). Written, or added to what a head or later stage wrote
 // (`stage.accumulate`). The weights' gradient is conv_weights_backward's.
 
 @compute @workgroup_size(WORKGROUP)
@@ -40,7 +40,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let w = stage.weights + ci * k * k + ky * k + kx;
             for (var co = 0u; co < stage.out_channels; co++) {
                 let o = at + co * area;
-                if acts[o] > 0.0 {
+                if acts[o] > 0.0 || stage.relu == 0u {
                     g += weights[w + co * stage.in_channels * k * k] * act_grads[o];
                 }
             }

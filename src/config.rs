@@ -263,6 +263,13 @@ pub struct LossConfig {
     /// The LPIPS network's weights: a safetensors file (scripts/convert_lpips.py converts the
     /// official LPIPS heads and torchvision's AlexNet). Relative to the config file.
     pub lpips_weights: Option<PathBuf>,
+    /// Weight of the adversarial term (seed §1.4, off by default): the non-saturating generator
+    /// loss of a small patch discriminator (src/adversarial.rs) on the rendered structure patches,
+    /// per cut. The discriminator trains alternately with the field, on the same patches, with its
+    /// own Adam; needs train.structure_patches of at least 16 pixels a side.
+    pub lambda_adversarial: f32,
+    /// The discriminator's learning rate (Adam, betas 0.5 and 0.999).
+    pub discriminator_lr: f32,
     /// The smooth-L1 threshold of the depth consistency, in scene units (the scene is the cube
     /// [-1, 1]^3): differences below it are squared, above it linear.
     pub huber_delta: f32,
@@ -291,6 +298,8 @@ impl Default for LossConfig {
             probes: 1024,
             lambda_lpips: 0.0,
             lpips_weights: None,
+            lambda_adversarial: 0.0,
+            discriminator_lr: 1e-4,
             huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
@@ -573,7 +582,7 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 36] = [
+pub const LIVE_SETTINGS: [&str; 37] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
@@ -585,6 +594,7 @@ pub const LIVE_SETTINGS: [&str; 36] = [
     "loss.lambda_density_consistency",
     "loss.lambda_seam",
     "loss.lambda_lpips",
+    "loss.lambda_adversarial",
     "loss.level_gamma",
     "train.lr_hash",
     "train.lr_mlp",
@@ -811,6 +821,7 @@ impl Config {
             ("loss.lambda_density_consistency", l.lambda_density_consistency),
             ("loss.lambda_seam", l.lambda_seam),
             ("loss.lambda_lpips", l.lambda_lpips),
+            ("loss.lambda_adversarial", l.lambda_adversarial),
         ] {
             if !(lambda.is_finite() && lambda >= 0.0) {
                 return bad(field, "must be a number >= 0");
@@ -849,6 +860,23 @@ impl Config {
                     t.structure_patch_size
                 ),
             );
+        }
+        if l.lambda_adversarial > 0.0
+            && !(t.structure_patches > 0 && t.structure_patch_size >= crate::adversarial::MIN_SIZE)
+        {
+            return bad(
+                "loss.lambda_adversarial",
+                &format!(
+                    "the discriminator sees the structure patches: set train.structure_patches > 0 and \
+                     train.structure_patch_size >= {} (now {} of {})",
+                    crate::adversarial::MIN_SIZE,
+                    t.structure_patches,
+                    t.structure_patch_size
+                ),
+            );
+        }
+        if !(l.discriminator_lr.is_finite() && l.discriminator_lr > 0.0 && l.discriminator_lr <= 1.0) {
+            return bad("loss.discriminator_lr", "must be in (0, 1]");
         }
         if !(1..=65536).contains(&l.probes) {
             return bad("loss.probes", "must be in 1..=65536");
@@ -918,6 +946,9 @@ impl Config {
             "density_consistency" => self.loss.lambda_density_consistency,
             "seam" => self.loss.lambda_seam,
             "lpips" => self.loss.lambda_lpips,
+            "adversarial" => self.loss.lambda_adversarial,
+            // the discriminator's own loss trains the discriminator, never the field
+            "discriminator" => 0.0,
             other => panic!("no loss term named {other}"),
         }
     }
@@ -938,6 +969,7 @@ impl Config {
             "loss.lambda_density_consistency" => changed.loss.lambda_density_consistency = value as f32,
             "loss.lambda_seam" => changed.loss.lambda_seam = value as f32,
             "loss.lambda_lpips" => changed.loss.lambda_lpips = value as f32,
+            "loss.lambda_adversarial" => changed.loss.lambda_adversarial = value as f32,
             "loss.level_gamma" => changed.loss.level_gamma = value as f32,
             "train.lr_hash" => changed.train.lr_hash = value as f32,
             "train.lr_mlp" => changed.train.lr_mlp = value as f32,
@@ -1024,6 +1056,7 @@ impl Config {
             "loss.lambda_density_consistency" => f64::from(self.loss.lambda_density_consistency),
             "loss.lambda_seam" => f64::from(self.loss.lambda_seam),
             "loss.lambda_lpips" => f64::from(self.loss.lambda_lpips),
+            "loss.lambda_adversarial" => f64::from(self.loss.lambda_adversarial),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),

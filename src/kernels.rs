@@ -6,8 +6,8 @@
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
 use crate::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, LpipsUniforms, NetBatch, NetStage, Page, Patch, Ray,
-    RayGrad, RayOutput, Sample, Sampling, Scene,
+    AdamUniforms, Batch, DenseAdam, GpuCamera, GuardUniforms, LossUniforms, NetBatch, NetStage, Page, Patch,
+    PatchNetUniforms, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::Gpu;
@@ -176,17 +176,18 @@ ray_loss! {
 }
 
 kernel! {
-    /// LPIPS's input: the chunk's structure patches, rendered at each cut and their targets, scaled.
-    pub struct LpipsInput, LpipsInputBindings = "lpips_input" {
+    /// The input of a network on the structure patches (LPIPS, the discriminator): the chunk's
+    /// squares rendered at each cut and their targets, scaled.
+    pub struct PatchNetInput, PatchNetInputBindings = "patch_net_input" {
         includes: [RayLoss],
         workgroup: |_| 64,
         bindings: {
             batch: Uniform Batch,
             loss: Uniform LossUniforms,
-            lpips: Uniform LpipsUniforms,
+            net: Uniform PatchNetUniforms,
             rays: Read [Ray],
             outputs: Read [RayOutput],
-            /// every tensor of every image (`lpips::Plan`)
+            /// every tensor of every image
             acts: ReadWrite [f32],
         }
     }
@@ -257,7 +258,7 @@ kernel! {
         includes: [],
         workgroup: |_| 64,
         bindings: {
-            lpips: Uniform LpipsUniforms,
+            lpips: Uniform PatchNetUniforms,
             weights: Read [f32],
             acts: Read [f32],
             act_grads: ReadWrite [f32],
@@ -268,19 +269,69 @@ kernel! {
 }
 
 kernel! {
-    /// LPIPS's value per square and its gradient per slot (from the input tensor's gradient).
-    pub struct LossLpips, LossLpipsBindings = "loss_lpips" {
+    /// A network's value per square and its gradient per slot (from the input tensor's gradient):
+    /// LPIPS, the adversarial term (and the discriminator's own loss).
+    pub struct LossPatchNet, LossPatchNetBindings = "loss_patch_net" {
         includes: [RayLoss],
         workgroup: |_| 64,
         bindings: {
             batch: Uniform Batch,
             loss: Uniform LossUniforms,
-            lpips: Uniform LpipsUniforms,
+            net: Uniform PatchNetUniforms,
             rays: Read [Ray],
             act_grads: Read [f32],
             values: Read [f32],
             ray_grads: ReadWrite [RayGrad],
             losses: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// A convolution's weight and bias gradients (one `NetStage`) over the images with a backward.
+    pub struct ConvWeightsBackward, ConvWeightsBackwardBindings = "conv_weights_backward" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform NetBatch,
+            stage: Uniform NetStage,
+            acts: Read [f32],
+            act_grads: Read [f32],
+            /// laid out as the network's weights
+            grads: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// The discriminator's logits: the generator's and the discriminator's losses per position,
+    /// their gradients to the logits.
+    pub struct DiscriminatorLoss, DiscriminatorLossBindings = "discriminator_loss" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            net: Uniform PatchNetUniforms,
+            acts: Read [f32],
+            /// the generator's gradient (renders' logits)
+            gen_grads: ReadWrite [f32],
+            /// the discriminator's gradient (every image's logits)
+            disc_grads: ReadWrite [f32],
+            values: ReadWrite [f32],
+        }
+    }
+}
+
+kernel! {
+    /// Adam over a small dense network (the discriminator): every parameter every step.
+    pub struct AdamDense, AdamDenseBindings = "adam_dense" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            settings: Uniform DenseAdam,
+            params: ReadWrite [f32],
+            grads: Read [f32],
+            m1: ReadWrite [f32],
+            m2: ReadWrite [f32],
         }
     }
 }
@@ -567,13 +618,16 @@ kernel_set! {
     loss_depth_consistency: LossDepthConsistency,
     loss_sparsity: LossSparsity,
     loss_probes: LossProbes,
-    lpips_input: LpipsInput,
+    patch_net_input: PatchNetInput,
     conv: Conv,
     max_pool: MaxPool,
     conv_backward: ConvBackward,
     max_pool_backward: MaxPoolBackward,
     lpips_head: LpipsHead,
-    loss_lpips: LossLpips,
+    loss_patch_net: LossPatchNet,
+    conv_weights_backward: ConvWeightsBackward,
+    discriminator_loss: DiscriminatorLoss,
+    adam_dense: AdamDense,
     param_norm: ParamNorm,
     render_backward: RenderBackward,
     field_backward: FieldBackward,

@@ -5,6 +5,7 @@
 //! loss term counts at a step) -> `trainer` (a step) ->
 //! `run` (train / eval; `levels`: per tree cut) and `bench`.
 
+pub mod adversarial;
 pub mod bench;
 pub mod config;
 pub mod data;

@@ -59,14 +59,16 @@ impl Group {
 ///   appearance of rendered patches against real ones, and the seed gives it no schedule of its
 ///   own; inventing a fifth curve would be behaviour the seed does not have, and its lambda (0 by
 ///   default) and the rgb override already let a user hold it back. The discriminator's own loss
-///   trains the discriminator, not the field, so it is weighed by nothing here.
+///   trains the discriminator, not the field: it is listed (with `rgb`, as the term it opposes) so
+///   that it is logged like the others, but its lambda is 0.
 ///
 /// Moving a term to another group is one line of this table.
-pub const TERM_GROUPS: [(&str, Group); 12] = [
+pub const TERM_GROUPS: [(&str, Group); 13] = [
     ("mse", Group::Rgb),
     ("ssim", Group::Rgb),
     ("lpips", Group::Rgb),
     ("adversarial", Group::Rgb),
+    ("discriminator", Group::Rgb),
     ("depth_consistency", Group::Geometric),
     ("normal_consistency", Group::Geometric),
     ("density_consistency", Group::Consistency),

@@ -102,10 +102,12 @@ fn loss_and_paging_settings_validate() {
 
 #[test]
 fn every_live_setting_can_be_set_and_read_back() {
-    // patches large enough for SSIM's window
+    // patches large enough for SSIM's window, structure patches the discriminator can see
     let base = || {
         let mut config = Config::default();
         config.train.patch_size = 8;
+        config.train.structure_patches = 1;
+        config.train.structure_patch_size = 16;
         config
     };
     for key in LIVE_SETTINGS {

@@ -650,3 +650,84 @@ fn lpips_matches_finite_differences() {
     }
     assert!(checked >= 40, "{checked} colours checked");
 }
+
+/// The adversarial term's two gradients against central differences, on a 16 x 16 square with random
+/// discriminator parameters: the generator's loss (mean softplus(-logit) of a render) to the
+/// render's colours through the three convolutions, and the discriminator's loss (softplus(-l) of a
+/// target plus softplus(l) of the render) to every 37th parameter.
+#[test]
+fn adversarial_matches_finite_differences() {
+    use cpu::discriminator as d;
+    let size = 16u32;
+    let pixels = (size * size) as usize;
+    let mut params: Vec<f64> = infnerf::adversarial::init(5).iter().map(|&v| f64::from(v)).collect();
+    let mut rng = SplitMix64(6);
+    // random biases too, so that no stage starts at its defaults
+    for p in params.iter_mut().filter(|p| **p == 0.0) {
+        *p = f64::from(rng.next_f32()) * 0.2 - 0.1;
+    }
+    let mut square = || -> Vec<Option<[f64; 3]>> {
+        (0..pixels)
+            .map(|p| if p % 16 == 15 { None } else { Some([0, 1, 2].map(|_| f64::from(rng.next_f32()))) })
+            .collect()
+    };
+    let mut render = square();
+    let target = square();
+    let generator = |params: &[f64], render: &[Option<[f64; 3]>]| {
+        let logits = d::forward(params, size, &d::input(render)).pop().unwrap();
+        logits.iter().map(|&l| d::softplus(-l)).sum::<f64>() / logits.len() as f64
+    };
+    let discriminator = |params: &[f64], render: &[Option<[f64; 3]>]| {
+        let real = d::forward(params, size, &d::input(&target)).pop().unwrap();
+        let fake = d::forward(params, size, &d::input(render)).pop().unwrap();
+        let n = real.len() as f64;
+        real.iter().map(|&l| d::softplus(-l)).sum::<f64>() / n + fake.iter().map(|&l| d::softplus(l)).sum::<f64>() / n
+    };
+
+    // the generator, to the colours (x = 2 rgb - 1)
+    let t = d::forward(&params, size, &d::input(&render));
+    let logits = t.last().unwrap();
+    let g: Vec<f64> = logits.iter().map(|&l| -d::sigmoid(-l) / logits.len() as f64).collect();
+    let (gx, _) = d::backward(&params, size, &t, &g);
+    let analytic: Vec<[f64; 3]> = (0..pixels).map(|p| [0, 1, 2].map(|c| 2.0 * gx[c * pixels + p])).collect();
+    let scale = analytic.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for p in (0..pixels).step_by(7) {
+        let Some(rgb) = render[p] else { continue };
+        for c in 0..3 {
+            let numeric = central(
+                |v| {
+                    let mut moved = rgb;
+                    moved[c] = v;
+                    render[p] = Some(moved);
+                    generator(&params, &render)
+                },
+                rgb[c],
+            );
+            render[p] = Some(rgb);
+            check(&format!("colour {p}.{c}"), analytic[p][c], numeric, scale);
+        }
+    }
+
+    // the discriminator, to its parameters
+    let real = d::forward(&params, size, &d::input(&target));
+    let fake = d::forward(&params, size, &d::input(&render));
+    let n = real.last().unwrap().len() as f64;
+    let g_real: Vec<f64> = real.last().unwrap().iter().map(|&l| -d::sigmoid(-l) / n).collect();
+    let g_fake: Vec<f64> = fake.last().unwrap().iter().map(|&l| d::sigmoid(l) / n).collect();
+    let (_, a) = d::backward(&params, size, &real, &g_real);
+    let (_, b) = d::backward(&params, size, &fake, &g_fake);
+    let analytic: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    let scale = analytic.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for i in (0..params.len()).step_by(37) {
+        let at = params[i];
+        let numeric = central(
+            |v| {
+                params[i] = v;
+                discriminator(&params, &render)
+            },
+            at,
+        );
+        params[i] = at;
+        check(&format!("parameter {i}"), analytic[i], numeric, scale);
+    }
+}

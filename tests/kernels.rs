@@ -1804,3 +1804,62 @@ fn lpips_matches_reference() {
         assert!((g - c).abs() <= 1e-4 * c.abs().max(1e-3), "slot {slot}: {g} vs {c}");
     }
 }
+
+/// The adversarial passes (the discriminator forward on renders at two cuts and targets, both
+/// losses, the generator's backward to the colours, the discriminator's weight gradients and its
+/// Adam update) against the reference.
+#[test]
+fn adversarial_matches_reference() {
+    let mut config = config();
+    config.train.patch_size = 8;
+    config.train.patches_per_batch = 2;
+    config.train.structure_patches = 2;
+    config.train.structure_patch_size = 16;
+    config.loss.lambda_adversarial = 0.3;
+    let trainer = Trainer::new(common::gpu(), config, &random_dataset(4, 24, 13)).unwrap();
+    let depth = trainer.octree.max_depth();
+    let f = Fixture::on(trainer, &[depth, depth - 1]);
+    f.randomize_params(8);
+    f.forward();
+    let (batch, rays, outputs, loss) = (f.batch(), f.rays(), f.outputs(), f.loss());
+    assert_eq!((batch.group_tiles, batch.grouped_patches), (2, 8));
+    let disc = f.trainer.discriminator.as_ref().expect("a discriminator");
+    let before = to_f64(&f.read::<f32>(&disc.params, disc.count as usize));
+    let slots = f.slots() as u32;
+    f.run(|t, rec| t.record_losses(rec, &t.train, slots));
+    let (mse_grads, _) = cpu::loss_mse(&batch, &loss, &rays, &outputs);
+    let (adv_grads, gen, dis, disc_grad) = cpu::loss_adversarial(&batch, &loss, &rays, &outputs, &before, 16);
+    let scale = adv_grads.iter().fold(0.0f64, |m, g| m.max(g.rgb.iter().fold(0.0f64, |a, v| a.max(v.abs()))));
+    assert!(scale > 0.0);
+    let ray_grads = f.ray_grads();
+    for slot in 0..f.slots() {
+        for k in 0..3 {
+            let want = mse_grads[slot].rgb[k] + adv_grads[slot].rgb[k];
+            let got = ray_grads[slot].rgb[k];
+            assert!((got - want).abs() <= 1e-3 * scale, "slot {slot} rgb {k}: {got} vs {want}");
+        }
+    }
+    let losses = to_f64(&f.read::<f32>(&f.trainer.train.losses, f.slots() * LOSS_TERMS));
+    for (term, want, count) in [(cpu::TERM_ADVERSARIAL, &gen, 4), (cpu::TERM_DISCRIMINATOR, &dis, 2)] {
+        let row = &losses[term * f.slots()..(term + 1) * f.slots()];
+        assert_eq!(want.iter().filter(|&&v| v > 0.0).count(), count, "term {term}");
+        for (slot, (g, c)) in row.iter().zip(want.iter()).enumerate() {
+            assert!((g - c).abs() <= 1e-5 * c.abs().max(1e-2), "term {term} slot {slot}: {g} vs {c}");
+        }
+    }
+    let grads = to_f64(&f.read::<f32>(&disc.grads, disc.count as usize));
+    let (diff, grad_scale) = common::max_diff(&grads, &disc_grad);
+    assert!(grad_scale > 0.0 && diff <= 1e-3 * grad_scale, "discriminator gradient: {diff} of {grad_scale}");
+    // the first Adam step moves each parameter by lr x sign(gradient)
+    let after = to_f64(&f.read::<f32>(&disc.params, disc.count as usize));
+    let lr = f64::from(f.trainer.config.loss.discriminator_lr);
+    let mut moved = 0;
+    for i in 0..after.len() {
+        if disc_grad[i].abs() > 1e-4 * grad_scale {
+            let want = before[i] - lr * disc_grad[i].signum();
+            assert!((after[i] - want).abs() <= 1e-3 * lr, "parameter {i}: {} vs {want}", after[i]);
+            moved += 1;
+        }
+    }
+    assert!(moved > after.len() / 2, "{moved} of {} parameters moved", after.len());
+}

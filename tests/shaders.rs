@@ -8,8 +8,8 @@ use infnerf::config::Config;
 use infnerf::field::FieldLayout;
 use infnerf::gpu::layout::GpuStruct;
 use infnerf::gpu::records::{
-    AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, LpipsUniforms, NetBatch, NetStage, Page, Patch, Ray,
-    RayGrad, RayOutput, Sample, Sampling, Scene,
+    AdamUniforms, Batch, DenseAdam, GpuCamera, GuardUniforms, LossUniforms, NetBatch, NetStage, Page, Patch,
+    PatchNetUniforms, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
 };
 use infnerf::gpu::shader::KernelShape;
 use infnerf::gpu::unrolled::WeightSource;
@@ -145,7 +145,8 @@ fn host_structs() -> Vec<HostLayout> {
         host::<Node>(),
         host::<NetBatch>(),
         host::<NetStage>(),
-        host::<LpipsUniforms>(),
+        host::<PatchNetUniforms>(),
+        host::<DenseAdam>(),
     ]
 }
 

@@ -92,8 +92,10 @@ fn training_raises_test_psnr_and_writes_every_output() {
         assert_eq!(
             loss.keys().collect::<Vec<_>>(),
             [
+                "adversarial",
                 "density_consistency",
                 "depth_consistency",
+                "discriminator",
                 "lpips",
                 "mse",
                 "normal_consistency",

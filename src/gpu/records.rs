@@ -19,15 +19,19 @@ pub const LOSS_NAMES: [&str; LOSS_TERMS] = [
     "density_consistency",
     "seam",
     "lpips",
+    "adversarial",
+    "discriminator",
 ];
-pub const LOSS_TERMS: usize = 11;
+pub const LOSS_TERMS: usize = 13;
 
 /// Whether each term (`LOSS_NAMES` order) is a per-cut term, weighed by its cut's level weight. The
 /// consistency terms compare two cuts: they are weighed by their lambda alone, and each pair's value
 /// is kept at the coarser cut's index. The parameter L2 is the model's, at no cut (kept at index 0).
 /// The terms on probes (normal and density consistency, seam continuity; loss_probes.wgsl) compare
-/// nodes, not cuts: their values are kept at cut 0.
-pub const LOSS_PER_CUT: [bool; LOSS_TERMS] = [true, true, true, true, true, false, false, false, false, false, true];
+/// nodes, not cuts: their values are kept at cut 0. The discriminator's own loss trains the
+/// discriminator, not the field: it weighs 0 in the field's loss and is kept at cut 0.
+pub const LOSS_PER_CUT: [bool; LOSS_TERMS] =
+    [true, true, true, true, true, false, false, false, false, false, true, true, false];
 
 /// Probes per probe group (probes.wgsl): a stencil of 7 points in a child node and the same 7 in its
 /// parent, then a point on a face shared by two nodes of one depth, in each of them.
@@ -378,24 +382,57 @@ gpu_struct! {
         /// the backward adds to the input's gradient (1: a head or a later stage wrote it first) or
         /// writes it (0)
         pub accumulate: u32,
+        /// 1: a ReLU follows the convolution; 0: the output is linear (a discriminator's logits)
+        pub relu: u32,
+        pub _pad0: u32,
+        pub _pad1: u32,
+        pub _pad2: u32,
     }
 }
 
 gpu_struct! {
-    /// LPIPS on a chunk's structure patches (src/lpips.rs): images cut * squares + square are the
-    /// renders, n_cuts * squares + square the targets.
-    pub struct LpipsUniforms {
+    /// A network on a chunk's structure patches, LPIPS (src/lpips.rs) or the discriminator
+    /// (src/adversarial.rs): images cut * squares + square are the renders, n_cuts * squares +
+    /// square the targets.
+    pub struct PatchNetUniforms {
         /// structure patches of the chunk
         pub squares: u32,
         pub n_cuts: u32,
         /// their edge in pixels
         pub size: u32,
-        /// positions of the largest feature tensor: the head's invocations per render
+        /// positions of the largest output tensor: per render, the values loss_patch_net sums
         pub positions: u32,
-        /// per feature layer: its tensor's first float, channels, edge, first head weight
+        /// per feature layer (LPIPS's heads; the discriminator's logits are the first): its
+        /// tensor's first float, channels, edge, first head weight
         pub features: [[u32; 4]; 5],
-        /// the scaling layer: (2 x - 1 - shift) / scale per channel (w unused)
+        /// the input's scaling: (2 x - 1 - shift) / scale per channel (w unused)
         pub shift: [f32; 4],
         pub scale: [f32; 4],
+        /// the loss term of the renders' values and gradients (`LOSS_NAMES` index)
+        pub term: u32,
+        /// a second term whose value per square loss_patch_net writes at cut 0 (the
+        /// discriminator's own loss), or NO_TERM
+        pub second_term: u32,
+        /// images forward (renders and targets): the second term's values follow theirs
+        pub images: u32,
+        pub _pad0: u32,
+    }
+}
+
+/// `PatchNetUniforms::second_term` of a network with one term.
+pub const NO_TERM: u32 = u32::MAX;
+
+gpu_struct! {
+    /// Adam over a small dense network (adam_dense.wgsl): lr, betas, epsilon, the bias
+    /// corrections 1 - beta^t of this step, and the parameter count.
+    pub struct DenseAdam {
+        pub lr: f32,
+        pub beta1: f32,
+        pub beta2: f32,
+        pub epsilon: f32,
+        pub correction1: f32,
+        pub correction2: f32,
+        pub count: u32,
+        pub _pad0: u32,
     }
 }

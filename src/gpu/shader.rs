@@ -203,6 +203,7 @@ impl KernelShape {
             ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),
             ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
             ("NO_CUT", crate::gpu::records::NO_CUT),
+            ("NO_TERM", crate::gpu::records::NO_TERM),
             ("NORM_PARTIALS", crate::gpu::records::NORM_PARTIALS),
             ("PROBES_PER_GROUP", crate::gpu::records::PROBES_PER_GROUP),
             ("PER_CUT_TERMS", per_cut_terms()),

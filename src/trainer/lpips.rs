@@ -1,13 +1,13 @@
 //! LPIPS on the training workspace's structure patches (src/lpips.rs describes the network): the
 //! activations of a chunk's images, each stage's uniforms and bind groups, and the passes in order:
-//! lpips_input -> (conv | max_pool) per stage -> lpips_head -> (conv_backward | max_pool_backward)
-//! per stage in reverse -> loss_lpips.
+//! patch_net_input -> (conv | max_pool) per stage -> lpips_head -> (conv_backward | max_pool_backward)
+//! per stage in reverse -> loss_patch_net.
 
 use crate::gpu::kernel::Recorder;
-use crate::gpu::records::{LpipsUniforms, NetBatch, NetStage};
+use crate::gpu::records::{NetBatch, NetStage, PatchNetUniforms, LOSS_NAMES, NO_TERM};
 use crate::gpu::Gpu;
 use crate::kernels::{
-    ConvBackwardBindings, ConvBindings, Kernels, LossLpipsBindings, LpipsHeadBindings, LpipsInputBindings,
+    ConvBackwardBindings, ConvBindings, Kernels, LossPatchNetBindings, LpipsHeadBindings, PatchNetInputBindings,
 };
 use crate::lpips::{self, Plan, Stage};
 use crate::trainer::workspace::Workspace;
@@ -62,7 +62,7 @@ impl Lpips {
         let act_grads = gpu.storage("lpips gradients", at * 4)?;
         let values = gpu.storage("lpips values", u64::from(max_squares * cuts * plan.positions()).max(1) * 4)?;
         let net = gpu.uniform::<NetBatch>("lpips batch");
-        let uniforms = gpu.uniform::<LpipsUniforms>("lpips");
+        let uniforms = gpu.uniform::<PatchNetUniforms>("lpips");
         let offsets = lpips::weight_offsets();
         let feature_tensors = plan.features;
         let stage_uniforms: Vec<wgpu::Buffer> = plan
@@ -83,6 +83,7 @@ impl Lpips {
                     kernel: lpips::POOL_KERNEL,
                     stride: lpips::POOL_STRIDE,
                     accumulate: u32::from(feature_tensors.contains(&input)),
+                    relu: 1,
                     ..Default::default()
                 };
                 if let Stage::Conv { conv, .. } = *stage {
@@ -119,34 +120,11 @@ impl Lpips {
                 }
             })
             .collect();
-        let input = kernels.lpips_input.bind(
-            gpu,
-            &LpipsInputBindings {
-                batch: &ws.batch,
-                loss: &ws.loss,
-                lpips: &uniforms,
-                rays: &ws.rays,
-                outputs: &ws.outputs,
-                acts: &acts,
-            },
-        );
         let head = kernels.lpips_head.bind(
             gpu,
             &LpipsHeadBindings { lpips: &uniforms, weights, acts: &acts, act_grads: &act_grads, values: &values },
         );
-        let loss = kernels.loss_lpips.bind(
-            gpu,
-            &LossLpipsBindings {
-                batch: &ws.batch,
-                loss: &ws.loss,
-                lpips: &uniforms,
-                rays: &ws.rays,
-                act_grads: &act_grads,
-                values: &values,
-                ray_grads: &ws.ray_grads,
-                losses: &ws.losses,
-            },
-        );
+        let (input, loss) = patch_net_groups(gpu, kernels, ws, &uniforms, &acts, &act_grads, &values);
         Ok(Self {
             plan,
             max_squares,
@@ -168,7 +146,7 @@ impl Lpips {
     }
 
     /// The uniforms of a chunk of `squares` structure patches rendered at `cuts` cuts.
-    pub fn uniforms(&self, squares: u32, cuts: u32) -> (NetBatch, LpipsUniforms) {
+    pub fn uniforms(&self, squares: u32, cuts: u32) -> (NetBatch, PatchNetUniforms) {
         let offsets = lpips::weight_offsets();
         let mut features = [[0u32; 4]; 5];
         for (k, &t) in self.plan.features.iter().enumerate() {
@@ -178,7 +156,7 @@ impl Lpips {
         let [sx, sy, sz] = lpips::SHIFT;
         let [cx, cy, cz] = lpips::SCALE;
         let net = NetBatch { images: squares * (cuts + 1), backward_images: squares * cuts, ..Default::default() };
-        let uniforms = LpipsUniforms {
+        let uniforms = PatchNetUniforms {
             squares,
             n_cuts: cuts,
             size: self.plan.size,
@@ -186,6 +164,10 @@ impl Lpips {
             features,
             shift: [sx, sy, sz, 0.0],
             scale: [cx, cy, cz, 1.0],
+            term: term_index("lpips"),
+            second_term: NO_TERM,
+            images: squares * (cuts + 1),
+            _pad0: 0,
         };
         (net, uniforms)
     }
@@ -209,7 +191,7 @@ impl Lpips {
         let images = squares * (cuts + 1);
         let renders = squares * cuts;
         let plan = &self.plan;
-        rec.dispatch(&kernels.lpips_input, &self.input, images * plan.tensors[0].len());
+        rec.dispatch(&kernels.patch_net_input, &self.input, images * plan.tensors[0].len());
         for (stage, group) in plan.stages.iter().zip(&self.forward) {
             match *stage {
                 Stage::Conv { output, .. } => rec.dispatch(&kernels.conv, group, images * plan.tensors[output].len()),
@@ -229,7 +211,7 @@ impl Lpips {
                 }
             }
         }
-        rec.dispatch(&kernels.loss_lpips, &self.loss, slots);
+        rec.dispatch(&kernels.loss_patch_net, &self.loss, slots);
     }
 
     /// Frees the buffers (the device idle).
@@ -241,4 +223,47 @@ impl Lpips {
             gpu.free(buffer);
         }
     }
+}
+
+/// Row of loss term `name` among `LOSS_NAMES`.
+pub fn term_index(name: &str) -> u32 {
+    LOSS_NAMES.iter().position(|&n| n == name).expect("a loss term") as u32
+}
+
+/// The bind groups of a network's first and last passes on the workspace `ws`: patch_net_input
+/// into `acts`, and loss_patch_net from the input's gradient in `act_grads` and the `values`.
+pub fn patch_net_groups(
+    gpu: &Gpu,
+    kernels: &Kernels,
+    ws: &Workspace,
+    uniforms: &wgpu::Buffer,
+    acts: &wgpu::Buffer,
+    act_grads: &wgpu::Buffer,
+    values: &wgpu::Buffer,
+) -> (wgpu::BindGroup, wgpu::BindGroup) {
+    let input = kernels.patch_net_input.bind(
+        gpu,
+        &PatchNetInputBindings {
+            batch: &ws.batch,
+            loss: &ws.loss,
+            net: uniforms,
+            rays: &ws.rays,
+            outputs: &ws.outputs,
+            acts,
+        },
+    );
+    let loss = kernels.loss_patch_net.bind(
+        gpu,
+        &LossPatchNetBindings {
+            batch: &ws.batch,
+            loss: &ws.loss,
+            net: uniforms,
+            rays: &ws.rays,
+            act_grads,
+            values,
+            ray_grads: &ws.ray_grads,
+            losses: &ws.losses,
+        },
+    );
+    (input, loss)
 }

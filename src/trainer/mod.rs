@@ -8,6 +8,7 @@
 //! statistics read-back every `log_every` steps; at most `MAX_IN_FLIGHT` steps are queued, so a
 //! render request waits for little.
 
+pub mod adversarial;
 pub mod lpips;
 pub mod model;
 pub mod workspace;
@@ -28,6 +29,7 @@ use crate::kernels::Kernels;
 use crate::loss_weights::{self, Balancer, GroupWeights};
 use crate::octree::Octree;
 use crate::stability::{self, Fault, GuardReport, Snapshot, StabilityEvent};
+use adversarial::{Adversarial, DiscriminatorParams};
 use anyhow::{bail, Context, Result};
 use lpips::Lpips;
 use model::Model;
@@ -178,6 +180,8 @@ pub struct Trainer {
     /// the term is unavailable (it then weighs 0).
     pub lpips_weights: Option<wgpu::Buffer>,
     pub lpips_unavailable: Option<String>,
+    /// The adversarial term's discriminator (with structure patches it can see).
+    pub discriminator: Option<DiscriminatorParams>,
 }
 
 impl Trainer {
@@ -284,6 +288,11 @@ impl Trainer {
         if let Some(reason) = lpips_unavailable.as_ref().filter(|_| config.loss.lambda_lpips > 0.0) {
             log::warn!("loss.lambda_lpips is held at 0: LPIPS is unavailable ({reason})");
         }
+        let discriminator = if t.structure_patches > 0 && t.structure_patch_size >= crate::adversarial::MIN_SIZE {
+            Some(DiscriminatorParams::new(&gpu, &kernels, t.seed)?)
+        } else {
+            None
+        };
         let (train, view) = Self::workspaces(
             &gpu,
             &kernels,
@@ -291,7 +300,7 @@ impl Trainer {
             &config,
             cameras.len() as u32,
             first_chunk,
-            lpips_weights.as_ref(),
+            PatchNets { lpips: lpips_weights.as_ref(), discriminator: discriminator.as_ref() },
         )?;
         gpu.write(&train.cameras, &cameras);
         let rng = SplitMix64(config.train.seed);
@@ -328,6 +337,7 @@ impl Trainer {
             guard_reset: false,
             lpips_weights,
             lpips_unavailable,
+            discriminator,
             config,
         };
         trainer.fit_memory_budget(chunk_patches)?;
@@ -343,7 +353,7 @@ impl Trainer {
         config: &Config,
         cameras: u32,
         chunk_patches: u32,
-        lpips_weights: Option<&wgpu::Buffer>,
+        nets: PatchNets,
     ) -> Result<(Workspace, Workspace)> {
         let t = &config.train;
         let train_size = WorkspaceSize {
@@ -355,11 +365,18 @@ impl Trainer {
             probe_groups: probe_groups(config, chunk_patches),
         };
         let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
-        if let Some(weights) = lpips_weights {
+        if let Some(weights) = nets.lpips {
             let tiles = t.group_tiles() * t.group_tiles();
             let squares = (t.accumulate_steps * t.structure_patches).min(chunk_patches / tiles);
             let before = gpu.allocated_bytes();
             train.lpips = Some(Lpips::new(gpu, kernels, &train, weights, t.structure_patch_size, squares)?);
+            train.bytes += gpu.allocated_bytes().saturating_sub(before);
+        }
+        if let Some(disc) = nets.discriminator {
+            let tiles = t.group_tiles() * t.group_tiles();
+            let squares = (t.accumulate_steps * t.structure_patches).min(chunk_patches / tiles);
+            let before = gpu.allocated_bytes();
+            train.adversarial = Some(Adversarial::new(gpu, kernels, &train, disc, t.structure_patch_size, squares)?);
             train.bytes += gpu.allocated_bytes().saturating_sub(before);
         }
         let view_size = WorkspaceSize {
@@ -461,7 +478,7 @@ impl Trainer {
             &self.config,
             cameras,
             chunk_patches,
-            self.lpips_weights.as_ref(),
+            PatchNets { lpips: self.lpips_weights.as_ref(), discriminator: self.discriminator.as_ref() },
         )?;
         self.gpu.write(&self.train.cameras, &camera_records);
         self.chunk_patches = chunk_patches;
@@ -663,10 +680,18 @@ impl Trainer {
         self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
         self.gpu.write(&ws.loss, &[self.loss_uniforms(step, plan)]);
+        let batch = self.training_batch(step, chunk, rays, &plan.cuts);
+        let squares = batch.grouped_patches / (batch.group_tiles * batch.group_tiles);
         if let Some(lpips) = &ws.lpips {
-            let batch = self.training_batch(step, chunk, rays, &plan.cuts);
-            let tiles = batch.group_tiles * batch.group_tiles;
-            lpips.upload(&self.gpu, batch.grouped_patches / tiles, plan.cuts.len() as u32);
+            lpips.upload(&self.gpu, squares, plan.cuts.len() as u32);
+        }
+        if let (Some(adversarial), Some(disc)) = (&ws.adversarial, &self.discriminator) {
+            adversarial.upload(&self.gpu, squares, plan.cuts.len() as u32);
+            if squares > 0 && self.term_weight("adversarial", step) > 0.0 {
+                // one discriminator update per chunk with structure patches
+                self.gpu.write(&disc.settings, &[disc.next_update(self.config.loss.discriminator_lr)]);
+                disc.updates.set(disc.updates.get() + 1);
+            }
         }
         rays
     }
@@ -863,6 +888,11 @@ impl Trainer {
         }
         if let Some(lpips) = ws.lpips.as_ref().filter(|_| self.term_weight("lpips", self.step) > 0.0) {
             lpips.record(rec, k, slots);
+        }
+        if let (Some(adversarial), Some(disc)) = (&ws.adversarial, &self.discriminator) {
+            if self.term_weight("adversarial", self.step) > 0.0 {
+                adversarial.record(rec, k, disc, slots);
+            }
         }
         let probes = self.probe_groups_at(ws, self.step);
         if probes > 0 {
@@ -1234,6 +1264,14 @@ pub fn probe_groups(config: &Config, chunk_patches: u32) -> u32 {
     let chunks = patches.div_ceil(chunk_patches).max(1);
     let last = patches - (chunks - 1) * chunk_patches;
     config.loss.probes.div_ceil(chunks).min(last * t.patch_size * t.patch_size)
+}
+
+/// The parameters of the networks on the structure patches, which outlive the workspaces that hold
+/// their activations: LPIPS's weights and the discriminator.
+#[derive(Clone, Copy)]
+struct PatchNets<'a> {
+    lpips: Option<&'a wgpu::Buffer>,
+    discriminator: Option<&'a DiscriminatorParams>,
 }
 
 /// The LPIPS weights on the device, or why LPIPS is unavailable: no weights file (the term then

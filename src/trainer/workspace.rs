@@ -66,6 +66,8 @@ pub struct Workspace {
     pub groups: Groups,
     /// LPIPS's buffers (training with a weights file and structure patches; `trainer::lpips`).
     pub lpips: Option<crate::trainer::lpips::Lpips>,
+    /// The discriminator's activations (training with structure patches it can see).
+    pub adversarial: Option<crate::trainer::adversarial::Adversarial>,
     /// Device bytes of its buffers.
     pub bytes: u64,
 }
@@ -345,6 +347,7 @@ impl Workspace {
             sample_grads,
             groups,
             lpips: None,
+            adversarial: None,
             bytes: gpu.allocated_bytes().saturating_sub(allocated_before),
         })
     }
@@ -377,6 +380,9 @@ impl Workspace {
         }
         if let Some(lpips) = &self.lpips {
             lpips.release(gpu);
+        }
+        if let Some(adversarial) = &self.adversarial {
+            adversarial.release(gpu);
         }
     }
 

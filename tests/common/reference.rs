@@ -1240,6 +1240,82 @@ pub fn loss_probes(loss: &LossUniforms, probes: &[Sample], field: &[[f64; 4]]) -
 
 pub const TERM_LPIPS: usize = 10;
 
+/// A convolution (+ ReLU) of LPIPS or the discriminator, channel-major, forward and backward by
+/// scattering (the kernels gather).
+pub mod conv {
+    use infnerf::lpips::Conv;
+
+    /// A convolution (+ ReLU when `relu`) of an n x n input.
+    pub fn forward(c: &Conv, w: &[f64], b: &[f64], relu: bool, n: usize, x: &[f64]) -> Vec<f64> {
+        let m = c.out_size(n as u32) as usize;
+        let k = c.kernel as usize;
+        let mut y = vec![0.0; c.out_channels as usize * m * m];
+        for co in 0..c.out_channels as usize {
+            for oy in 0..m {
+                for ox in 0..m {
+                    let mut sum = b[co];
+                    for ci in 0..c.in_channels as usize {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
+                                let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
+                                if iy >= 0 && ix >= 0 && iy < n as i64 && ix < n as i64 {
+                                    sum += w[((co * c.in_channels as usize + ci) * k + ky) * k + kx]
+                                        * x[(ci * n + iy as usize) * n + ix as usize];
+                                }
+                            }
+                        }
+                    }
+                    y[(co * m + oy) * m + ox] = if relu { sum.max(0.0) } else { sum };
+                }
+            }
+        }
+        y
+    }
+
+    /// Its backward: (dL/dx, dL/dw, dL/db) from dL/dy, scattering.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        c: &Conv,
+        w: &[f64],
+        relu: bool,
+        n: usize,
+        x: &[f64],
+        y: &[f64],
+        gy: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+        let m = c.out_size(n as u32) as usize;
+        let k = c.kernel as usize;
+        let (mut gx, mut gw, mut gb) = (vec![0.0; x.len()], vec![0.0; w.len()], vec![0.0; c.out_channels as usize]);
+        for co in 0..c.out_channels as usize {
+            for oy in 0..m {
+                for ox in 0..m {
+                    let o = (co * m + oy) * m + ox;
+                    if relu && y[o] <= 0.0 {
+                        continue;
+                    }
+                    gb[co] += gy[o];
+                    for ci in 0..c.in_channels as usize {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
+                                let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
+                                if iy >= 0 && ix >= 0 && iy < n as i64 && ix < n as i64 {
+                                    let wi = ((co * c.in_channels as usize + ci) * k + ky) * k + kx;
+                                    let xi = (ci * n + iy as usize) * n + ix as usize;
+                                    gx[xi] += w[wi] * gy[o];
+                                    gw[wi] += x[xi] * gy[o];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (gx, gw, gb)
+    }
+}
+
 /// LPIPS (src/lpips.rs) in f64, one image at a time: a convolution and its ReLU, forward and
 /// backward by scattering (the kernels gather), on channel-major tensors.
 pub mod lpips {
@@ -1251,35 +1327,11 @@ pub mod lpips {
         let mut tensors = vec![input.to_vec()];
         for stage in &plan.stages {
             let out = match *stage {
-                Stage::Conv { conv, input, output } => {
-                    let (c, i, t) = (CONVS[conv], plan.tensors[input], plan.tensors[output]);
-                    let (n, m, k) = (i.size as usize, t.size as usize, c.kernel as usize);
-                    let x = &tensors[input];
-                    let mut y = vec![0.0; t.len() as usize];
-                    for co in 0..c.out_channels as usize {
-                        for oy in 0..m {
-                            for ox in 0..m {
-                                let mut sum = weights[o.bias[conv] as usize + co];
-                                for ci in 0..c.in_channels as usize {
-                                    for ky in 0..k {
-                                        for kx in 0..k {
-                                            let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
-                                            let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
-                                            if iy < 0 || ix < 0 || iy >= n as i64 || ix >= n as i64 {
-                                                continue;
-                                            }
-                                            let w = o.weight[conv] as usize
-                                                + ((co * c.in_channels as usize + ci) * k + ky) * k
-                                                + kx;
-                                            sum += weights[w] * x[(ci * n + iy as usize) * n + ix as usize];
-                                        }
-                                    }
-                                }
-                                y[(co * m + oy) * m + ox] = sum.max(0.0);
-                            }
-                        }
-                    }
-                    y
+                Stage::Conv { conv, input, output: _ } => {
+                    let (c, n) = (&CONVS[conv], plan.tensors[input].size as usize);
+                    let w = &weights[o.weight[conv] as usize..o.weight[conv] as usize + c.weights()];
+                    let b = &weights[o.bias[conv] as usize..o.bias[conv] as usize + c.out_channels as usize];
+                    super::conv::forward(c, w, b, true, n, &tensors[input])
                 }
                 Stage::Pool { input, output } => {
                     let (i, t) = (plan.tensors[input], plan.tensors[output]);
@@ -1353,34 +1405,11 @@ pub mod lpips {
         for stage in plan.stages.iter().rev() {
             match *stage {
                 Stage::Conv { conv, input, output } => {
-                    let (c, i, t) = (CONVS[conv], plan.tensors[input], plan.tensors[output]);
-                    let (n, m, k) = (i.size as usize, t.size as usize, c.kernel as usize);
-                    for co in 0..c.out_channels as usize {
-                        for oy in 0..m {
-                            for ox in 0..m {
-                                let at = (co * m + oy) * m + ox;
-                                if tensors[output][at] <= 0.0 {
-                                    continue;
-                                }
-                                let g = grads[output][at];
-                                for ci in 0..c.in_channels as usize {
-                                    for ky in 0..k {
-                                        for kx in 0..k {
-                                            let iy = (oy * c.stride as usize + ky) as i64 - c.pad as i64;
-                                            let ix = (ox * c.stride as usize + kx) as i64 - c.pad as i64;
-                                            if iy < 0 || ix < 0 || iy >= n as i64 || ix >= n as i64 {
-                                                continue;
-                                            }
-                                            let w = o.weight[conv] as usize
-                                                + ((co * c.in_channels as usize + ci) * k + ky) * k
-                                                + kx;
-                                            grads[input][(ci * n + iy as usize) * n + ix as usize] += weights[w] * g;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    let (c, n) = (&CONVS[conv], plan.tensors[input].size as usize);
+                    let w = &weights[o.weight[conv] as usize..o.weight[conv] as usize + c.weights()];
+                    let (gx, _, _) =
+                        super::conv::backward(c, w, true, n, &tensors[input], &tensors[output], &grads[output]);
+                    grads[input].iter_mut().zip(&gx).for_each(|(a, b)| *a += b);
                 }
                 Stage::Pool { input, output } => {
                     let (i, t) = (plan.tensors[input], plan.tensors[output]);
@@ -1482,4 +1511,133 @@ pub fn loss_lpips(
     }
     debug_assert!(square_rays * squares <= n_rays);
     (grads, shares)
+}
+
+pub const TERM_ADVERSARIAL: usize = 11;
+pub const TERM_DISCRIMINATOR: usize = 12;
+
+/// The adversarial term's discriminator (src/adversarial.rs) in f64, one image at a time.
+pub mod discriminator {
+    use super::conv;
+    use infnerf::adversarial::{offsets, sizes, CONVS};
+
+    /// Every tensor of one image (input first, logits last) of a square of `size` pixels.
+    pub fn forward(params: &[f64], size: u32, input: &[f64]) -> Vec<Vec<f64>> {
+        let (weight, bias, _) = offsets();
+        let edges = sizes(size);
+        let mut tensors = vec![input.to_vec()];
+        for (k, c) in CONVS.iter().enumerate() {
+            let w = &params[weight[k] as usize..weight[k] as usize + c.weights()];
+            let b = &params[bias[k] as usize..bias[k] as usize + c.out_channels as usize];
+            let y = conv::forward(c, w, b, k + 1 < CONVS.len(), edges[k] as usize, &tensors[k]);
+            tensors.push(y);
+        }
+        tensors
+    }
+
+    /// From dL/d(logits): (dL/d input, dL/d params).
+    pub fn backward(params: &[f64], size: u32, tensors: &[Vec<f64>], grad_logits: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (weight, bias, total) = offsets();
+        let edges = sizes(size);
+        let mut grads = vec![0.0; total as usize];
+        let mut g = grad_logits.to_vec();
+        for (k, c) in CONVS.iter().enumerate().rev() {
+            let w = &params[weight[k] as usize..weight[k] as usize + c.weights()];
+            let (gx, gw, gb) =
+                conv::backward(c, w, k + 1 < CONVS.len(), edges[k] as usize, &tensors[k], &tensors[k + 1], &g);
+            grads[weight[k] as usize..weight[k] as usize + c.weights()].copy_from_slice(&gw);
+            grads[bias[k] as usize..bias[k] as usize + c.out_channels as usize].copy_from_slice(&gb);
+            g = gx;
+        }
+        (g, grads)
+    }
+
+    pub fn softplus(x: f64) -> f64 {
+        x.max(0.0) + (-x.abs()).exp().ln_1p()
+    }
+
+    pub fn sigmoid(x: f64) -> f64 {
+        1.0 / (1.0 + (-x).exp())
+    }
+
+    /// The input of a square (`[pixel][channel]`, None off the image: 0): 2 x - 1.
+    pub fn input(square: &[Option<[f64; 3]>]) -> Vec<f64> {
+        let pixels = square.len();
+        let mut x = vec![0.0; 3 * pixels];
+        for (p, rgb) in square.iter().enumerate() {
+            if let Some(rgb) = rgb {
+                for c in 0..3 {
+                    x[c * pixels + p] = 2.0 * rgb[c] - 1.0;
+                }
+            }
+        }
+        x
+    }
+}
+
+/// The adversarial passes over a chunk (`loss_patch_net` with the discriminator): (dLoss/d rgb per
+/// slot, the generator's unweighted share per slot, the discriminator's per slot, the
+/// discriminator's gradient). The generator's loss is the mean over the logits of softplus(-l) of a
+/// render; the discriminator's the mean over the chunk's targets of softplus(-l) plus the mean over
+/// its renders of softplus(l).
+pub fn loss_adversarial(
+    batch: &Batch,
+    loss: &LossUniforms,
+    rays: &[Ray],
+    outputs: &[Output],
+    params: &[f64],
+    size: u32,
+) -> (Vec<OutputGrad>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    use discriminator as d;
+    let n_rays = batch.n_rays as usize;
+    let m = batch.group_tiles as usize;
+    let squares = batch.grouped_patches as usize / (m * m);
+    let cuts = batch.n_cuts as usize;
+    let s = size as usize;
+    let inv = f64::from(loss.inv_squares);
+    let mut grads = vec![OutputGrad::default(); outputs.len()];
+    let mut gen = vec![0.0; outputs.len()];
+    let mut disc = vec![0.0; outputs.len()];
+    let mut disc_grad = vec![0.0; params.len()];
+    for square in 0..squares {
+        let ray_at = |p: usize| structure_ray(batch, square * m * m, m, (p % s, p / s));
+        let on = |ray: usize| rays[ray].target_rgb[3] > 0.0;
+        let target: Vec<Option<[f64; 3]>> = (0..s * s)
+            .map(|p| Some(ray_at(p)).filter(|&r| on(r)).map(|r| [0, 1, 2].map(|c| f64::from(rays[r].target_rgb[c]))))
+            .collect();
+        let t = d::forward(params, size, &d::input(&target));
+        let logits = t.last().unwrap();
+        let n = logits.len() as f64;
+        let real: f64 = logits.iter().map(|&l| d::softplus(-l)).sum::<f64>() / n;
+        let g: Vec<f64> = logits.iter().map(|&l| -d::sigmoid(-l) / n / squares as f64).collect();
+        let (_, gp) = d::backward(params, size, &t, &g);
+        disc_grad.iter_mut().zip(&gp).for_each(|(a, b)| *a += b);
+        let mut fake_mean = 0.0;
+        for cut in 0..cuts {
+            let render: Vec<Option<[f64; 3]>> =
+                (0..s * s).map(|p| Some(ray_at(p)).filter(|&r| on(r)).map(|r| outputs[cut * n_rays + r].rgb)).collect();
+            let t = d::forward(params, size, &d::input(&render));
+            let logits = t.last().unwrap();
+            let top_left = cut * n_rays + ray_at(0);
+            gen[top_left] = logits.iter().map(|&l| d::softplus(-l)).sum::<f64>() / n * inv;
+            fake_mean += logits.iter().map(|&l| d::softplus(l)).sum::<f64>() / n / cuts as f64;
+            // the generator's gradient through the discriminator to the colours (d x / d rgb = 2)
+            let g: Vec<f64> = logits.iter().map(|&l| -d::sigmoid(-l) / n).collect();
+            let (gx, _) = d::backward(params, size, &t, &g);
+            let weight = term_weight(batch, loss, TERM_ADVERSARIAL, top_left);
+            for p in 0..s * s {
+                if render[p].is_some() {
+                    for c in 0..3 {
+                        grads[cut * n_rays + ray_at(p)].rgb[c] += 2.0 * gx[c * s * s + p] * inv * weight;
+                    }
+                }
+            }
+            // the discriminator's gradient on the render
+            let g: Vec<f64> = logits.iter().map(|&l| d::sigmoid(l) / n / (squares * cuts) as f64).collect();
+            let (_, gp) = d::backward(params, size, &t, &g);
+            disc_grad.iter_mut().zip(&gp).for_each(|(a, b)| *a += b);
+        }
+        disc[ray_at(0)] = (real + fake_mean) * inv;
+    }
+    (grads, gen, disc, disc_grad)
 }
