@@ -64,11 +64,10 @@ impl DiscriminatorParams {
 }
 
 /// The discriminator's activations and passes for chunks of at most `max_squares` structure
-/// patches of `size` pixels at `cuts` cuts.
+/// patches of `size` pixels at the workspace's cuts.
 pub struct Adversarial {
     pub size: u32,
     pub max_squares: u32,
-    pub cuts: u32,
     /// first float of each tensor (input, two hidden, logits) in `acts`
     pub tensor_first: [u32; 4],
     pub uniforms: wgpu::Buffer,
@@ -185,7 +184,6 @@ impl Adversarial {
         Ok(Self {
             size,
             max_squares,
-            cuts,
             tensor_first,
             uniforms,
             gen_net,
@@ -242,11 +240,11 @@ impl Adversarial {
     }
 
     /// The chunk's passes over `slots` slots, then the discriminator's update (its Adam settings
-    /// written by the caller); nothing without structure patches. Returns whether it ran.
-    pub fn record(&self, rec: &mut Recorder, kernels: &Kernels, disc: &DiscriminatorParams, slots: u32) -> bool {
+    /// written by the caller); nothing without structure patches.
+    pub fn record(&self, rec: &mut Recorder, kernels: &Kernels, disc: &DiscriminatorParams, slots: u32) {
         let (squares, cuts) = self.chunk.get();
         if squares == 0 {
-            return false;
+            return;
         }
         let edges = adversarial::sizes(self.size);
         let channels = [3, CONVS[0].out_channels, CONVS[1].out_channels, CONVS[2].out_channels];
@@ -272,7 +270,6 @@ impl Adversarial {
         }
         rec.dispatch(&kernels.loss_patch_net, &self.loss, slots);
         rec.dispatch(&kernels.adam_dense, &disc.adam, disc.count);
-        true
     }
 
     pub fn release(&self, gpu: &Gpu) {

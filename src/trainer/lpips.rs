@@ -14,11 +14,10 @@ use crate::trainer::workspace::Workspace;
 use anyhow::Result;
 use std::cell::Cell;
 
-/// LPIPS's buffers for chunks of at most `max_squares` structure patches rendered at `cuts` cuts.
+/// LPIPS's buffers for chunks of at most `max_squares` structure patches rendered at the workspace's cuts.
 pub struct Lpips {
     pub plan: Plan,
     pub max_squares: u32,
-    pub cuts: u32,
     /// first float of each tensor of `plan` in `acts` (every image's, image after image)
     pub tensor_first: Vec<u32>,
     pub net: wgpu::Buffer,
@@ -128,7 +127,6 @@ impl Lpips {
         Ok(Self {
             plan,
             max_squares,
-            cuts,
             tensor_first,
             net,
             uniforms,

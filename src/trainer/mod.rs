@@ -365,16 +365,15 @@ impl Trainer {
             probe_groups: probe_groups(config, chunk_patches),
         };
         let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
+        // the most structure patches a chunk holds
+        let squares =
+            (t.accumulate_steps * t.structure_patches).min(chunk_patches / (t.group_tiles() * t.group_tiles()));
         if let Some(weights) = nets.lpips {
-            let tiles = t.group_tiles() * t.group_tiles();
-            let squares = (t.accumulate_steps * t.structure_patches).min(chunk_patches / tiles);
             let before = gpu.allocated_bytes();
             train.lpips = Some(Lpips::new(gpu, kernels, &train, weights, t.structure_patch_size, squares)?);
             train.bytes += gpu.allocated_bytes().saturating_sub(before);
         }
         if let Some(disc) = nets.discriminator {
-            let tiles = t.group_tiles() * t.group_tiles();
-            let squares = (t.accumulate_steps * t.structure_patches).min(chunk_patches / tiles);
             let before = gpu.allocated_bytes();
             train.adversarial = Some(Adversarial::new(gpu, kernels, &train, disc, t.structure_patch_size, squares)?);
             train.bytes += gpu.allocated_bytes().saturating_sub(before);
@@ -677,10 +676,10 @@ impl Trainer {
         let ws = &self.train;
         self.gpu.write(&ws.patches, patches);
         self.gpu.write(&ws.targets, &self.gather_targets(patches));
-        self.gpu.write(&ws.batch, &[self.training_batch(step, chunk, rays, &plan.cuts)]);
+        let batch = self.training_batch(step, chunk, rays, &plan.cuts);
+        self.gpu.write(&ws.batch, &[batch]);
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
         self.gpu.write(&ws.loss, &[self.loss_uniforms(step, plan)]);
-        let batch = self.training_batch(step, chunk, rays, &plan.cuts);
         let squares = batch.grouped_patches / (batch.group_tiles * batch.group_tiles);
         if let Some(lpips) = &ws.lpips {
             lpips.upload(&self.gpu, squares, plan.cuts.len() as u32);
