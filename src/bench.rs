@@ -38,8 +38,11 @@ pub struct BenchReport {
     pub samples_per_s: f64,
     /// Samples the field evaluated per second (the work that scales with the scene).
     pub active_samples_per_s: f64,
-    /// Samples per step the field evaluated at the end of the run (the rest skipped as empty space).
+    /// Samples per step the field evaluated at the end of the run (the rest skipped as empty space),
+    /// the proposal's included, and per ray; how the steps placed their samples.
     pub samples_active_per_step: f64,
+    pub evaluated_per_ray: f64,
+    pub sampling_phase: crate::config::SamplingPhase,
     pub samples_per_step: f64,
     /// Modelled memory traffic of one sample through a whole training step (see `bytes_per_sample`).
     pub bytes_per_sample: f64,
@@ -84,7 +87,9 @@ pub fn bench(
     let mut trainer = Trainer::new(gpu.clone(), config, &dataset)?;
     let copy_gbps = copy_bandwidth(&gpu, &trainer.shape)?;
     // untimed warm-up past the occupancy grid's warm-up, so the timing sees steady-state skipping
-    let warmup = trainer.config.train.occupancy_warmup + 2 * trainer.config.train.occupancy_update_every * OCC_PHASES;
+    // (and past the start of resampling from a proposal, when the sampling schedule has one)
+    let t = &trainer.config.train;
+    let warmup = (t.occupancy_warmup + 2 * t.occupancy_update_every * OCC_PHASES).max(t.hierarchical_from.unwrap_or(0));
     for _ in 0..warmup.max(3) {
         trainer.step()?;
     }
@@ -134,7 +139,7 @@ pub fn bench(
         ms * 1e3 / profiled_active.max(1.0)
     };
     let rays_per_step = f64::from(trainer.rays_per_step());
-    let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray);
+    let samples_per_step = rays_per_step * f64::from(trainer.config.train.samples_per_ray_at(trainer.step));
     let samples_per_s = f64::from(steps) * samples_per_step / elapsed;
     let active = (last_stats.active_samples / samples_per_step).clamp(0.0, 1.0);
     let bytes = bytes_per_sample(&trainer, samples_per_step, active);
@@ -158,6 +163,8 @@ pub fn bench(
         samples_per_s,
         active_samples_per_s: active_total / elapsed,
         samples_active_per_step: last_stats.active_samples,
+        evaluated_per_ray: last_stats.active_samples / rays_per_step,
+        sampling_phase: trainer.config.train.sampling_phase(trainer.step),
         samples_per_step,
         bytes_per_sample: bytes,
         achieved_gbps,

@@ -208,6 +208,45 @@ impl TrainConfig {
         self.accumulate_steps.max(1) * self.patches_per_micro_batch()
     }
 
+    /// Whether step `step` draws its samples from a proposal (the hierarchical and importance
+    /// phases).
+    pub fn resamples_at(&self, step: u32) -> bool {
+        self.hierarchical_from.is_some_and(|from| step >= from)
+    }
+
+    /// The sampling phase of step `step` (SPEC §5): uniform, occupancy (uniform with the grid's
+    /// skipping), hierarchical, importance (hierarchical with the grid's skipping).
+    pub fn sampling_phase(&self, step: u32) -> SamplingPhase {
+        let skip = self.occupancy_resolution > 0 && step >= self.occupancy_warmup;
+        match (self.resamples_at(step), skip) {
+            (false, false) => SamplingPhase::Uniform,
+            (false, true) => SamplingPhase::Occupancy,
+            (true, false) => SamplingPhase::Hierarchical,
+            (true, true) => SamplingPhase::Importance,
+        }
+    }
+
+    /// Samples per ray and cut the training batches hold at most: `samples_per_ray` while a step
+    /// samples uniformly, `resample_samples` while it resamples, and room for one cut's proposal.
+    pub fn max_samples_per_ray(&self, cuts: u32) -> u32 {
+        match self.hierarchical_from {
+            None => self.samples_per_ray,
+            Some(from) => {
+                let uniform = if from > 0 { self.samples_per_ray } else { 0 };
+                uniform.max(self.resample_samples).max(self.proposal_samples.div_ceil(cuts.max(1)))
+            }
+        }
+    }
+
+    /// Samples per ray and cut of the training batches at `step`.
+    pub fn samples_per_ray_at(&self, step: u32) -> u32 {
+        if self.resamples_at(step) {
+            self.resample_samples
+        } else {
+            self.samples_per_ray
+        }
+    }
+
     /// The largest square of pixels a loss on image structure sees.
     pub fn largest_square(&self) -> u32 {
         if self.structure_patches > 0 {
@@ -491,6 +530,25 @@ pub struct TrainConfig {
     /// the grid emptied before the field learned it (a thin pole, say) still gets a gradient and can
     /// come back; without it such a node can stop learning for good.
     pub occupancy_explore: f32,
+    /// The sampling schedule (SPEC §5): stratified uniform samples until `occupancy_warmup`, then
+    /// the occupancy grid skips empty cells. From `hierarchical_from` on (absent: never), a ray's
+    /// samples are drawn by inverse CDF from a proposal: `proposal_samples` stratified samples
+    /// rendered (forward only) at the tree cut `proposal_cut`; their weights, dilated over the
+    /// neighbouring bins and mixed with `proposal_floor` of uniform, make a piecewise-constant PDF,
+    /// and `resample_samples` intervals of equal probability take one sample each. Before
+    /// `occupancy_warmup` that is the hierarchical phase; after it the proposal and the resampled
+    /// samples also skip empty cells: the importance phase. Rendering a view (eval, viewer) keeps
+    /// `samples_per_ray` stratified samples with the grid.
+    pub hierarchical_from: Option<u32>,
+    /// Stratified samples per ray of the proposal (hierarchical and importance phases).
+    pub proposal_samples: u32,
+    /// Depth of the tree cut the proposal renders (capped at the tree's depth).
+    pub proposal_cut: u32,
+    /// Samples per ray drawn from the proposal's PDF, each trained like a stratified one.
+    pub resample_samples: u32,
+    /// Share of the proposal's PDF spread uniformly over the ray, so that a surface the proposal
+    /// misses still gets samples.
+    pub proposal_floor: f32,
     /// Steps between metric lines (and read-backs of the loss statistics).
     pub log_every: u32,
     /// Seed of the initialisation, the batches and the kernels' jitter.
@@ -510,6 +568,31 @@ pub struct TrainConfig {
     /// the grown chunk is expected to stay under 90% and within one step. The step's batch, and so
     /// the optimisation, stays the same: only how much of it is on the device at once changes.
     pub memory_budget_mb: u32,
+}
+
+/// How a training step places its samples (`TrainConfig::sampling_phase`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplingPhase {
+    /// Stratified samples, all evaluated.
+    Uniform,
+    /// Stratified samples; those in cells the occupancy grid marks empty are skipped.
+    Occupancy,
+    /// Resampled by inverse CDF from a coarse cut's proposal.
+    Hierarchical,
+    /// Resampled from the proposal, both skipping empty cells.
+    Importance,
+}
+
+impl SamplingPhase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Uniform => "uniform",
+            Self::Occupancy => "occupancy",
+            Self::Hierarchical => "hierarchical",
+            Self::Importance => "importance",
+        }
+    }
 }
 
 impl Default for DataConfig {
@@ -569,6 +652,11 @@ impl Default for TrainConfig {
             occupancy_update_every: 8,
             occupancy_warmup: 16,
             occupancy_explore: 0.01,
+            hierarchical_from: None,
+            proposal_samples: 64,
+            proposal_cut: 0,
+            resample_samples: 32,
+            proposal_floor: 0.05,
             log_every: 25,
             seed: 1,
             max_buffer_mb: 0,
@@ -804,6 +892,15 @@ impl Config {
         }
         if t.occupancy_update_every == 0 {
             return bad("train.occupancy_update_every", "must be positive");
+        }
+        if !(2..=1024).contains(&t.proposal_samples) {
+            return bad("train.proposal_samples", "must be in 2..=1024");
+        }
+        if !(2..=1024).contains(&t.resample_samples) {
+            return bad("train.resample_samples", "must be in 2..=1024");
+        }
+        if !(0.0..=1.0).contains(&t.proposal_floor) {
+            return bad("train.proposal_floor", "must be in [0, 1]");
         }
         if t.log_every == 0 {
             return bad("train.log_every", "must be positive");

@@ -2,6 +2,8 @@
 //! includes, its workgroup size and its bindings (src/gpu/kernel.rs says what `kernel!` makes).
 //!
 //! A step runs them in this order (src/trainer.rs): rays -> samples (-> probes) -> node_scan -> scatter ->
+//! (while resampling: samples, node_scan, scatter and field_forward of the proposal -> proposal_cdf ->
+//! resample (-> probes) -> node_scan -> scatter) ->
 //! field_forward -> render_forward -> the loss passes -> render_backward -> field_backward -> adam,
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
@@ -34,7 +36,7 @@ kernel! {
 kernel! {
     /// Stratified samples per ray and cut, their octree nodes, occupancy skipping, per-node counts.
     pub struct Samples, SamplesBindings = "samples" {
-        includes: [Octree],
+        includes: [Octree, PlaceSample],
         workgroup: |_| 64,
         bindings: {
             batch: Uniform Batch,
@@ -43,6 +45,48 @@ kernel! {
             nodes: Read [Node],
             occupancy: Read [f32],
             occupancy_mean: Read [f32],
+            samples: ReadWrite [Sample],
+            node_counts: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The proposal's PDF per ray (hierarchical and importance sampling): its weights, dilated,
+    /// with a uniform share, as a CDF; its evaluated samples counted.
+    pub struct ProposalCdf, ProposalCdfBindings = "proposal_cdf" {
+        includes: [],
+        workgroup: |_| 64,
+        bindings: {
+            /// the proposal's batch (its samples_per_ray and one cut)
+            batch: Uniform Batch,
+            sampling: Uniform Sampling,
+            samples: Read [Sample],
+            field_out: Read [[f32; 4]],
+            /// per ray, proposal_samples + 1 values
+            cdf: ReadWrite [f32],
+            /// [0]: the proposal's evaluated samples since the statistics read
+            counters: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// The trained samples of the hierarchical and importance phases, by inverse CDF from the
+    /// proposal; nodes, skipping and per-node counts as in `samples`.
+    pub struct Resample, ResampleBindings = "resample" {
+        includes: [Octree, PlaceSample],
+        workgroup: |_| 64,
+        bindings: {
+            batch: Uniform Batch,
+            /// the proposal's batch (its samples_per_ray)
+            proposal: Uniform Batch,
+            sampling: Uniform Sampling,
+            rays: Read [Ray],
+            nodes: Read [Node],
+            occupancy: Read [f32],
+            occupancy_mean: Read [f32],
+            cdf: Read [f32],
             samples: ReadWrite [Sample],
             node_counts: Atomic [u32],
         }
@@ -607,6 +651,8 @@ macro_rules! kernel_set {
 kernel_set! {
     rays: Rays,
     samples: Samples,
+    proposal_cdf: ProposalCdf,
+    resample: Resample,
     probes: Probes,
     node_scan: NodeScan,
     scatter: Scatter,

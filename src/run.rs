@@ -69,8 +69,15 @@ pub struct MetricsLine {
     pub psnr_train: f64,
     pub rays: u64,
     pub samples: u64,
-    /// Samples per step the field evaluated (the others were skipped as empty space).
+    /// Samples per step the field evaluated (the others were skipped as empty space), the
+    /// proposal's included.
     pub samples_active: f64,
+    /// Of those, the proposal's (forward only) in the hierarchical and importance phases.
+    pub samples_proposal: f64,
+    /// Field evaluations per ray (samples_active / rays per step).
+    pub evaluated_per_ray: f64,
+    /// How the last step placed its samples: uniform, occupancy, hierarchical or importance.
+    pub sampling_phase: crate::config::SamplingPhase,
     pub rays_per_s: f64,
     pub lr: f64,
     pub lr_hash: f64,
@@ -122,6 +129,9 @@ impl MetricsLine {
             rays: u64::from(s.step) * u64::from(s.rays_per_step),
             samples: u64::from(s.step) * s.samples_per_step,
             samples_active: s.loss.active_samples,
+            samples_proposal: s.loss.proposal_samples,
+            evaluated_per_ray: s.loss.active_samples / f64::from(s.rays_per_step.max(1)),
+            sampling_phase: s.sampling_phase,
             rays_per_s: s.rays_per_s,
             lr: s.lr,
             lr_hash: s.lr_hash,
@@ -486,6 +496,14 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -
     let m2 = Model::read_paged(gpu, &model.m2, paging)?;
     let occupancy: Vec<f32> = gpu.read(&model.occupancy, trainer.occupancy_cells() as usize)?;
     let mean: Vec<f32> = gpu.read(&model.occupancy_mean, 1)?;
+    // the adversarial term's discriminator, with its Adam moments and update count
+    let discriminator = match &trainer.discriminator {
+        Some(d) => {
+            let read = |buffer: &wgpu::Buffer| gpu.read::<f32>(buffer, d.count as usize);
+            Some((read(&d.params)?, read(&d.m1)?, read(&d.m2)?, d.updates.get()))
+        }
+        None => None,
+    };
     let metadata = json!({
         "format": CHECKPOINT_FORMAT,
         "step": trainer.step,
@@ -496,20 +514,26 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -
         "config": trainer.config,
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
+        "discriminator_updates": discriminator.as_ref().map(|d| d.3),
     });
     let shape = vec![paging.n_nodes as usize, paging.node_params as usize];
-    save_checkpoint(
-        path,
-        &[
-            ("params", shape.clone(), &params),
-            ("adam_m1", shape.clone(), &m1),
-            ("adam_m2", shape, &m2),
-            ("occupancy", vec![occupancy.len()], &occupancy),
-            ("occupancy_mean", vec![1], &mean),
-        ],
-        &metadata,
-    )
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
+        ("params", shape.clone(), &params),
+        ("adam_m1", shape.clone(), &m1),
+        ("adam_m2", shape, &m2),
+        ("occupancy", vec![occupancy.len()], &occupancy),
+        ("occupancy_mean", vec![1], &mean),
+    ];
+    if let Some((params, m1, m2, _)) = &discriminator {
+        for (name, values) in DISCRIMINATOR_TENSORS.iter().zip([params, m1, m2]) {
+            tensors.push((name, vec![values.len()], values));
+        }
+    }
+    save_checkpoint(path, &tensors, &metadata)
 }
+
+/// The checkpoint's tensors of the adversarial term's discriminator: parameters, Adam's moments.
+const DISCRIMINATOR_TENSORS: [&str; 3] = ["discriminator", "discriminator_m1", "discriminator_m2"];
 
 /// A checkpoint read back: everything a trainer needs to continue where it stopped.
 pub struct CheckpointState {
@@ -527,6 +551,9 @@ pub struct CheckpointState {
     pub balancer: Option<Balancer>,
     /// The learning rate's plateau and restore state (absent in older checkpoints: none so far).
     pub lr_state: Option<crate::config::LrState>,
+    /// The adversarial term's discriminator: parameters, Adam moments, updates (absent without
+    /// one, and in older checkpoints: a resumed run then starts a new one).
+    pub discriminator: Option<([Vec<f32>; 3], u32)>,
 }
 
 impl CheckpointState {
@@ -587,6 +614,20 @@ impl CheckpointState {
                     .with_context(|| format!("{name}: metadata field `lr_state` is malformed"))?,
             ),
         };
+        let discriminator = match DISCRIMINATOR_TENSORS.map(find) {
+            [Some(params), Some(m1), Some(m2)] => {
+                if m1.len() != params.len() || m2.len() != params.len() {
+                    bail!("{name}: tensors `discriminator_m1` and `discriminator_m2` must match `discriminator`");
+                }
+                let updates = metadata
+                    .get("discriminator_updates")
+                    .and_then(serde_json::Value::as_u64)
+                    .and_then(|u| u32::try_from(u).ok())
+                    .with_context(|| format!("{name}: metadata field `discriminator_updates` is missing"))?;
+                Some(([params.clone(), m1.clone(), m2.clone()], updates))
+            }
+            _ => None,
+        };
         Ok(Self {
             path: path.to_path_buf(),
             config,
@@ -599,6 +640,7 @@ impl CheckpointState {
             occupancy,
             balancer,
             lr_state,
+            discriminator,
         })
     }
 
@@ -623,6 +665,20 @@ impl CheckpointState {
         }
         if let Some(lr_state) = self.lr_state {
             trainer.lr_state = lr_state;
+        }
+        if let (Some(disc), Some(([params, m1, m2], updates))) = (&trainer.discriminator, &self.discriminator) {
+            if params.len() != disc.count as usize {
+                bail!(
+                    "{}: tensor `discriminator` holds {} values, the discriminator has {}",
+                    self.path.display(),
+                    params.len(),
+                    disc.count
+                );
+            }
+            trainer.gpu.write(&disc.params, params);
+            trainer.gpu.write(&disc.m1, m1);
+            trainer.gpu.write(&disc.m2, m2);
+            disc.updates.set(*updates);
         }
         Ok(trainer)
     }

@@ -112,7 +112,10 @@ pub struct StepStats {
     /// Dispatches of the last step.
     pub dispatches: u32,
     pub rays_per_step: u32,
+    /// Sample slots per step of the trained samples (the phase's samples per ray x rays).
     pub samples_per_step: u64,
+    /// How the last step placed its samples (SPEC §5).
+    pub sampling_phase: crate::config::SamplingPhase,
     /// The learning rate's plateau reductions and restore cuts so far.
     pub lr_state: crate::config::LrState,
     /// The step of the last in-memory snapshot.
@@ -356,7 +359,8 @@ impl Worker {
             chunk_rays: self.trainer.chunk_patches * t.patch_size * t.patch_size,
             dispatches: self.trainer.last_dispatches,
             rays_per_step,
-            samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray),
+            samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray_at(step)),
+            sampling_phase: t.sampling_phase(step.saturating_sub(1)),
             lr_state: self.trainer.lr_state.clone(),
             last_snapshot_step: self.trainer.snapshot.as_ref().map(|s| s.step),
             loss,

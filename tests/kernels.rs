@@ -96,7 +96,7 @@ impl Fixture {
     }
 
     fn n_samples(&self) -> usize {
-        self.slots() * self.trainer.config.train.samples_per_ray as usize
+        self.slots() * self.trainer.config.train.samples_per_ray_at(self.trainer.step) as usize
     }
 
     /// The batch uniforms upload_chunk wrote.
@@ -312,7 +312,7 @@ fn samples_scan_and_scatter_match(f: &Fixture) {
     let n_samples = f.n_samples() as u32;
     f.run(|t, rec| {
         rec.dispatch(&t.kernels.rays, &t.train.groups.rays, f.rays);
-        t.record_samples(rec, &t.train, n_samples);
+        t.record_samples(rec, &t.train, &t.kernels.samples, &t.train.groups.samples, n_samples);
     });
     let (batch, rays, samples) = (f.batch(), f.rays(), f.samples());
     let cpu_samples = cpu::samples(&batch, &f.sampling(), &rays, &t.octree, &[], 0.0);
@@ -422,26 +422,13 @@ fn occupancy_skips_empty_cells_and_compacts_the_rest() {
     let f = Fixture::new(common::gpu(), config(), 7);
     let t = &f.trainer;
     let res = t.config.train.occupancy_resolution;
-    let mut rng = SplitMix64(5);
-    let grid: Vec<f32> = (0..res * res * res)
-        .map(|c| {
-            let (x, y, z) = (c % res, (c / res) % res, c / (res * res));
-            if [x, y, z].iter().all(|&v| v > res / 4 && v < 3 * res / 4) {
-                5.0 + rng.next_f32()
-            } else {
-                0.01 * rng.next_f32()
-            }
-        })
-        .collect();
-    let mean = grid.iter().sum::<f32>() / grid.len() as f32;
-    t.gpu.write(&t.model.occupancy, &grid);
-    t.gpu.write(&t.model.occupancy_mean, &[mean]);
+    let (grid, mean) = blob_grid(t);
     let sampling = Sampling { skip: 1, explore: 0.1, ..f.sampling() };
     t.gpu.write(&t.train.sampling, &[sampling]);
     let n_samples = f.n_samples() as u32;
     f.run(|t, rec| {
         rec.dispatch(&t.kernels.rays, &t.train.groups.rays, f.rays);
-        t.record_samples(rec, &t.train, n_samples);
+        t.record_samples(rec, &t.train, &t.kernels.samples, &t.train.groups.samples, n_samples);
     });
     let (rays, samples) = (f.rays(), f.samples());
     let cpu_samples = cpu::samples(&f.batch(), &sampling, &rays, &t.octree, &grid, mean);
@@ -470,6 +457,139 @@ fn occupancy_skips_empty_cells_and_compacts_the_rest() {
     assert!(nodes.windows(2).all(|w| w[0] <= w[1]), "the active list is sorted by node");
     list.sort_unstable();
     assert_eq!(list, active, "the list holds exactly the active samples");
+}
+
+/// The hierarchical and importance phases (SPEC §5), each against the CPU references: the
+/// proposal's stratified samples at its cut, their field, each ray's CDF and the count of evaluated
+/// samples; then the resampled samples at both cuts, which tile each ray and put about a bin's
+/// probability mass of samples in it; then the field and render on them. With the grid, both skip
+/// empty cells.
+#[test]
+fn proposal_cdf_and_resampling_match_reference() {
+    for skip in [false, true] {
+        let mut c = config();
+        c.train.hierarchical_from = Some(0);
+        c.train.proposal_samples = 24;
+        c.train.resample_samples = 16;
+        c.train.proposal_cut = 1;
+        c.train.proposal_floor = 0.1;
+        c.train.occupancy_warmup = if skip { 0 } else { 1000 };
+        let f = Fixture::new(common::gpu(), c, 11);
+        let t = &f.trainer;
+        assert!(t.resamples_at(0));
+        let params = to_f64(&f.randomize_params(3));
+        let proposal = t.train.proposal.as_ref().expect("a proposal workspace");
+        let (grid, mean) = if skip { blob_grid(t) } else { (Vec::new(), 0.0) };
+        let sampling = f.sampling();
+        assert_eq!(sampling.skip, u32::from(skip));
+        t.gpu.write(&t.model.counters, &[0u32]);
+        f.run(|t, rec| {
+            rec.dispatch(&t.kernels.rays, &t.train.groups.rays, f.rays);
+            t.record_proposal(rec, &t.train, proposal, f.rays);
+        });
+        let (batch, rays) = (f.batch(), f.rays());
+        let pb = t.proposal_batch(&batch);
+        assert_eq!((pb.n_cuts, pb.cuts[0], pb.samples_per_ray), (1, 1, 24));
+        let m = (f.rays * 24) as usize;
+        let samples: Vec<Sample> = f.read(&t.train.samples, m);
+        let cpu_samples = cpu::samples(&pb, &sampling, &rays, &t.octree, &grid, mean);
+        let differ = samples.iter().zip(&cpu_samples).filter(|(g, c)| g.node != c.node).count();
+        assert!(differ * 1000 <= m, "{differ} of {m} proposal samples chose another node");
+        let active_count = active(&samples).count();
+        if skip {
+            assert!(active_count < m / 2, "{active_count} of {m}: the proposal skips empty cells");
+        }
+        let field: Vec<[f32; 4]> = f.read(&t.train.field_out, m);
+        let field: Vec<[f64; 4]> = field.iter().map(|v| v.map(f64::from)).collect();
+        let max_density = f64::from(t.config.field.max_density);
+        let cpu_field = cpu::field_forward(&t.layout, &params, &t.octree, &samples, &rays, max_density);
+        for s in active(&samples) {
+            assert!((0..4).all(|k| (field[s][k] - cpu_field[s][k]).abs() <= 2e-5 * (1.0 + cpu_field[s][k].abs())));
+        }
+        let (cpu_cdf, evaluated) = cpu::proposal_cdf(&pb, sampling.proposal_floor, &samples, &field);
+        let cdf = to_f64(&f.read::<f32>(&proposal.cdf, cpu_cdf.len()));
+        for (i, (g, c)) in cdf.iter().zip(&cpu_cdf).enumerate() {
+            assert!((g - c).abs() <= 2e-5, "cdf value {i}: {g} vs {c}");
+        }
+        assert_eq!(evaluated as usize, active_count);
+        assert_eq!(f.read::<u32>(&t.model.counters, 1)[0], evaluated);
+        // the proposal is not uniform: many rays put 1.5 times a uniform bin's mass in some bin
+        let mass = |r: usize, b: usize| cdf[r * 25 + b + 1] - cdf[r * 25 + b];
+        let peaked = (0..f.rays as usize).filter(|&r| (0..24).any(|b| mass(r, b) > 1.5 / 24.0)).count();
+        assert!(peaked > f.rays as usize / 10, "{peaked} of {} rays have a bin of mass > 1.5/24", f.rays);
+
+        // the resampled samples, at both cuts, from the device's CDF
+        let n_samples = f.n_samples() as u32;
+        f.run(|t, rec| t.record_samples(rec, &t.train, &t.kernels.resample, &proposal.resample, n_samples));
+        let resampled = f.samples();
+        let cpu_resampled = cpu::resample(&batch, 24, &sampling, &rays, &t.octree, &cdf, &grid, mean);
+        let n = resampled.len();
+        let differ = resampled.iter().zip(&cpu_resampled).filter(|(g, c)| g.node != c.node).count();
+        assert!(differ * 1000 <= n, "{differ} of {n} resampled samples chose another node");
+        let per_cut = n / 2;
+        for (s, (g, c)) in resampled.iter().zip(&cpu_resampled).enumerate() {
+            if g.node != cpu::NO_NODE && c.node != cpu::NO_NODE {
+                assert!((g.t - c.t).abs() <= 1e-4 && (g.delta - c.delta).abs() <= 1e-4, "sample {s}: {g:?} vs {c:?}");
+            }
+            let twin = &resampled[(s + per_cut) % n];
+            assert_eq!(g.node == cpu::NO_NODE, twin.node == cpu::NO_NODE, "sample {s}: the cuts skip alike");
+        }
+        // tiling and crowding, on the reference (the device's agree with it)
+        let unskipped = cpu_resampled_unskipped(&f, &batch, &rays, &cdf);
+        for (r, ray) in rays.iter().enumerate().filter(|(_, ray)| ray.far > ray.near) {
+            let ray_samples = &unskipped[r * 16..(r + 1) * 16];
+            let total: f32 = ray_samples.iter().map(|s| s.delta).sum();
+            assert!((total - (ray.far - ray.near)).abs() <= 1e-4, "ray {r}: the intervals tile it");
+            assert!(ray_samples.windows(2).all(|w| w[0].t <= w[1].t), "ray {r}: samples in order");
+            let bin = (ray.far - ray.near) / 24.0;
+            for b in 0..24 {
+                let mass = mass(r, b);
+                let inside = ray_samples.iter().filter(|s| ((s.t - ray.near) / bin).floor() as usize == b).count();
+                assert!((inside as f64 - 16.0 * mass).abs() <= 2.0, "ray {r} bin {b}: {inside} samples, mass {mass}");
+            }
+        }
+        if skip {
+            assert!(active(&resampled).count() < n, "the resampled samples skip empty cells");
+        }
+
+        // field and render on the resampled samples
+        f.run(|t, rec| {
+            t.record_field_forward(rec, &t.train);
+            rec.dispatch(&t.kernels.render_forward, &t.train.groups.render_forward, f.slots() as u32);
+        });
+        let field = f.field_out();
+        let cpu_out = cpu::render_forward(&batch, &rays, &resampled, &field);
+        for (slot, (g, c)) in f.outputs().iter().zip(&cpu_out).enumerate() {
+            assert_eq!(g.evaluated, c.evaluated, "slot {slot}");
+            assert!((0..3).all(|k| (g.rgb[k] - c.rgb[k]).abs() <= 2e-5), "slot {slot}: {g:?} vs {c:?}");
+        }
+    }
+}
+
+/// The reference's resampled samples without the grid (every sample placed).
+fn cpu_resampled_unskipped(f: &Fixture, batch: &Batch, rays: &[Ray], cdf: &[f64]) -> Vec<Sample> {
+    let sampling = Sampling { skip: 0, ..f.sampling() };
+    cpu::resample(batch, 24, &sampling, rays, &f.trainer.octree, cdf, &[], 0.0)
+}
+
+/// A grid with a dense blob in the middle of the cube, written to the trainer's model: (grid, mean).
+fn blob_grid(t: &Trainer) -> (Vec<f32>, f32) {
+    let res = t.config.train.occupancy_resolution;
+    let mut rng = SplitMix64(5);
+    let grid: Vec<f32> = (0..res * res * res)
+        .map(|c| {
+            let (x, y, z) = (c % res, (c / res) % res, c / (res * res));
+            if [x, y, z].iter().all(|&v| v > res / 4 && v < 3 * res / 4) {
+                5.0 + rng.next_f32()
+            } else {
+                0.01 * rng.next_f32()
+            }
+        })
+        .collect();
+    let mean = grid.iter().sum::<f32>() / grid.len() as f32;
+    t.gpu.write(&t.model.occupancy, &grid);
+    t.gpu.write(&t.model.occupancy_mean, &[mean]);
+    (grid, mean)
 }
 
 /// field_forward, render_forward, loss_mse (with injected opacity and depth gradients) and
@@ -841,7 +961,7 @@ fn field_passes_ignore_workgroups_past_the_page() {
     let n_samples = f.n_samples() as u32;
     f.run(|t, rec| {
         rec.dispatch(&t.kernels.rays, &t.train.groups.rays, f.rays);
-        t.record_samples(rec, &t.train, n_samples);
+        t.record_samples(rec, &t.train, &t.kernels.samples, &t.train.groups.samples, n_samples);
     });
     let pages = t.model.paging.n_pages as usize;
     let args: Vec<u32> = f.read(&t.train.dispatch_args, 3 * pages);

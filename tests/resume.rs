@@ -191,3 +191,49 @@ fn resume_from_the_command_line_and_what_it_refuses() {
     assert_eq!((state.step, state.config.data.downscale), (2 * LOG_EVERY, 2));
     assert!(std::fs::read_to_string(out.join("config.toml")).unwrap().contains("downscale = 2"));
 }
+
+/// The adversarial term's discriminator (parameters, Adam moments, update count) goes into the
+/// checkpoint and comes back on resume; a run without one writes none.
+#[test]
+fn the_discriminator_is_checkpointed() {
+    let tmp = TempDir::new("resume-discriminator");
+    let scene = tmp.0.join("scene");
+    make_scene(&scene, &SceneOptions { width: 40, height: 40, train_views: 8, test_views: 2, seed: 5 }).unwrap();
+    let mut config = infnerf::config::Config::tiny();
+    config.train.structure_patches = 1;
+    config.train.structure_patch_size = 16;
+    config.loss.lambda_adversarial = 0.1;
+    let dataset = infnerf::run::load_data(&scene, &config).unwrap();
+    let gpu = std::sync::Arc::new(infnerf::gpu::Gpu::new(&Default::default()).unwrap());
+    let mut trainer = infnerf::trainer::Trainer::new(gpu.clone(), config.clone(), &dataset).unwrap();
+    for _ in 0..6 {
+        trainer.step().unwrap();
+    }
+    trainer.wait_all().unwrap();
+    let disc = trainer.discriminator.as_ref().unwrap();
+    let read = |t: &infnerf::trainer::Trainer,
+                pick: fn(&infnerf::trainer::adversarial::DiscriminatorParams) -> &wgpu::Buffer| {
+        let d = t.discriminator.as_ref().unwrap();
+        t.gpu.read::<f32>(pick(d), d.count as usize).unwrap()
+    };
+    let trained = [read(&trainer, |d| &d.params), read(&trainer, |d| &d.m1), read(&trainer, |d| &d.m2)];
+    assert_eq!(disc.updates.get(), 6, "one update per step");
+    assert!(trained[1].iter().any(|&m| m != 0.0), "the discriminator trained");
+    let path = tmp.0.join("checkpoint.safetensors");
+    infnerf::run::save_trainer_checkpoint(&trainer, &path, 1.0).unwrap();
+
+    let state = CheckpointState::read(&path).unwrap();
+    assert_eq!(state.discriminator.as_ref().map(|d| d.1), Some(6));
+    let resumed = state.into_trainer(gpu.clone(), &dataset).unwrap();
+    let back = [read(&resumed, |d| &d.params), read(&resumed, |d| &d.m1), read(&resumed, |d| &d.m2)];
+    assert_eq!(back, trained);
+    assert_eq!(resumed.discriminator.as_ref().unwrap().updates.get(), 6);
+
+    config.train.structure_patches = 0;
+    config.loss.lambda_adversarial = 0.0;
+    let plain = infnerf::trainer::Trainer::new(gpu, config, &dataset).unwrap();
+    infnerf::run::save_trainer_checkpoint(&plain, &path, 1.0).unwrap();
+    assert!(CheckpointState::read(&path).unwrap().discriminator.is_none());
+    let (tensors, _) = load_checkpoint(&path).unwrap();
+    assert!(tensors.iter().all(|(name, _, _)| !name.starts_with("discriminator")));
+}

@@ -83,8 +83,8 @@ fn modules() -> &'static [Validated] {
 }
 
 /// Shared WGSL that passes include (src/gpu/shader.rs), not passes of their own.
-const INCLUDES: [&str; 8] =
-    ["common", "octree", "field", "node_groups", "hash_grid", "adam_update", "ray_loss", "grad_stats"];
+const INCLUDES: [&str; 9] =
+    ["common", "octree", "place_sample", "field", "node_groups", "hash_grid", "adam_update", "ray_loss", "grad_stats"];
 
 #[test]
 fn every_pass_validates_for_several_shapes() {

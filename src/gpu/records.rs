@@ -152,7 +152,8 @@ gpu_struct! {
         /// which of the OCC_PHASES subsets of cells an update visits
         pub phase: u32,
         pub seed: u32,
-        pub _pad: u32,
+        /// share of the proposal's PDF spread uniformly (hierarchical and importance phases)
+        pub proposal_floor: f32,
     }
 }
 

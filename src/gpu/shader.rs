@@ -8,6 +8,7 @@ use std::fmt::Write;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
 const OCTREE: &str = include_str!("../../shaders/octree.wgsl");
+const PLACE_SAMPLE: &str = include_str!("../../shaders/place_sample.wgsl");
 const FIELD: &str = include_str!("../../shaders/field.wgsl");
 const HASH_GRID: &str = include_str!("../../shaders/hash_grid.wgsl");
 const ADAM_UPDATE: &str = include_str!("../../shaders/adam_update.wgsl");
@@ -20,6 +21,9 @@ const GRAD_STATS: &str = include_str!("../../shaders/grad_stats.wgsl");
 pub enum Include {
     /// The octree and the per-sample level choice (needs a `nodes` binding).
     Octree,
+    /// `place_sample`: a sample's node, skipping and rank (needs the `Samples` pass's bindings and
+    /// the Octree include).
+    PlaceSample,
     /// Which node and which samples a workgroup of a node-batched field pass takes (needs the
     /// `page`, `wg_first`, `node_counts`, `node_offsets` and `active_list` bindings).
     NodeGroups,
@@ -111,6 +115,7 @@ impl KernelShape {
         for include in includes {
             match include {
                 Include::Octree => source.push_str(OCTREE),
+                Include::PlaceSample => source.push_str(PLACE_SAMPLE),
                 Include::NodeGroups => source.push_str(NODE_GROUPS),
                 Include::HashGrid => source.push_str(HASH_GRID),
                 Include::Field => {

@@ -16,7 +16,7 @@ pub mod workspace;
 use crate::config::{Config, LrState};
 use crate::data::{pyramid, Camera, Dataset, Image};
 use crate::field::{FieldLayout, SplitMix64};
-use crate::gpu::kernel::Recorder;
+use crate::gpu::kernel::{Compiled, Recorder};
 use crate::gpu::records::{
     guard, AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES,
     LOSS_PER_CUT, LOSS_TERMS, MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, PROBES_PER_GROUP, SANITIZED_SLOTS,
@@ -36,7 +36,7 @@ use model::Model;
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use workspace::{Workspace, WorkspaceSize};
+use workspace::{Proposal, Workspace, WorkspaceSize};
 
 /// Training steps queued on the device at most before `step` waits for the oldest.
 pub const MAX_IN_FLIGHT: usize = 2;
@@ -61,6 +61,8 @@ pub struct LossStats {
     pub terms: Vec<(&'static str, Vec<f64>)>,
     /// Samples per step the field evaluated (the rest were skipped as empty space).
     pub active_samples: f64,
+    /// Of those, the proposal's (forward only; the hierarchical and importance phases).
+    pub proposal_samples: f64,
     /// Non-finite values the kernels replaced by 0 since the last read, per kind of pass.
     pub sanitized: Vec<(&'static str, u32)>,
     /// At the read: every term's weight (lambda x schedule x balancer), the schedule's group
@@ -216,7 +218,7 @@ impl Trainer {
         let t = &config.train;
         let per_patch = u64::from(t.patch_size * t.patch_size)
             * u64::from(1 + config.loss.coarse_cuts)
-            * u64::from(t.samples_per_ray)
+            * u64::from(t.max_samples_per_ray(1 + config.loss.coarse_cuts))
             * Workspace::LARGEST_SAMPLE_RECORD;
         // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer beside the
         // probes (at most loss.probes groups per chunk)
@@ -359,10 +361,11 @@ impl Trainer {
         let train_size = WorkspaceSize {
             rays: chunk_patches * t.patch_size * t.patch_size,
             cuts: 1 + config.loss.coarse_cuts,
-            samples_per_ray: t.samples_per_ray,
+            samples_per_ray: t.max_samples_per_ray(1 + config.loss.coarse_cuts),
             patches: chunk_patches,
             cameras,
             probe_groups: probe_groups(config, chunk_patches),
+            proposal_samples: if t.hierarchical_from.is_some() { t.proposal_samples } else { 0 },
         };
         let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
         // the most structure patches a chunk holds
@@ -381,10 +384,11 @@ impl Trainer {
         let view_size = WorkspaceSize {
             rays: train_size.rays * train_size.cuts,
             cuts: 1,
+            samples_per_ray: t.samples_per_ray,
             patches: 0,
             cameras: 1,
             probe_groups: 0,
-            ..train_size
+            proposal_samples: 0,
         };
         let view = Workspace::new(gpu, kernels, model, "view", view_size)?;
         Ok((train, view))
@@ -529,7 +533,7 @@ impl Trainer {
             decay: t.occupancy_decay,
             phase: self.occupancy_phase(step),
             seed: step_seed(t.seed, step),
-            _pad: 0,
+            proposal_floor: t.proposal_floor,
         }
     }
 
@@ -540,7 +544,7 @@ impl Trainer {
         cut_array[..cuts.len()].copy_from_slice(cuts);
         Batch {
             n_rays: rays,
-            samples_per_ray: t.samples_per_ray,
+            samples_per_ray: t.samples_per_ray_at(step),
             n_cuts: cuts.len() as u32,
             seed: step_seed(t.seed, step),
             training: 1,
@@ -557,6 +561,21 @@ impl Trainer {
             probe_groups: self.probe_groups_at(&self.train, step),
             probe_kinds: self.probe_kinds(step),
         }
+    }
+
+    /// The proposal's batch uniforms of a training chunk (the hierarchical and importance phases):
+    /// the chunk's rays, `proposal_samples` stratified samples each at the cut `proposal_cut`, no
+    /// probes.
+    pub fn proposal_batch(&self, batch: &Batch) -> Batch {
+        let t = &self.config.train;
+        let mut cuts = [0u32; MAX_CUTS];
+        cuts[0] = t.proposal_cut.min(self.octree.max_depth());
+        Batch { samples_per_ray: t.proposal_samples, n_cuts: 1, cuts, probe_groups: 0, probe_kinds: 0, ..*batch }
+    }
+
+    /// Whether the training batches of step `step` resample from a proposal.
+    pub fn resamples_at(&self, step: u32) -> bool {
+        self.train.proposal.is_some() && self.config.train.resamples_at(step)
     }
 
     /// Which kinds of probes step `step` makes (`Batch::probe_kinds`): bit 0 the stencils (normal
@@ -678,6 +697,9 @@ impl Trainer {
         self.gpu.write(&ws.targets, &self.gather_targets(patches));
         let batch = self.training_batch(step, chunk, rays, &plan.cuts);
         self.gpu.write(&ws.batch, &[batch]);
+        if let Some(proposal) = ws.proposal.as_ref().filter(|_| self.resamples_at(step)) {
+            self.gpu.write(&proposal.batch, &[self.proposal_batch(&batch)]);
+        }
         self.gpu.write(&ws.sampling, &[self.sampling_uniforms(step, true)]);
         self.gpu.write(&ws.loss, &[self.loss_uniforms(step, plan)]);
         let squares = batch.grouped_patches / (batch.group_tiles * batch.group_tiles);
@@ -722,7 +744,7 @@ impl Trainer {
         let pairs = pairs as f32;
         LossUniforms {
             inv_count: 1.0 / (3.0 * plan.valid_rays.max(1) as f32),
-            inv_samples: 1.0 / (rays * t.samples_per_ray as f32).max(1.0),
+            inv_samples: 1.0 / (rays * t.samples_per_ray_at(step) as f32).max(1.0),
             inv_pairs: 1.0 / (3.0 * pairs.max(1.0)),
             inv_rays: 1.0 / plan.valid_rays.max(1) as f32,
             cut_weights,
@@ -841,25 +863,59 @@ impl Trainer {
 
     /// rays -> samples -> node_scan -> scatter -> field_forward (per page) -> render_forward, for a
     /// batch of `rays` rays at `cuts` cuts in `ws` (its uniforms, patches and cameras written).
+    /// While the step resamples, the samples come from the proposal (`record_proposal`).
     pub fn record_forward(&self, rec: &mut Recorder, ws: &Workspace, rays: u32, cuts: u32) {
         let k = &self.kernels;
         let g = &ws.groups;
-        let samples = rays * cuts * self.config.train.samples_per_ray;
         rec.dispatch(&k.rays, &g.rays, rays);
-        self.record_samples(rec, ws, samples);
-        for (page, group) in g.field_forward.iter().enumerate() {
-            rec.dispatch_indirect(&k.field_forward, group, &ws.dispatch_args, page as u64 * 12);
+        match ws.proposal.as_ref().filter(|_| self.resamples_at(self.step)) {
+            Some(proposal) => {
+                self.record_proposal(rec, ws, proposal, rays);
+                let samples = rays * cuts * self.config.train.resample_samples;
+                self.record_samples(rec, ws, &k.resample, &proposal.resample, samples);
+            }
+            None => {
+                let samples = rays * cuts * self.config.train.samples_per_ray;
+                self.record_samples(rec, ws, &k.samples, &g.samples, samples);
+            }
         }
+        self.record_field_forward(rec, ws);
         rec.dispatch(&k.render_forward, &g.render_forward, rays * cuts);
     }
 
-    /// samples (-> probes) -> node_scan -> scatter: the samples and the node-sorted list of active
-    /// ones.
-    pub fn record_samples(&self, rec: &mut Recorder, ws: &Workspace, samples: u32) {
+    /// field_forward over the workspace's node-sorted samples, page by page.
+    pub fn record_field_forward(&self, rec: &mut Recorder, ws: &Workspace) {
+        for (page, group) in ws.groups.field_forward.iter().enumerate() {
+            rec.dispatch_indirect(&self.kernels.field_forward, group, &ws.dispatch_args, page as u64 * 12);
+        }
+    }
+
+    /// The proposal of the hierarchical and importance phases (SPEC §5): its stratified samples at
+    /// one coarse cut, their node-sorted list, the field forward on them, and each ray's CDF.
+    pub fn record_proposal(&self, rec: &mut Recorder, ws: &Workspace, proposal: &Proposal, rays: u32) {
+        let k = &self.kernels;
+        rec.clear(&ws.node_counts);
+        rec.dispatch(&k.samples, &proposal.samples, rays * self.config.train.proposal_samples);
+        rec.dispatch_groups(&k.node_scan, &ws.groups.node_scan, 1, 1);
+        rec.dispatch(&k.scatter, &proposal.scatter, rays * self.config.train.proposal_samples);
+        self.record_field_forward(rec, ws);
+        rec.dispatch(&k.proposal_cdf, &proposal.cdf_group, rays);
+    }
+
+    /// `make` on `group` (the samples pass, or resample) (-> probes) -> node_scan -> scatter: the
+    /// samples and the node-sorted list of active ones.
+    pub fn record_samples(
+        &self,
+        rec: &mut Recorder,
+        ws: &Workspace,
+        make: &Compiled,
+        group: &wgpu::BindGroup,
+        samples: u32,
+    ) {
         let k = &self.kernels;
         let probes = self.probe_groups_at(ws, self.step);
         rec.clear(&ws.node_counts);
-        rec.dispatch(&k.samples, &ws.groups.samples, samples);
+        rec.dispatch(make, group, samples);
         if probes > 0 {
             rec.dispatch(&k.probes, &ws.groups.probes, probes);
         }
@@ -1031,6 +1087,8 @@ impl Trainer {
         self.in_flight.clear();
         let stats: Vec<f32> = self.gpu.read(&self.model.stats, STATS_WORDS)?;
         let sanitized: Vec<u32> = self.gpu.read(&self.model.sanitized, SANITIZED_SLOTS.len())?;
+        let counters: Vec<u32> = self.gpu.read(&self.model.counters, 1)?;
+        self.gpu.write(&self.model.counters, &[0u32]);
         let guard_words: Vec<f32> = self.gpu.read(&self.model.guard, guard::WORDS as usize)?;
         let since = stability::SINCE_READ;
         self.gpu.write_at(&self.model.guard, u64::from(*since.start()), &vec![0.0f32; since.clone().count()]);
@@ -1083,7 +1141,8 @@ impl Trainer {
             steps,
             total,
             mse: terms[0].1[0],
-            active_samples: f64::from(stats[1]) / per_step,
+            active_samples: (f64::from(stats[1]) + f64::from(counters[0])) / per_step,
+            proposal_samples: f64::from(counters[0]) / per_step,
             sanitized: SANITIZED_SLOTS.iter().copied().zip(sanitized).collect(),
             term_weights: LOSS_NAMES.iter().map(|&n| (n, f64::from(self.term_weight(n, self.step)))).collect(),
             schedule: loss_weights::schedule_weights(self.step, &self.config.schedule),

@@ -94,6 +94,8 @@ pub struct Model {
     /// Loss statistics summed over steps (STATS_WORDS floats) and the sanitised-value counters.
     pub stats: wgpu::Buffer,
     pub sanitized: wgpu::Buffer,
+    /// Counters read and cleared with the statistics: [0] the proposal's evaluated samples.
+    pub counters: wgpu::Buffer,
     pub adam_block_groups: Vec<wgpu::BindGroup>,
     /// Per page, one bit per parameter: the sparse nodes' entries grad_norm has counted this step.
     pub visited: Vec<wgpu::Buffer>,
@@ -171,6 +173,7 @@ impl Model {
         let occ_group_base = gpu.storage_init("occupancy group bases", bytemuck::cast_slice(&base))?;
         let stats = gpu.storage("loss statistics", (STATS_WORDS * 4) as u64)?;
         let sanitized = gpu.storage("sanitized counters", (SANITIZED_SLOTS.len() * 4) as u64)?;
+        let counters = gpu.storage("counters", 16)?;
         let norm_partials = gpu.storage("parameter L2 partial sums", u64::from(paging.n_pages * NORM_PARTIALS) * 4)?;
         let param_norm_groups = (0..paging.n_pages as usize)
             .map(|p| {
@@ -274,6 +277,7 @@ impl Model {
             occ_group_counts: counts,
             stats,
             sanitized,
+            counters,
             adam_block_groups,
             visited,
             grad_partials,

@@ -8,8 +8,8 @@ use crate::gpu::records::{
 use crate::gpu::Gpu;
 use crate::kernels::{
     AdamNodesBindings, FieldBackwardBindings, FieldForwardBindings, GradNormBindings, Kernels, LossProbesBindings,
-    LossSparsityBindings, LossStatsBindings, NodeScanBindings, ProbesBindings, RayLossBindings, RaysBindings,
-    RenderBackwardBindings, RenderForwardBindings, SamplesBindings, ScatterBindings,
+    LossSparsityBindings, LossStatsBindings, NodeScanBindings, ProbesBindings, ProposalCdfBindings, RayLossBindings,
+    RaysBindings, RenderBackwardBindings, RenderForwardBindings, ResampleBindings, SamplesBindings, ScatterBindings,
 };
 use crate::trainer::model::Model;
 use anyhow::Result;
@@ -28,6 +28,8 @@ pub struct WorkspaceSize {
     pub cameras: u32,
     /// Probe groups a batch may have (training with a term on probes; else 0).
     pub probe_groups: u32,
+    /// Samples per ray of the proposal the training batches resample from (0: they never do).
+    pub proposal_samples: u32,
 }
 
 impl WorkspaceSize {
@@ -68,8 +70,22 @@ pub struct Workspace {
     pub lpips: Option<crate::trainer::lpips::Lpips>,
     /// The discriminator's activations (training with structure patches it can see).
     pub adversarial: Option<crate::trainer::adversarial::Adversarial>,
+    /// The proposal's uniforms, CDFs and bind groups (training with `train.hierarchical_from`).
+    pub proposal: Option<Proposal>,
     /// Device bytes of its buffers.
     pub bytes: u64,
+}
+
+/// What the hierarchical and importance phases add (SPEC §5): the proposal's batch uniforms (its
+/// stratified samples at one coarse cut, in the workspace's sample buffers before the trained ones
+/// replace them), a CDF per ray, and the bind groups of the passes that make and read them.
+pub struct Proposal {
+    pub batch: wgpu::Buffer,
+    pub cdf: wgpu::Buffer,
+    pub samples: wgpu::BindGroup,
+    pub scatter: wgpu::BindGroup,
+    pub cdf_group: wgpu::BindGroup,
+    pub resample: wgpu::BindGroup,
 }
 
 /// The workspace's bind groups, one per pass (per page for the field passes).
@@ -324,6 +340,64 @@ impl Workspace {
                 },
             ),
         };
+        let proposal = (size.proposal_samples > 0)
+            .then(|| -> Result<Proposal> {
+                let proposal_batch = gpu.uniform::<Batch>(&ws("proposal batch"));
+                let cdf = sized("proposal cdf", u64::from(size.rays) * u64::from(size.proposal_samples + 1) * 4)?;
+                Ok(Proposal {
+                    samples: kernels.samples.bind(
+                        gpu,
+                        &SamplesBindings {
+                            batch: &proposal_batch,
+                            sampling: &sampling,
+                            rays: &rays,
+                            nodes: &model.nodes,
+                            occupancy: &model.occupancy,
+                            occupancy_mean: &model.occupancy_mean,
+                            samples: &samples,
+                            node_counts: &node_counts,
+                        },
+                    ),
+                    scatter: kernels.scatter.bind(
+                        gpu,
+                        &ScatterBindings {
+                            batch: &proposal_batch,
+                            samples: &samples,
+                            node_offsets: &node_offsets,
+                            active_list: &active_list,
+                        },
+                    ),
+                    cdf_group: kernels.proposal_cdf.bind(
+                        gpu,
+                        &ProposalCdfBindings {
+                            batch: &proposal_batch,
+                            sampling: &sampling,
+                            samples: &samples,
+                            field_out: &field_out,
+                            cdf: &cdf,
+                            counters: &model.counters,
+                        },
+                    ),
+                    resample: kernels.resample.bind(
+                        gpu,
+                        &ResampleBindings {
+                            batch: &batch,
+                            proposal: &proposal_batch,
+                            sampling: &sampling,
+                            rays: &rays,
+                            nodes: &model.nodes,
+                            occupancy: &model.occupancy,
+                            occupancy_mean: &model.occupancy_mean,
+                            cdf: &cdf,
+                            samples: &samples,
+                            node_counts: &node_counts,
+                        },
+                    ),
+                    batch: proposal_batch,
+                    cdf,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             size,
             batch,
@@ -348,6 +422,7 @@ impl Workspace {
             groups,
             lpips: None,
             adversarial: None,
+            proposal,
             bytes: gpu.allocated_bytes().saturating_sub(allocated_before),
         })
     }
@@ -383,6 +458,10 @@ impl Workspace {
         }
         if let Some(adversarial) = &self.adversarial {
             adversarial.release(gpu);
+        }
+        if let Some(proposal) = &self.proposal {
+            gpu.free(&proposal.batch);
+            gpu.free(&proposal.cdf);
         }
     }
 

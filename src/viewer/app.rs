@@ -378,9 +378,12 @@ impl App {
         ui.horizontal(|ui| {
             ui.strong(format!("step {}", s.step));
             ui.label(format!(
-                "{state} | {:.0} rays/s | {:.2} dB | {:.0} s | {} | GPU {:.0} MiB | {:.0} fps",
+                "{state} | {:.0} rays/s | {:.2} dB | {} sampling, {:.1} evaluations/ray | {:.0} s | {} | GPU {:.0} MiB | \
+                 {:.0} fps",
                 s.rays_per_s,
                 s.psnr_train,
+                s.sampling_phase,
+                s.evaluated_per_ray,
                 s.elapsed_s,
                 self.adapter,
                 s.gpu_bytes as f64 / f64::from(1u32 << 20),
@@ -690,6 +693,19 @@ impl App {
                 p.vline(VLine::new("now", now).color(Color32::WHITE));
             });
             plot(ui, "rays/s", lines(&names(&["rays_per_s"]), false), false, &|_| {});
+            // the sampling schedule's switches (SPEC §5): the proposal from hierarchical_from, the
+            // grid's skipping from occupancy_warmup
+            let switches: Vec<(&str, u32)> =
+                [("hierarchical", t.hierarchical_from), ("skipping", Some(t.occupancy_warmup))]
+                    .into_iter()
+                    .filter_map(|(name, step)| step.map(|s| (name, s)))
+                    .collect();
+            let evaluations = lines(&names(&["evaluated_per_ray"]), false);
+            plot(ui, "field evaluations per ray (proposal included)", evaluations, false, &|p| {
+                for &(name, step) in &switches {
+                    p.vline(VLine::new(name, f64::from(step)).color(Color32::GRAY));
+                }
+            });
             let budget = f64::from(t.memory_budget_mb);
             let memory = lines(&names(&["gpu_mib", "peak_gpu_mib"]), false);
             plot(ui, "device memory allocated, MiB (white: train.memory_budget_mb)", memory, false, &|p| {

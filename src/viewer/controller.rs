@@ -28,6 +28,9 @@ pub struct Status {
     pub finished: bool,
     /// Loss terms that cannot run (weight held at 0), and why (e.g. LPIPS without its weights).
     pub unavailable: std::collections::BTreeMap<String, String>,
+    /// How the last steps placed their samples, and the field's evaluations per ray (SPEC §5).
+    pub sampling_phase: &'static str,
+    pub evaluated_per_ray: f64,
 }
 
 /// A render that arrived.
@@ -76,6 +79,7 @@ impl Controller {
             step: trainer.step,
             elapsed_s: options.elapsed_before,
             training: !options.start_paused,
+            sampling_phase: trainer.config.train.sampling_phase(trainer.step).name(),
             ..Default::default()
         };
         let gpu = trainer.gpu.clone();
@@ -139,6 +143,8 @@ impl Controller {
                     self.status.gpu_bytes = stats.gpu_bytes;
                     self.status.psnr_train = line.psnr_train;
                     self.status.unavailable.clone_from(&line.unavailable);
+                    self.status.sampling_phase = line.sampling_phase.name();
+                    self.status.evaluated_per_ray = line.evaluated_per_ray;
                 }
                 Event::SettingChanged { key, value, step } => {
                     let event = setting_event(&key, value, step);

@@ -22,7 +22,7 @@ pub struct History {
 }
 
 /// Top-level numbers of a metrics line that get a curve of their own.
-const SCALARS: [&str; 13] = [
+const SCALARS: [&str; 15] = [
     "loss_total",
     "loss_mse",
     "psnr_train",
@@ -31,6 +31,8 @@ const SCALARS: [&str; 13] = [
     "lr_hash",
     "lr_mlp",
     "samples_active",
+    "samples_proposal",
+    "evaluated_per_ray",
     "chunk_rays",
     "grad_norm",
     "grad_norm_mean",

@@ -171,27 +171,131 @@ pub fn samples(
             let cut = batch.cuts[(slot / batch.n_rays) as usize];
             let k = (r + batch.ray_offset) * n + i;
             let ray = &rays[r as usize];
-            let mut sample = Sample { ray: r, node: NO_NODE, ..Default::default() };
-            if ray.far > ray.near {
-                let (u, v) = if batch.training != 0 {
-                    (rand01(batch.seed, 20, k), rand01(batch.seed, 21, k))
-                } else {
-                    (0.5, 0.5)
-                };
-                sample.delta = (ray.far - ray.near) / n as f32;
-                sample.t = ray.near + (i as f32 + u) * sample.delta;
-                sample.pos = [0, 1, 2].map(|a| (ray.origin[a] + sample.t * ray.dir[a]).clamp(-1.0, 1.0));
-                if sampling.skip != 0 {
-                    let threshold = (sampling.threshold / sample.delta).min(mean);
-                    let explore = batch.training != 0 && rand01(batch.seed, 22, k) < sampling.explore;
-                    if occupancy[occupancy_cell(sample.pos, sampling.resolution)] < threshold && !explore {
-                        return Sample { node: NO_NODE, ..Default::default() };
-                    }
-                }
-                let radius = sample.t * ray.pixel_radius * (v - 0.5).exp2();
-                sample.node = octree.level_node(sample.pos, radius, cut);
+            if ray.far <= ray.near {
+                return Sample { ray: r, node: NO_NODE, ..Default::default() };
             }
-            sample
+            let u = if batch.training != 0 { rand01(batch.seed, 20, k) } else { 0.5 };
+            let delta = (ray.far - ray.near) / n as f32;
+            let t = ray.near + (i as f32 + u) * delta;
+            place_sample(batch, sampling, ray, r, t, delta, k, cut, octree, occupancy, mean)
+        })
+        .collect()
+}
+
+/// place_sample.wgsl: the sample of ray `r` at `t` (interval `delta`): skipped (node NO_NODE) in a
+/// cell the grid marks empty unless explored, else its node by footprint capped at `cut` (ranks
+/// are the device's order: not set).
+#[allow(clippy::too_many_arguments)]
+pub fn place_sample(
+    batch: &Batch,
+    sampling: &Sampling,
+    ray: &Ray,
+    r: u32,
+    t: f32,
+    delta: f32,
+    k: u32,
+    cut: u32,
+    octree: &Octree,
+    occupancy: &[f32],
+    mean: f32,
+) -> Sample {
+    let pos = [0, 1, 2].map(|a| (ray.origin[a] + t * ray.dir[a]).clamp(-1.0, 1.0));
+    if sampling.skip != 0 {
+        let threshold = (sampling.threshold / delta).min(mean);
+        let explore = batch.training != 0 && rand01(batch.seed, 22, k) < sampling.explore;
+        if occupancy[occupancy_cell(pos, sampling.resolution)] < threshold && !explore {
+            return Sample { node: NO_NODE, ..Default::default() };
+        }
+    }
+    let v = if batch.training != 0 { rand01(batch.seed, 21, k) } else { 0.5 };
+    let radius = t * ray.pixel_radius * (v - 0.5).exp2();
+    Sample { pos, node: octree.level_node(pos, radius, cut), t, delta, ray: r, rank: 0 }
+}
+
+/// proposal_cdf.wgsl: per ray of the proposal's batch, the CDF of its dilated weights mixed with
+/// `floor` of uniform (proposal_samples + 1 values each), and the proposal's evaluated samples.
+pub fn proposal_cdf(batch: &Batch, floor: f32, samples: &[Sample], field_out: &[[f64; 4]]) -> (Vec<f64>, u32) {
+    let n = batch.samples_per_ray as usize;
+    let mut cdf = Vec::with_capacity(batch.n_rays as usize * (n + 1));
+    let mut evaluated = 0;
+    for r in 0..batch.n_rays as usize {
+        let first = r * n;
+        let mut transmittance = 1.0;
+        let weights: Vec<f64> = (0..n)
+            .map(|j| {
+                let sample = &samples[first + j];
+                if sample.node == NO_NODE {
+                    return 0.0;
+                }
+                evaluated += 1;
+                let tau = field_out[first + j][3].max(0.0) * f64::from(sample.delta);
+                let alpha = 1.0 - (-tau.min(MAX_TAU)).exp();
+                let w = transmittance * alpha;
+                transmittance *= 1.0 - alpha;
+                w
+            })
+            .collect();
+        let dilated: Vec<f64> =
+            (0..n).map(|j| weights[j.saturating_sub(1)..(j + 2).min(n)].iter().copied().fold(0.0, f64::max)).collect();
+        let total: f64 = dilated.iter().sum();
+        let (floor, scale) =
+            if total > 0.0 { (f64::from(floor), (1.0 - f64::from(floor)) / total) } else { (1.0, 0.0) };
+        let mut sum = 0.0;
+        cdf.push(0.0);
+        for (j, w) in dilated.iter().enumerate() {
+            sum += w * scale + floor / n as f64;
+            cdf.push(if j + 1 == n { 1.0 } else { sum });
+        }
+    }
+    (cdf, evaluated)
+}
+
+/// resample.wgsl: every cut's samples of each ray by inverse CDF from its proposal (`cdf` of
+/// `proposal_samples` bins per ray): interval i between edges i and i + 1, edge j at the inverse CDF
+/// of (j - 1/2 + xi_j) / n, edges 0 and n the ray's near and far.
+#[allow(clippy::too_many_arguments)]
+pub fn resample(
+    batch: &Batch,
+    proposal_samples: u32,
+    sampling: &Sampling,
+    rays: &[Ray],
+    octree: &Octree,
+    cdf: &[f64],
+    occupancy: &[f32],
+    mean: f32,
+) -> Vec<Sample> {
+    let n = batch.samples_per_ray;
+    let m = proposal_samples as usize;
+    let edge = |r: u32, j: u32| -> f64 {
+        let ray = &rays[r as usize];
+        let (near, far) = (f64::from(ray.near), f64::from(ray.far));
+        if j == 0 {
+            return near;
+        }
+        if j >= n {
+            return far;
+        }
+        let xi = if batch.training != 0 { rand01(batch.seed, 23, (r + batch.ray_offset) * (n + 1) + j) } else { 0.5 };
+        let u = (f64::from(j) - 0.5 + f64::from(xi)) / f64::from(n);
+        let c = &cdf[r as usize * (m + 1)..(r as usize + 1) * (m + 1)];
+        let bin = (0..m).rev().find(|&b| c[b] <= u).unwrap_or(0);
+        let within = ((u - c[bin]) / (c[bin + 1] - c[bin]).max(1e-12)).clamp(0.0, 1.0);
+        near + (bin as f64 + within) * (far - near) / m as f64
+    };
+    (0..batch.n_rays * batch.n_cuts * n)
+        .map(|s| {
+            let slot = s / n;
+            let i = s % n;
+            let r = slot % batch.n_rays;
+            let cut = batch.cuts[(slot / batch.n_rays) as usize];
+            let ray = &rays[r as usize];
+            if ray.far <= ray.near {
+                return Sample { ray: r, node: NO_NODE, ..Default::default() };
+            }
+            let (t0, t1) = (edge(r, i), edge(r, i + 1));
+            let (t, delta) = (0.5 * (t0 + t1), t1 - t0);
+            let k = (r + batch.ray_offset) * n + i;
+            place_sample(batch, sampling, ray, r, t as f32, delta as f32, k, cut, octree, occupancy, mean)
         })
         .collect()
 }
