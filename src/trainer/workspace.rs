@@ -149,24 +149,26 @@ impl Workspace {
             ray_grads: &ray_grads,
             losses: &losses,
         };
+        // the samples pass of the batch, or of the proposal (its own batch uniforms)
+        let samples_group = |batch: &wgpu::Buffer| {
+            let bindings = SamplesBindings {
+                batch,
+                sampling: &sampling,
+                rays: &rays,
+                nodes: &model.nodes,
+                occupancy: &model.occupancy,
+                occupancy_mean: &model.occupancy_mean,
+                samples: &samples,
+                node_counts: &node_counts,
+            };
+            kernels.samples.bind(gpu, &bindings)
+        };
         let groups = Groups {
             rays: kernels.rays.bind(
                 gpu,
                 &RaysBindings { batch: &batch, cameras: &cameras, patches: &patches, targets: &targets, rays: &rays },
             ),
-            samples: kernels.samples.bind(
-                gpu,
-                &SamplesBindings {
-                    batch: &batch,
-                    sampling: &sampling,
-                    rays: &rays,
-                    nodes: &model.nodes,
-                    occupancy: &model.occupancy,
-                    occupancy_mean: &model.occupancy_mean,
-                    samples: &samples,
-                    node_counts: &node_counts,
-                },
-            ),
+            samples: samples_group(&batch),
             probes: kernels.probes.bind(
                 gpu,
                 &ProbesBindings { batch: &batch, nodes: &model.nodes, samples: &samples, node_counts: &node_counts },
@@ -345,19 +347,7 @@ impl Workspace {
                 let proposal_batch = gpu.uniform::<Batch>(&ws("proposal batch"));
                 let cdf = sized("proposal cdf", u64::from(size.rays) * u64::from(size.proposal_samples + 1) * 4)?;
                 Ok(Proposal {
-                    samples: kernels.samples.bind(
-                        gpu,
-                        &SamplesBindings {
-                            batch: &proposal_batch,
-                            sampling: &sampling,
-                            rays: &rays,
-                            nodes: &model.nodes,
-                            occupancy: &model.occupancy,
-                            occupancy_mean: &model.occupancy_mean,
-                            samples: &samples,
-                            node_counts: &node_counts,
-                        },
-                    ),
+                    samples: samples_group(&proposal_batch),
                     scatter: kernels.scatter.bind(
                         gpu,
                         &ScatterBindings {
