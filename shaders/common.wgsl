@@ -3,6 +3,9 @@
 
 const NO_NODE: u32 = 0xffffffffu;
 
+// Largest sigma * delta a sample's alpha sees (SPEC §4), so alpha never rounds to exactly 1.
+const MAX_TAU: f32 = 30.0;
+
 // Occupancy-grid cell holding a point of the scene cube.
 fn occupancy_cell(p: vec3<f32>, res: u32) -> u32 {
     let c = min(vec3<u32>(clamp((p + vec3<f32>(1.0)) * 0.5, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(res)), vec3<u32>(res - 1u));

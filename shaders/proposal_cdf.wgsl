@@ -6,8 +6,6 @@
 // proposal has no weight). cdf[r * (n + 1) + j] is the probability before bin j: 0 at j = 0, 1 at
 // j = n. The proposal's evaluated samples are counted for the statistics.
 
-const MAX_TAU: f32 = 30.0;
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let r = flat_index(wg, nwg, local, WORKGROUP);

@@ -7,8 +7,6 @@
 //   dO/dsigma_i = delta_i T_N.
 // Where sigma * delta is clamped the gradient to sigma is 0. Non-finite results become 0, counted.
 
-const MAX_TAU: f32 = 30.0;
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let slot = flat_index(wg, nwg, local, WORKGROUP);

@@ -3,8 +3,6 @@
 // (the first on ties; -1 when no weight is positive) for the viewer's level map and node picking.
 // alpha = 1 - exp(-sigma * delta) with sigma * delta clamped (SPEC §4), so alpha never rounds to exactly 1.
 
-const MAX_TAU: f32 = 30.0;
-
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
     let slot = flat_index(wg, nwg, local, WORKGROUP);

@@ -214,11 +214,15 @@ impl TrainConfig {
         self.hierarchical_from.is_some_and(|from| step >= from)
     }
 
+    /// Whether the occupancy grid skips empty cells at step `step` (from `occupancy_warmup`).
+    pub fn skips_at(&self, step: u32) -> bool {
+        self.occupancy_resolution > 0 && step >= self.occupancy_warmup
+    }
+
     /// The sampling phase of step `step` (SPEC §5): uniform, occupancy (uniform with the grid's
     /// skipping), hierarchical, importance (hierarchical with the grid's skipping).
     pub fn sampling_phase(&self, step: u32) -> SamplingPhase {
-        let skip = self.occupancy_resolution > 0 && step >= self.occupancy_warmup;
-        match (self.resamples_at(step), skip) {
+        match (self.resamples_at(step), self.skips_at(step)) {
             (false, false) => SamplingPhase::Uniform,
             (false, true) => SamplingPhase::Occupancy,
             (true, false) => SamplingPhase::Hierarchical,

@@ -528,7 +528,7 @@ impl Trainer {
         Sampling {
             resolution: t.occupancy_resolution.max(1),
             threshold: t.occupancy_threshold,
-            skip: u32::from(t.occupancy_resolution > 0 && step >= t.occupancy_warmup),
+            skip: u32::from(t.skips_at(step)),
             explore: if training { t.occupancy_explore } else { 0.0 },
             decay: t.occupancy_decay,
             phase: self.occupancy_phase(step),

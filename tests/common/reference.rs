@@ -165,11 +165,7 @@ pub fn samples(
     let n = batch.samples_per_ray;
     (0..batch.n_rays * batch.n_cuts * n)
         .map(|s| {
-            let slot = s / n;
-            let i = s % n;
-            let r = slot % batch.n_rays;
-            let cut = batch.cuts[(slot / batch.n_rays) as usize];
-            let k = (r + batch.ray_offset) * n + i;
+            let (r, i, cut, k) = sample_slot(batch, s);
             let ray = &rays[r as usize];
             if ray.far <= ray.near {
                 return Sample { ray: r, node: NO_NODE, ..Default::default() };
@@ -180,6 +176,15 @@ pub fn samples(
             place_sample(batch, sampling, ray, r, t, delta, k, cut, octree, occupancy, mean)
         })
         .collect()
+}
+
+/// Sample s of a batch: its ray, its index along the ray, its cut, and the index of its random
+/// streams (the same at every cut of the ray).
+fn sample_slot(batch: &Batch, s: u32) -> (u32, u32, u32, u32) {
+    let n = batch.samples_per_ray;
+    let (slot, i) = (s / n, s % n);
+    let r = slot % batch.n_rays;
+    (r, i, batch.cuts[(slot / batch.n_rays) as usize], (r + batch.ray_offset) * n + i)
 }
 
 /// place_sample.wgsl: the sample of ray `r` at `t` (interval `delta`): skipped (node NO_NODE) in a
@@ -284,17 +289,13 @@ pub fn resample(
     };
     (0..batch.n_rays * batch.n_cuts * n)
         .map(|s| {
-            let slot = s / n;
-            let i = s % n;
-            let r = slot % batch.n_rays;
-            let cut = batch.cuts[(slot / batch.n_rays) as usize];
+            let (r, i, cut, k) = sample_slot(batch, s);
             let ray = &rays[r as usize];
             if ray.far <= ray.near {
                 return Sample { ray: r, node: NO_NODE, ..Default::default() };
             }
             let (t0, t1) = (edge(r, i), edge(r, i + 1));
             let (t, delta) = (0.5 * (t0 + t1), t1 - t0);
-            let k = (r + batch.ray_offset) * n + i;
             place_sample(batch, sampling, ray, r, t as f32, delta as f32, k, cut, octree, occupancy, mean)
         })
         .collect()
