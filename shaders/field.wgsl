@@ -82,6 +82,29 @@ fn field_density(base: u32, local: vec3<f32>) -> f32 {
     return density_from_raw(density_out(density_hidden(encode(base, local), wm), wm)[0]);
 }
 
+// The colour decoder's input: the density decoder's geometric features and SH(direction).
+fn colour_input(out1: array<f32, OUT1>, dir: vec3<f32>) -> array<f32, IN3> {
+    var in3: array<f32, IN3>;
+    let sh = sh_encode(dir);
+    for (var g = 0u; g < GEO; g++) {
+        in3[g] = out1[g + 1u];
+    }
+    for (var k = 0u; k < SH_DIM; k++) {
+        in3[GEO + k] = sh[k];
+    }
+    return in3;
+}
+
+// The activations that follow from the stored ones (in1, pre1, out1, pre3, out4): sigma, the colour
+// decoder's input and rgb (a backward that reads stored activations; see load_acts).
+fn finish_acts(stored: Acts, dir: vec3<f32>) -> Acts {
+    var a = stored;
+    a.sigma = density_from_raw(a.out1[0]);
+    a.in3 = colour_input(a.out1, dir);
+    a.rgb = vec3<f32>(sigmoid(a.out4.x), sigmoid(a.out4.y), sigmoid(a.out4.z));
+    return a;
+}
+
 fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     var a: Acts;
     a.in1 = encode(base, local);
@@ -89,13 +112,7 @@ fn field_eval(base: u32, local: vec3<f32>, dir: vec3<f32>) -> Acts {
     a.pre1 = density_hidden(a.in1, wm);
     a.out1 = density_out(a.pre1, wm);
     a.sigma = density_from_raw(a.out1[0]);
-    let sh = sh_encode(dir);
-    for (var g = 0u; g < GEO; g++) {
-        a.in3[g] = a.out1[g + 1u];
-    }
-    for (var k = 0u; k < SH_DIM; k++) {
-        a.in3[GEO + k] = sh[k];
-    }
+    a.in3 = colour_input(a.out1, dir);
     a.pre3 = colour_hidden(a.in3, wm);
     let out4 = colour_out(a.pre3, wm);
     a.out4 = vec3<f32>(out4[0], out4[1], out4[2]);

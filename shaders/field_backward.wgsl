@@ -1,6 +1,7 @@
 // Pass 6: gradients of the loss with respect to the parameters, over the active samples. Dispatched
 // like the forward (one dispatch per parameter page, a node per workgroup). The forward is recomputed
-// per sample (no stored activations). Decoder weight gradients are summed over the workgroup's
+// per sample, or with STORE_ACTS read from what field_forward stored (train.recompute_backward =
+// false). Decoder weight gradients are summed over the workgroup's
 // samples in workgroup memory first (the generated reduce_* functions), one atomic per weight per
 // workgroup; hash-table gradients are scattered with one atomic per corner and feature. Adam finds the
 // entries with a gradient again from the samples (adam_nodes.wgsl); when a step runs in several
@@ -20,13 +21,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let base = (node - page.first_node) * NODE_PARAMS;
     let wm = base + HASH_PARAMS;
     load_weights(local, wm);
-    let s = active_list[group.y + min(local, max(group.z, 1u) - 1u)];
+    let p = group.y + min(local, max(group.z, 1u) - 1u);
+    let s = active_list[p];
     let sample = samples[s];
     let g = sample_grads[s];
     let used = local < group.z && any(g != vec4<f32>(0.0));
     let local_pos = node_local(nodes[node], sample.pos);
     // every lane evaluates (lanes without a gradient stage zeros): the weight loads stay uniform
-    let a = field_eval(base, local_pos, rays[sample.ray].dir);
+    var a: Acts;
+    if STORE_ACTS {
+        a = load_acts(p, rays[sample.ray].dir);
+    } else {
+        a = field_eval(base, local_pos, rays[sample.ray].dir);
+    }
     let gu = select(vec4<f32>(0.0), g, used);
     let d_out4 = gu.xyz * a.rgb * (vec3<f32>(1.0) - a.rgb);
     let d_pre3 = colour_out_back(array<f32, RGB>(d_out4.x, d_out4.y, d_out4.z), a.pre3, wm);

@@ -1,6 +1,8 @@
 // Pass 3: the field at every active sample -> (rgb, sigma). One dispatch per parameter page; every
 // workgroup evaluates up to WORKGROUP samples of one node (node_groups.wgsl), whose decoders it reads
-// at constant offsets (src/gpu/unrolled.rs). Non-finite outputs become 0 and are counted.
+// at constant offsets (src/gpu/unrolled.rs). Non-finite outputs become 0 and are counted. With
+// STORE_ACTS (train.recompute_backward = false) a training workspace's forward also stores each
+// sample's activations for field_backward, at the sample's place in the node-sorted list.
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
@@ -20,5 +22,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             atomicAdd(&sanitized[SANITIZED_FIELD], 1u);
         }
         field_out[s] = vec4<f32>(sanitize(out.x), sanitize(out.y), sanitize(out.z), sanitize(out.w));
+        if STORE_ACTS {
+            store_acts(group.y + local, a);
+        }
     }
 }

@@ -49,7 +49,7 @@ pub struct BenchReport {
     pub achieved_gbps: f64,
     pub copy_gbps: f64,
     pub bandwidth_fraction: f64,
-    /// Decoder FLOPs per sample, forward + backward (recomputed forward included), averaged over all
+    /// Decoder FLOPs per sample, forward + backward (a recomputed forward included), averaged over all
     /// samples (skipped ones cost none).
     pub mlp_flops_per_sample: f64,
     pub mlp_gflops: f64,
@@ -66,6 +66,13 @@ pub struct BenchReport {
     pub lane_fill: f64,
     pub field_forward_us_per_sample: f64,
     pub field_backward_us_per_sample: f64,
+    /// Whether the backward recomputed the field or read the activations the forward stored
+    /// (`train.recompute_backward`), the rays that went through the passes at once, and the device
+    /// memory the trainer had allocated at the end and at most.
+    pub recompute_backward: bool,
+    pub chunk_rays: u32,
+    pub gpu_mib: f64,
+    pub peak_gpu_mib: f64,
 }
 
 /// Steps timed pass by pass at the end of a bench.
@@ -180,6 +187,10 @@ pub fn bench(
         lane_fill: groups.samples as f64
             / (f64::from(groups.workgroups) * f64::from(trainer.shape.field_workgroup)).max(1.0),
         pass_ms,
+        recompute_backward: trainer.config.train.recompute_backward,
+        chunk_rays: trainer.chunk_patches * trainer.config.train.patch_size * trainer.config.train.patch_size,
+        gpu_mib: gpu.allocated_bytes() as f64 / f64::from(1 << 20),
+        peak_gpu_mib: gpu.peak_bytes() as f64 / f64::from(1 << 20),
     })
 }
 
@@ -207,7 +218,9 @@ fn field_groups(gpu: &Gpu, trainer: &Trainer) -> Result<FieldGroups> {
 /// gradient written; for active ones the list entry, the hash corners gathered forward and again in
 /// the recomputed backward, scattered read-modify-write gradients, the field output, the decoder
 /// weights loaded per workgroup and the decoder-gradient atomics per workgroup; and the optimizer's
-/// traffic, shared over the step's samples.
+/// traffic, shared over the step's samples. A backward that reads stored activations
+/// (`train.recompute_backward = false`) gathers no corners: the forward writes the activations and
+/// the backward reads them.
 pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -> f64 {
     let l = &trainer.layout;
     let s = f64::from(trainer.config.train.samples_per_ray);
@@ -218,9 +231,11 @@ pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -
     let weights = f64::from(l.mlp_params()) * 4.0 / wg;
     let samples_pass = sample + ray_record + active * 4.0;
     let scatter = sample + active * 4.0;
-    let forward = active * (4.0 + sample + ray_record + corners + weights + 16.0);
+    let stored = f64::from(trainer.config.stored_act_words()) * 4.0;
+    let recomputed = if stored > 0.0 { stored } else { corners };
+    let forward = active * (4.0 + sample + ray_record + corners + weights + 16.0 + stored);
     let render = 2.0 * (sample + 16.0) + 16.0;
-    let backward = active * (4.0 + sample + 16.0 + ray_record + corners + 2.0 * corners + weights);
+    let backward = active * (4.0 + sample + 16.0 + ray_record + recomputed + 2.0 * corners + weights);
     let decoder_atomics = active * f64::from(l.mlp_params()) * 8.0 / wg;
     let nodes = trainer.octree.nodes.len() as f64;
     let touched_hash =
@@ -230,11 +245,13 @@ pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -
     samples_pass + scatter + forward + render + backward + decoder_atomics + adam
 }
 
-/// Multiply-adds x2 of the decoders: forward, the recomputed forward, input and weight gradients.
+/// Multiply-adds x2 of the decoders: forward, the recomputed forward (unless the backward reads
+/// stored activations), input and weight gradients.
 pub fn mlp_flops_per_sample(trainer: &Trainer) -> f64 {
     let l = &trainer.layout;
     let macs = f64::from(l.hidden * l.in1 + l.out1 * l.hidden + l.hidden * l.in3 + 3 * l.hidden);
-    2.0 * macs * 4.0
+    let passes = if trainer.config.train.recompute_backward { 4.0 } else { 3.0 };
+    2.0 * macs * passes
 }
 
 kernel! {

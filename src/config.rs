@@ -572,6 +572,11 @@ pub struct TrainConfig {
     /// the grown chunk is expected to stay under 90% and within one step. The step's batch, and so
     /// the optimisation, stays the same: only how much of it is on the device at once changes.
     pub memory_budget_mb: u32,
+    /// The backward pass recomputes each sample's field (true: the hash encoding and the decoders'
+    /// forward run again, nothing stored) or reads the activations the forward stored (false: the
+    /// seed's activation checkpointing turned off; `ACT_WORDS` floats per sample slot of a chunk, and
+    /// the chunk shrinks so they fit one buffer).
+    pub recompute_backward: bool,
 }
 
 /// How a training step places its samples (`TrainConfig::sampling_phase`).
@@ -666,6 +671,7 @@ impl Default for TrainConfig {
             max_buffer_mb: 0,
             accumulate_steps: 1,
             memory_budget_mb: 0,
+            recompute_backward: true,
         }
     }
 }
@@ -1216,6 +1222,16 @@ fn auto_or(value: f64) -> Option<f32> {
 }
 
 impl Config {
+    /// Floats of the field's activations the training forward keeps per sample for the backward:
+    /// 0 while the backward recomputes them (`train.recompute_backward`).
+    pub fn stored_act_words(&self) -> u32 {
+        if self.train.recompute_backward {
+            0
+        } else {
+            crate::field::FieldLayout::new(&self.field).act_words()
+        }
+    }
+
     /// Applies `--downscale` of the command line (it wins over `data.downscale`), validated.
     pub fn with_downscale(mut self, factor: Option<u32>) -> Result<Self, ConfigError> {
         if let Some(factor) = factor {

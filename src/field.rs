@@ -83,6 +83,14 @@ impl FieldLayout {
         n * n * n <= u64::from(self.table_size)
     }
 
+    /// Floats the forward stores per sample for a backward that does not recompute the field
+    /// (`train.recompute_backward = false`): the encoding, both decoders' hidden pre-activations,
+    /// the density decoder's outputs and the colour decoder's 3 pre-sigmoid outputs (the colour
+    /// decoder's input is rebuilt from the density outputs and the direction), padded to whole vec4s.
+    pub fn act_words(&self) -> u32 {
+        (self.in1 + 2 * self.hidden + self.out1 + 3).next_multiple_of(4)
+    }
+
     /// Decoder parameters per node (everything after the hash tables).
     pub fn mlp_params(&self) -> u32 {
         self.node_params - self.hash_params

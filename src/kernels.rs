@@ -141,7 +141,7 @@ kernel! {
 kernel! {
     /// The field at every active sample of one parameter page's nodes.
     pub struct FieldForward, FieldForwardBindings = "field_forward" {
-        includes: [Octree, NodeGroups, Field],
+        includes: [Octree, NodeGroups, Field, StoreActivations],
         workgroup: |shape: &KernelShape| shape.field_workgroup,
         bindings: {
             scene: Uniform Scene,
@@ -156,6 +156,8 @@ kernel! {
             wg_first: Read [u32],
             field_out: ReadWrite [[f32; 4]],
             sanitized: Atomic [u32],
+            /// ACT_VEC4 per active sample for field_backward (train.recompute_backward = false)
+            activations: ReadWrite [[f32; 4]],
         }
     }
 }
@@ -464,6 +466,8 @@ kernel! {
             grads: FloatAtomic [f32],
             /// 1 per block of ADAM_BLOCK parameters with a gradient
             touched: ReadWrite [u32],
+            /// what field_forward stored (train.recompute_backward = false)
+            activations: Read [[f32; 4]],
         }
     }
 }

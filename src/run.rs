@@ -86,6 +86,8 @@ pub struct MetricsLine {
     /// The most device bytes allocated so far, and the rays that go through the passes at once.
     pub peak_gpu_bytes: u64,
     pub chunk_rays: u32,
+    /// Whether the backward recomputed the field or read stored activations.
+    pub recompute_backward: bool,
     /// Non-finite values the kernels replaced by 0 since the previous line, and by kind of pass.
     pub sanitized: u64,
     pub sanitized_by_pass: BTreeMap<String, u32>,
@@ -139,6 +141,7 @@ impl MetricsLine {
             gpu_bytes: s.gpu_bytes,
             peak_gpu_bytes: s.peak_gpu_bytes,
             chunk_rays: s.chunk_rays,
+            recompute_backward: s.recompute_backward,
             sanitized: s.loss.sanitized_total(),
             sanitized_by_pass: s.loss.sanitized.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             dispatches_per_step: s.dispatches,

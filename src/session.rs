@@ -109,6 +109,9 @@ pub struct StepStats {
     /// step's chunk: `train.accumulate_steps` and `train.memory_budget_mb` set it).
     pub peak_gpu_bytes: u64,
     pub chunk_rays: u32,
+    /// Whether the backward recomputes the field (`train.recompute_backward`) or reads the
+    /// activations the forward stored.
+    pub recompute_backward: bool,
     /// Dispatches of the last step.
     pub dispatches: u32,
     pub rays_per_step: u32,
@@ -357,6 +360,7 @@ impl Worker {
             gpu_bytes: self.trainer.gpu.allocated_bytes(),
             peak_gpu_bytes: self.trainer.gpu.peak_bytes(),
             chunk_rays: self.trainer.chunk_patches * t.patch_size * t.patch_size,
+            recompute_backward: t.recompute_backward,
             dispatches: self.trainer.last_dispatches,
             rays_per_step,
             samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray_at(step)),

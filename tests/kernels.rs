@@ -1300,7 +1300,43 @@ fn a_step_in_chunks_equals_the_step_in_one() {
     let chunked = Trainer::new(common::gpu(), config, &dataset).unwrap();
     assert_eq!((whole.chunks(), chunked.chunks()), (1, 4));
     assert!(!whole.shape.flag_blocks && chunked.shape.flag_blocks);
-    let mut trainers = [whole, chunked];
+    assert_same_two_steps([whole, chunked]);
+}
+
+/// `train.recompute_backward = false`: the forward stores each active sample's activations and the
+/// backward reads them instead of recomputing the field. Its gradients match the reference, and two
+/// steps give the parameters and loss of a recomputing trainer. The stored activations are the
+/// largest per-sample record, so under the same buffer limit the step runs in more chunks.
+#[test]
+fn a_backward_on_stored_activations_matches_reference() {
+    let mut config = config();
+    config.train.recompute_backward = false;
+    let f = Fixture::new(common::gpu(), config.clone(), 4);
+    assert!(f.trainer.shape.store_activations);
+    field_backward_matches(&f);
+    let t = &f.trainer;
+    let words = t.layout.act_words() as usize;
+    let acts: Vec<f32> = f.read(&t.train.activations, f.n_samples() * words);
+    let active = active(&f.samples()).count();
+    let written = acts.iter().filter(|v| **v != 0.0).count();
+    assert!(written >= active * words * 3 / 4, "{written} activation words written for {active} samples");
+
+    config.loss.coarse_cuts = 0;
+    config.train.patches_per_batch = 60;
+    config.loss.probes = 1;
+    config.stability.clip_grad_norm = 1e-4;
+    config.train.max_buffer_mb = 1;
+    let dataset = random_dataset(4, 24, 31);
+    let stored = Trainer::new(common::gpu(), config.clone(), &dataset).unwrap();
+    config.train.recompute_backward = true;
+    let recomputed = Trainer::new(common::gpu(), config, &dataset).unwrap();
+    assert!(stored.chunks() > recomputed.chunks(), "{} vs {} chunks", stored.chunks(), recomputed.chunks());
+    assert_same_two_steps([recomputed, stored]);
+}
+
+/// Two steps of the same plan from the same perturbed parameters give the same loss, gradient norm,
+/// clipping and parameters on both trainers (clipping on in both).
+fn assert_same_two_steps(mut trainers: [Trainer; 2]) {
     let params = trainers[0].read_params().unwrap();
     let mut rng = SplitMix64(3);
     let params: Vec<f32> = params.iter().map(|p| p + (rng.next_f32() - 0.5) * 0.5).collect();

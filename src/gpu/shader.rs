@@ -3,7 +3,7 @@
 
 use crate::field::FieldLayout;
 use crate::gpu::kernel::BindingDecl;
-use crate::gpu::unrolled::{Dense, WeightSource};
+use crate::gpu::unrolled::{self, Dense, WeightSource};
 use std::fmt::Write;
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -35,6 +35,10 @@ pub enum Include {
     /// The decoders' generated backward: input gradients, weight-gradient staging and reduction
     /// (needs a `grads` float-atomic binding).
     FieldBackward,
+    /// `store_acts(p, a)`: a sample's activations into the `activations` binding, word k of active
+    /// sample p at k x capacity + p (generated with constant offsets); field_backward's include has
+    /// the matching `load_acts`.
+    StoreActivations,
     /// `adam_update(i, gradient)` (needs `adam`, `params`, `m1`, `m2`, `guard`, `sanitized`).
     AdamUpdate,
     /// The gradient statistics' per-tensor sums and their workgroup reduction (needs `grad_partials`
@@ -67,6 +71,9 @@ pub struct KernelShape {
     /// The backward flags the blocks it adds gradients to, for Adam over flagged blocks (a step in
     /// several chunks; else Adam finds the touched entries from the samples, node by node).
     pub flag_blocks: bool,
+    /// The training forward stores each active sample's activations and the backward reads them
+    /// instead of recomputing the field (`train.recompute_backward = false`).
+    pub store_activations: bool,
 }
 
 impl KernelShape {
@@ -83,7 +90,7 @@ impl KernelShape {
         while field_workgroup > 8 && weight_bytes + field_workgroup * staging > budget {
             field_workgroup /= 2;
         }
-        Self { layout, float_atomics, field_workgroup, weights, flag_blocks: false }
+        Self { layout, float_atomics, field_workgroup, weights, flag_blocks: false, store_activations: false }
     }
 
     /// Whether the field passes' workgroup memory fits `workgroup_storage` bytes.
@@ -99,6 +106,7 @@ impl KernelShape {
         let mut source = self.header();
         let _ = writeln!(source, "const WORKGROUP: u32 = {workgroup}u;");
         let _ = writeln!(source, "const FLAG_BLOCKS: bool = {};", self.flag_blocks);
+        let _ = writeln!(source, "const STORE_ACTS: bool = {};", self.store_activations);
         source.push_str(COMMON);
         let mut defined: Vec<&str> = Vec::new();
         for binding in bindings {
@@ -123,6 +131,7 @@ impl KernelShape {
                     self.field(&mut source)
                 }
                 Include::FieldBackward => self.field_backward(&mut source),
+                Include::StoreActivations => source.push_str(&unrolled::activations(&self.layout, true)),
                 Include::AdamUpdate => source.push_str(ADAM_UPDATE),
                 Include::GradStats => source.push_str(GRAD_STATS),
                 Include::RayLoss => source.push_str(RAY_LOSS),
@@ -153,6 +162,7 @@ impl KernelShape {
             source.push_str(&layer.stage());
             source.push_str(&layer.reduce());
         }
+        source.push_str(&unrolled::activations(&self.layout, false));
     }
 
     /// The decoders' dense layers, in evaluation order.
@@ -197,6 +207,7 @@ impl KernelShape {
             ("HASH_PARAMS", l.hash_params),
             ("NODE_PARAMS", l.node_params),
             ("MLP_PARAMS", l.mlp_params()),
+            ("ACT_VEC4", l.act_words() / 4),
             ("MAX_IN", max_in),
             ("MAX_OUT4", max_out.div_ceil(4)),
             ("FIELD_WG", wg),

@@ -184,3 +184,40 @@ impl Dense {
         s
     }
 }
+
+/// The activations of active sample `p` (its place in the node-sorted list) in the `activations`
+/// binding, four words to a vec4: vec4 k at `k * capacity + p`, so that the lanes of a workgroup
+/// touch consecutive vec4s, with capacity = arrayLength / ACT_VEC4 (a workspace without room binds
+/// fewer than ACT_VEC4: capacity 0). The words, in the order of `FieldLayout::act_words`: in1, pre1,
+/// out1, pre3, out4, then zeros to a multiple of 4. Written out with constant offsets (private arrays
+/// indexed in a loop become select ladders on lavapipe). `store` gives `store_acts(p, a)` (nothing
+/// stored past the capacity), else `load_acts(p, dir)`.
+pub fn activations(layout: &crate::field::FieldLayout, store: bool) -> String {
+    let parts: [(&str, u32); 5] =
+        [("in1", layout.in1), ("pre1", layout.hidden), ("out1", layout.out1), ("pre3", layout.hidden), ("out4", 3)];
+    let words: Vec<String> =
+        parts.iter().flat_map(|&(name, n)| (0..n).map(move |i| format!("a.{name}[{i}]"))).collect();
+    debug_assert_eq!((words.len() as u32).next_multiple_of(4), layout.act_words());
+    let mut s = String::from("fn acts_capacity() -> u32 {\n    return arrayLength(&activations) / ACT_VEC4;\n}\n");
+    if store {
+        s.push_str("fn store_acts(p: u32, a: Acts) {\n    let cap = acts_capacity();\n    if p >= cap {\n        return;\n    }\n");
+    } else {
+        s.push_str(
+            "fn load_acts(p: u32, dir: vec3<f32>) -> Acts {\n    let cap = acts_capacity();\n    var a: Acts;\n",
+        );
+    }
+    for (k, quad) in words.chunks(4).enumerate() {
+        if store {
+            let mut v: Vec<&str> = quad.iter().map(String::as_str).collect();
+            v.resize(4, "0.0");
+            let _ = writeln!(s, "    activations[{k}u * cap + p] = vec4<f32>({});", v.join(", "));
+        } else {
+            let _ = writeln!(s, "    let v{k} = activations[{k}u * cap + p];");
+            for (c, word) in quad.iter().enumerate() {
+                let _ = writeln!(s, "    {word} = v{k}[{c}];");
+            }
+        }
+    }
+    s.push_str(if store { "}\n" } else { "    return finish_acts(a, dir);\n}\n" });
+    s
+}

@@ -216,14 +216,14 @@ impl Trainer {
         };
         // the per-sample buffers of one chunk of patches must fit one buffer
         let t = &config.train;
+        let record = Workspace::largest_sample_record(&config);
         let per_patch = u64::from(t.patch_size * t.patch_size)
             * u64::from(1 + config.loss.coarse_cuts)
             * u64::from(t.max_samples_per_ray(1 + config.loss.coarse_cuts))
-            * Workspace::LARGEST_SAMPLE_RECORD;
+            * record;
         // one micro-batch at a time (gradient accumulation), in chunks that fit one buffer beside the
         // probes (at most loss.probes groups per chunk)
-        let probe_bytes =
-            u64::from(config.loss.probes) * u64::from(PROBES_PER_GROUP) * Workspace::LARGEST_SAMPLE_RECORD;
+        let probe_bytes = u64::from(config.loss.probes) * u64::from(PROBES_PER_GROUP) * record;
         let max_chunk =
             (max_buffer.saturating_sub(probe_bytes) / per_patch).min(u64::from(t.patches_per_step())) as u32;
         let chunk_patches = t.align_chunk(max_chunk.min(t.patches_per_micro_batch()));
@@ -237,6 +237,7 @@ impl Trainer {
         let mut shape = KernelShape::new(layout.clone(), gpu.float_atomics, storage, weight_source(&gpu, &layout));
         // a memory budget may split the step later: compile the passes that can run in chunks
         shape.flag_blocks = chunk_patches < t.patches_per_step() || t.memory_budget_mb > 0;
+        shape.store_activations = !t.recompute_backward;
         if !shape.fits(storage) {
             bail!(
                 "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
@@ -366,6 +367,7 @@ impl Trainer {
             cameras,
             probe_groups: probe_groups(config, chunk_patches),
             proposal_samples: if t.hierarchical_from.is_some() { t.proposal_samples } else { 0 },
+            act_words: config.stored_act_words(),
         };
         let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
         // the most structure patches a chunk holds
@@ -389,6 +391,7 @@ impl Trainer {
             cameras: 1,
             probe_groups: 0,
             proposal_samples: 0,
+            act_words: 0,
         };
         let view = Workspace::new(gpu, kernels, model, "view", view_size)?;
         Ok((train, view))

@@ -30,6 +30,9 @@ pub struct WorkspaceSize {
     pub probe_groups: u32,
     /// Samples per ray of the proposal the training batches resample from (0: they never do).
     pub proposal_samples: u32,
+    /// Floats of the field's activations kept per sample for a backward that reads them (training
+    /// with `train.recompute_backward = false`: `FieldLayout::act_words`), else 0.
+    pub act_words: u32,
 }
 
 impl WorkspaceSize {
@@ -65,6 +68,8 @@ pub struct Workspace {
     pub ray_grads: wgpu::Buffer,
     pub losses: wgpu::Buffer,
     pub sample_grads: wgpu::Buffer,
+    /// `act_words` floats per sample, else one vec4: no room (see `store_acts`).
+    pub activations: wgpu::Buffer,
     pub groups: Groups,
     /// LPIPS's buffers (training with a weights file and structure patches; `trainer::lpips`).
     pub lpips: Option<crate::trainer::lpips::Lpips>,
@@ -140,6 +145,7 @@ impl Workspace {
         let ray_grads = sized("ray gradients", of(size.slots(), std::mem::size_of::<RayGrad>()))?;
         let losses = sized("ray losses", size.slots() * LOSS_TERMS as u64 * 4)?;
         let sample_grads = sized("sample gradients", size.samples() * 16)?;
+        let activations = sized("activations", (size.samples() * u64::from(size.act_words) * 4).max(16))?;
         let pages = 0..model.paging.n_pages as usize;
         let ray_loss = RayLossBindings {
             batch: &batch,
@@ -211,6 +217,7 @@ impl Workspace {
                             wg_first: &wg_first,
                             field_out: &field_out,
                             sanitized: &model.sanitized,
+                            activations: &activations,
                         },
                     )
                 })
@@ -281,6 +288,7 @@ impl Workspace {
                             wg_first: &wg_first,
                             grads: &model.grads[p],
                             touched: &model.touched[p],
+                            activations: &activations,
                         },
                     )
                 })
@@ -409,6 +417,7 @@ impl Workspace {
             ray_grads,
             losses,
             sample_grads,
+            activations,
             groups,
             lpips: None,
             adversarial: None,
@@ -440,6 +449,7 @@ impl Workspace {
             &self.ray_grads,
             &self.losses,
             &self.sample_grads,
+            &self.activations,
         ] {
             gpu.free(buffer);
         }
@@ -456,5 +466,7 @@ impl Workspace {
     }
 
     /// The largest per-sample record: bounds the samples a workspace can hold in one binding.
-    pub const LARGEST_SAMPLE_RECORD: u64 = std::mem::size_of::<Sample>() as u64;
+    pub fn largest_sample_record(config: &crate::config::Config) -> u64 {
+        (u64::from(config.stored_act_words()) * 4).max(std::mem::size_of::<Sample>() as u64)
+    }
 }

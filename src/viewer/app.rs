@@ -708,7 +708,10 @@ impl App {
             });
             let budget = f64::from(t.memory_budget_mb);
             let memory = lines(&names(&["gpu_mib", "peak_gpu_mib"]), false);
-            plot(ui, "device memory allocated, MiB (white: train.memory_budget_mb)", memory, false, &|p| {
+            let backward = if t.recompute_backward { "recomputes" } else { "reads stored activations" };
+            let title =
+                format!("device memory allocated, MiB (white: train.memory_budget_mb; the backward {backward})");
+            plot(ui, &title, memory, false, &|p| {
                 if budget > 0.0 {
                     p.hline(egui_plot::HLine::new("budget", budget).color(Color32::WHITE));
                 }
