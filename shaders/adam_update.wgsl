@@ -5,7 +5,9 @@
 // the tree at every step, which node-batched Adam exists to avoid, so the decay is lazy, as in
 // sparse optimisers (an entry decays in the steps that train it). The guard (grad_guard.wgsl) may
 // skip the step (the gradient is dropped) or scale the gradient down (clipping by the global norm).
-// Needs the `adam`, `params`, `m1`, `m2`, `guard` and `sanitized` bindings.
+// Under mixed precision a hash-table entry's f16 copy (`tables`, read by the field passes) follows
+// its f32 master weight. The guard's SCALE also takes the loss scale out of the gradient.
+// Needs the `adam`, `params`, `tables`, `m1`, `m2`, `guard` and `sanitized` bindings.
 
 fn adam_update(i: u32, raw: f32) {
     if guard[G_SKIP] != 0.0 {
@@ -22,5 +24,10 @@ fn adam_update(i: u32, raw: f32) {
     let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * g * g;
     m1[i] = m;
     m2[i] = v;
-    params[i] -= lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);
+    let p = params[i] - lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);
+    params[i] = p;
+    let offset = i % NODE_PARAMS;
+    if HALF && offset < HASH_PARAMS {
+        tables[(i / NODE_PARAMS) * HASH_PARAMS + offset] = to_table_entry(p);
+    }
 }

@@ -1,6 +1,7 @@
 // One octree node's field (SPEC §1): a multiresolution hash encoding in node-local coordinates, a
 // density decoder (-> sigma and geometric features) and a colour decoder (features + SH(direction)).
-// Needs `params: array<f32>` (one page of parameter blocks; the node's block at `base`), `scene`
+// Needs `params: array<f32>` (one page of parameter blocks; the node's block at `base`), `tables`
+// (their f16 copy, mixed precision), `scene`
 // (max_density) and the constants of the generated header (src/gpu/shader.rs); the dense layers
 // density_hidden, density_out, colour_hidden and colour_out are generated (src/gpu/unrolled.rs) and
 // read the node's decoders, which start at base + HASH_PARAMS (after `load_weights`).
@@ -56,9 +57,12 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-// The hash encoding: trilinear interpolation of each level's 8 corner features.
+// The hash encoding: trilinear interpolation of each level's 8 corner features, read from the f32
+// parameters or, under mixed precision, from the tables' f16 copy (`tables`: HASH_PARAMS / 2 pairs per
+// node of the page, which Adam refreshes as it updates the f32 master weights).
 fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
     var out: array<f32, IN1>;
+    let first_pair = (base / NODE_PARAMS) * (HASH_PARAMS / 2u);
     for (var l = 0u; l < HASH_LEVELS; l++) {
         let cell = grid_cell(l, local);
         let f = clamp(local, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(cell.w) - vec3<f32>(cell.xyz);
@@ -66,9 +70,16 @@ fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
         var f1 = 0.0;
         for (var c = 0u; c < 8u; c++) {
             let w = corner_weight(c, f);
-            let idx = base + hash_index(l, cell.xyz + corner_offset(c));
-            f0 += w * params[idx];
-            f1 += w * params[idx + 1u];
+            let entry = hash_entry(l, cell.xyz + corner_offset(c));
+            if HALF {
+                let pair = vec2<f32>(tables[first_pair + entry]);
+                f0 += w * pair.x;
+                f1 += w * pair.y;
+            } else {
+                let idx = base + 2u * entry;
+                f0 += w * params[idx];
+                f1 += w * params[idx + 1u];
+            }
         }
         out[2u * l] = f0;
         out[2u * l + 1u] = f1;

@@ -24,7 +24,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let p = group.y + min(local, max(group.z, 1u) - 1u);
     let s = active_list[p];
     let sample = samples[s];
-    let g = sample_grads[s];
+    // times the loss scale: so are the parameter gradients (grad_guard takes it out for Adam)
+    let g = vec4<f32>(sample_grads[s]);
     let used = local < group.z && any(g != vec4<f32>(0.0));
     let local_pos = node_local(nodes[node], sample.pos);
     // every lane evaluates (lanes without a gradient stage zeros): the weight loads stay uniform

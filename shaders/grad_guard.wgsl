@@ -36,15 +36,18 @@ fn main(@builtin(local_invocation_index) local: u32) {
 }
 
 fn decide() {
+    // the gradients carry the loss scale (1 in f32): the statistics are of the true gradient
+    let loss_scale = guard[G_LOSS_SCALE];
+    let unscale = 1.0 / loss_scale;
     var total = 0.0;
     for (var t = 0u; t < GRAD_TENSORS; t++) {
-        let sum_sq = part[0][3u * t];
+        let sum_sq = part[0][3u * t] * unscale * unscale;
         let n = max(part[0][3u * t + 2u], 1.0);
-        let mean = part[0][3u * t + 1u] / n;
+        let mean = part[0][3u * t + 1u] * unscale / n;
         guard[G_TENSORS + 4u * t] = sqrt(sum_sq);
         guard[G_TENSORS + 4u * t + 1u] = mean;
         guard[G_TENSORS + 4u * t + 2u] = sqrt(max(sum_sq / n - mean * mean, 0.0));
-        guard[G_TENSORS + 4u * t + 3u] = bitcast<f32>(grad_max[t]);
+        guard[G_TENSORS + 4u * t + 3u] = bitcast<f32>(grad_max[t]) * unscale;
         grad_max[t] = 0u;
         total += sum_sq;
     }
@@ -53,6 +56,28 @@ fn decide() {
     grad_max[GRAD_TENSORS] = 0u;
     let loss = guard[G_STEP_LOSS];
     guard[G_STEP_LOSS] = 0.0;
+    guard[G_STEPS] += 1.0;
+    guard[G_NORM] = norm;
+    guard[G_LOSS] = loss;
+    // dynamic loss scaling (mixed precision; stability::LossScaler is the reference): a non-finite
+    // gradient is an overflow of the scaled f16 gradients, which halves the scale and skips the step;
+    // at scale 1 it is an anomaly like any other. Steps without one count towards doubling it.
+    if HALF {
+        if (nonfinite_grads > 0u || nonfinite(norm)) && loss_scale > 1.0 {
+            guard[G_LOSS_SCALE] = max(loss_scale * 0.5, 1.0);
+            guard[G_CLEAN_STEPS] = 0.0;
+            guard[G_OVERFLOWS] += 1.0;
+            guard[G_SKIP] = 1.0;
+            guard[G_SKIPPED] += 1.0;
+            return;
+        }
+        var clean = guard[G_CLEAN_STEPS] + 1.0;
+        if clean >= f32(settings.growth_steps) {
+            guard[G_LOSS_SCALE] = min(loss_scale * 2.0, MAX_LOSS_SCALE);
+            clean = 0.0;
+        }
+        guard[G_CLEAN_STEPS] = clean;
+    }
     let window = clamp(settings.window, 2u, MAX_ANOMALY_WINDOW);
     let filled = u32(guard[G_FILLED]);
     // 0: none, else the counter of its kind
@@ -66,9 +91,6 @@ fn decide() {
             anomaly = G_ANOMALY_GRAD;
         }
     }
-    guard[G_STEPS] += 1.0;
-    guard[G_NORM] = norm;
-    guard[G_LOSS] = loss;
     if !nonfinite(norm) {
         guard[G_NORM_SUM] += norm;
     }
@@ -99,7 +121,7 @@ fn decide() {
         scale = settings.clip / norm;
         guard[G_CLIPPED] += 1.0;
     }
-    guard[G_SCALE] = scale;
+    guard[G_SCALE] = scale * unscale;
 }
 
 // Whether `x` lies more than sigma deviations above the mean of the history at `first`, and at

@@ -1,8 +1,8 @@
 // The multiresolution hash grid of one node (SPEC §1): which table entries a node-local point reads,
 // and with what weights. Shared by the field passes and by Adam's per-sample update (adam_hash.wgsl).
 
-// Offset of corner c's two features inside a node's hash block.
-fn hash_index(l: u32, c: vec3<u32>) -> u32 {
+// Entry of corner c in a node's tables (level after level, TABLE_SIZE entries each).
+fn hash_entry(l: u32, c: vec3<u32>) -> u32 {
     let res = level_resolution(l);
     var i: u32;
     if level_dense(l) {
@@ -11,7 +11,12 @@ fn hash_index(l: u32, c: vec3<u32>) -> u32 {
     } else {
         i = (c.x ^ (c.y * 2654435761u) ^ (c.z * 805459861u)) & (TABLE_SIZE - 1u);
     }
-    return (l * TABLE_SIZE + i) * 2u;
+    return l * TABLE_SIZE + i;
+}
+
+// Offset of corner c's two features inside a node's hash block.
+fn hash_index(l: u32, c: vec3<u32>) -> u32 {
+    return hash_entry(l, c) * 2u;
 }
 
 // Cell of level l holding `local`, and the position inside it.

@@ -108,6 +108,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 
     let scale = loss.inv_probes;
+    // the gradients are stored times the loss scale (mixed precision), as render_backward's
+    let grad_scale = scale * guard[G_LOSS_SCALE];
     for (var k = 0u; k < PROBES_PER_GROUP; k++) {
         var rgb = vec3<f32>(0.0);
         if k == 14u {
@@ -115,7 +117,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         } else if k == 15u {
             rgb = -d_rgb_a;
         }
-        sample_grads[base + k] = vec4<f32>(rgb, d_sigma[k]) * scale;
+        sample_grads[base + k] = to_grad_record(vec4<f32>(rgb, d_sigma[k]) * grad_scale);
     }
     losses[TERM_DENSITY_CONSISTENCY * n_slots + g] = value_density * scale;
     losses[TERM_NORMAL_CONSISTENCY * n_slots + g] = value_normal * scale;

@@ -6,6 +6,7 @@
 //   dD/dsigma_i = delta_i (T_{i+1} t_i - (D - sum_{j<=i} w_j t_j)),
 //   dO/dsigma_i = delta_i T_N.
 // Where sigma * delta is clamped the gradient to sigma is 0. Non-finite results become 0, counted.
+// The gradients are stored times the loss scale (mixed precision; 1 in f32), as GradRecords.
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
@@ -18,6 +19,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     let out = outputs[slot];
     let g = ray_grads[slot];
     let t_final = 1.0 - out.opacity;
+    let loss_scale = guard[G_LOSS_SCALE];
     var t = 1.0;
     var prefix_rgb = vec3<f32>(0.0);
     var prefix_depth = 0.0;
@@ -25,7 +27,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     for (var i = 0u; i < n; i++) {
         // skipped samples have no gradient
         if samples[first + i].node == NO_NODE {
-            sample_grads[first + i] = vec4<f32>(0.0);
+            sample_grads[first + i] = GradRecord(vec4<f32>(0.0));
             continue;
         }
         let sample = samples[first + i];
@@ -47,7 +49,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         if any(vec4<bool>(nonfinite(grad.x), nonfinite(grad.y), nonfinite(grad.z), nonfinite(grad.w))) {
             bad += 1u;
         }
-        sample_grads[first + i] = vec4<f32>(sanitize(grad.x), sanitize(grad.y), sanitize(grad.z), sanitize(grad.w));
+        let clean = vec4<f32>(sanitize(grad.x), sanitize(grad.y), sanitize(grad.z), sanitize(grad.w));
+        sample_grads[first + i] = to_grad_record(clean * loss_scale);
         t = t_next;
     }
     if bad > 0u {

@@ -70,6 +70,9 @@ pub struct BenchReport {
     /// (`train.recompute_backward`), the rays that went through the passes at once, and the device
     /// memory the trainer had allocated at the end and at most.
     pub recompute_backward: bool,
+    /// The number formats the trainer ran in ("f32" or "mixed": f16 tables, gradients and stored
+    /// activations, `train.precision`).
+    pub precision: crate::config::Precision,
     pub chunk_rays: u32,
     pub gpu_mib: f64,
     pub peak_gpu_mib: f64,
@@ -188,6 +191,7 @@ pub fn bench(
             / (f64::from(groups.workgroups) * f64::from(trainer.shape.field_workgroup)).max(1.0),
         pass_ms,
         recompute_backward: trainer.config.train.recompute_backward,
+        precision: trainer.precision(),
         chunk_rays: trainer.chunk_patches * trainer.config.train.patch_size * trainer.config.train.patch_size,
         gpu_mib: gpu.allocated_bytes() as f64 / f64::from(1 << 20),
         peak_gpu_mib: gpu.peak_bytes() as f64 / f64::from(1 << 20),
@@ -212,7 +216,7 @@ fn field_groups(gpu: &Gpu, trainer: &Trainer) -> Result<FieldGroups> {
     })
 }
 
-/// What one sample must move through memory in one step, f32 everywhere, averaged over all samples of
+/// What one sample must move through memory in one step, averaged over all samples of
 /// which the fraction `active` is not skipped as empty space: for every sample its record written,
 /// read again to sort the active ones by node, read by the forward and backward render and its
 /// gradient written; for active ones the list entry, the hash corners gathered forward and again in
@@ -220,28 +224,36 @@ fn field_groups(gpu: &Gpu, trainer: &Trainer) -> Result<FieldGroups> {
 /// weights loaded per workgroup and the decoder-gradient atomics per workgroup; and the optimizer's
 /// traffic, shared over the step's samples. A backward that reads stored activations
 /// (`train.recompute_backward = false`) gathers no corners: the forward writes the activations and
-/// the backward reads them.
+/// the backward reads them. Under mixed precision the gathered corners, the per-sample gradients and
+/// the stored activations are f16, and Adam also writes the tables' f16 copy; gradients and master
+/// weights stay f32.
 pub fn bytes_per_sample(trainer: &Trainer, samples_per_step: f64, active: f64) -> f64 {
     let l = &trainer.layout;
     let s = f64::from(trainer.config.train.samples_per_ray);
     let ray_record = 64.0 / s;
     let sample = 32.0;
+    let half = trainer.model.half;
+    let word = if half { 2.0 } else { 4.0 };
+    let grad_record = 4.0 * word;
+    // gathered (f32 or f16), and scattered as f32 gradients
+    let corners_read = f64::from(l.hash_levels) * 8.0 * 2.0 * word;
     let corners = f64::from(l.hash_levels) * 8.0 * 2.0 * 4.0;
     let wg = f64::from(trainer.shape.field_workgroup);
     let weights = f64::from(l.mlp_params()) * 4.0 / wg;
     let samples_pass = sample + ray_record + active * 4.0;
     let scatter = sample + active * 4.0;
-    let stored = f64::from(trainer.config.stored_act_words()) * 4.0;
-    let recomputed = if stored > 0.0 { stored } else { corners };
-    let forward = active * (4.0 + sample + ray_record + corners + weights + 16.0 + stored);
-    let render = 2.0 * (sample + 16.0) + 16.0;
-    let backward = active * (4.0 + sample + 16.0 + ray_record + recomputed + 2.0 * corners + weights);
+    let stored = f64::from(trainer.config.stored_act_words()) * word;
+    let recomputed = if stored > 0.0 { stored } else { corners_read };
+    let forward = active * (4.0 + sample + ray_record + corners_read + weights + 16.0 + stored);
+    let render = 2.0 * (sample + 16.0) + grad_record;
+    let backward = active * (4.0 + sample + grad_record + ray_record + recomputed + 2.0 * corners + weights);
     let decoder_atomics = active * f64::from(l.mlp_params()) * 8.0 / wg;
     let nodes = trainer.octree.nodes.len() as f64;
     let touched_hash =
         (active * samples_per_step * f64::from(l.hash_levels) * 16.0).min(nodes * f64::from(l.hash_params));
     let touched = touched_hash + nodes * f64::from(l.mlp_params());
-    let adam = (trainer.n_params() as f64 * 4.0 + touched * 20.0) / samples_per_step;
+    let copy = if half { touched_hash * 2.0 } else { 0.0 };
+    let adam = (trainer.n_params() as f64 * 4.0 + touched * 20.0 + copy) / samples_per_step;
     samples_pass + scatter + forward + render + backward + decoder_atomics + adam
 }
 

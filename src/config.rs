@@ -577,7 +577,38 @@ pub struct TrainConfig {
     /// seed's activation checkpointing turned off; `ACT_WORDS` floats per sample slot of a chunk, and
     /// the chunk shrinks so they fit one buffer).
     pub recompute_backward: bool,
+    /// `f32` everywhere, or `mixed`: f16 copies of the hash tables that the field passes read
+    /// (Adam keeps the f32 master weights and refreshes the copy), f16 per-sample gradients under
+    /// dynamic loss scaling, and f16 stored activations (with `recompute_backward = false`). Needs
+    /// the adapter's SHADER_F16; without it the trainer says so and trains in f32.
+    pub precision: Precision,
+    /// Mixed precision: the loss scale the per-sample gradients start with (a power of two).
+    pub loss_scale_init: f32,
+    /// Mixed precision: the loss scale doubles after this many steps in a row without an overflow;
+    /// an overflow halves it and skips the step.
+    pub loss_scale_growth_steps: u32,
 }
+
+/// The number formats of training (`train.precision`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Mixed,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Mixed => "mixed",
+        }
+    }
+}
+
+/// The largest loss scale (2^24: a larger one overflows f16 on any gradient worth keeping).
+pub const MAX_LOSS_SCALE: f32 = 16_777_216.0;
 
 /// How a training step places its samples (`TrainConfig::sampling_phase`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -672,6 +703,9 @@ impl Default for TrainConfig {
             accumulate_steps: 1,
             memory_budget_mb: 0,
             recompute_backward: true,
+            precision: Precision::F32,
+            loss_scale_init: 65536.0,
+            loss_scale_growth_steps: 1000,
         }
     }
 }
@@ -855,6 +889,12 @@ impl Config {
         }
         if u64::from(t.patches_per_step()) * u64::from(t.patch_size * t.patch_size) > 1 << 22 {
             return bad("train.accumulate_steps", "makes more than 2^22 rays per step");
+        }
+        if !(t.loss_scale_init >= 1.0 && t.loss_scale_init <= MAX_LOSS_SCALE) {
+            return bad("train.loss_scale_init", "must be in [1, 2^24]");
+        }
+        if t.loss_scale_growth_steps == 0 {
+            return bad("train.loss_scale_growth_steps", "must be at least 1");
         }
         if !(2..=1024).contains(&t.samples_per_ray) {
             return bad("train.samples_per_ray", "must be in 2..=1024");

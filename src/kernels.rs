@@ -7,6 +7,7 @@
 //! field_forward -> render_forward -> the loss passes -> render_backward -> field_backward -> adam,
 //! with occupancy (+ occupancy_mean) every few steps and loss_stats at the end.
 
+use crate::gpu::layout::precision::{ActRecord, GradRecord, TableEntry, TablePair};
 use crate::gpu::records::{
     AdamUniforms, Batch, DenseAdam, GpuCamera, GuardUniforms, LossUniforms, NetBatch, NetStage, Page, Patch,
     PatchNetUniforms, Ray, RayGrad, RayOutput, Sample, Sampling, Scene,
@@ -150,6 +151,8 @@ kernel! {
             nodes: Read [Node],
             samples: Read [Sample],
             params: Read [f32],
+            /// the hash tables' f16 copy (mixed precision)
+            tables: Read [TablePair],
             active_list: Read [u32],
             node_counts: Read [u32],
             node_offsets: Read [u32],
@@ -157,7 +160,7 @@ kernel! {
             field_out: ReadWrite [[f32; 4]],
             sanitized: Atomic [u32],
             /// ACT_VEC4 per active sample for field_backward (train.recompute_backward = false)
-            activations: ReadWrite [[f32; 4]],
+            activations: ReadWrite [ActRecord],
         }
     }
 }
@@ -393,8 +396,10 @@ kernel! {
             loss: Uniform LossUniforms,
             samples: Read [Sample],
             field_out: Read [[f32; 4]],
-            sample_grads: ReadWrite [[f32; 4]],
+            sample_grads: ReadWrite [GradRecord],
             losses: ReadWrite [f32],
+            /// the loss scale
+            guard: Read [f32],
         }
     }
 }
@@ -423,8 +428,10 @@ kernel! {
             loss: Uniform LossUniforms,
             samples: Read [Sample],
             field_out: Read [[f32; 4]],
-            sample_grads: ReadWrite [[f32; 4]],
+            sample_grads: ReadWrite [GradRecord],
             losses: ReadWrite [f32],
+            /// the loss scale
+            guard: Read [f32],
         }
     }
 }
@@ -440,8 +447,10 @@ kernel! {
             field_out: Read [[f32; 4]],
             outputs: Read [RayOutput],
             ray_grads: Read [RayGrad],
-            sample_grads: ReadWrite [[f32; 4]],
+            sample_grads: ReadWrite [GradRecord],
             sanitized: Atomic [u32],
+            /// the loss scale
+            guard: Read [f32],
         }
     }
 }
@@ -458,7 +467,8 @@ kernel! {
             nodes: Read [Node],
             samples: Read [Sample],
             params: Read [f32],
-            sample_grads: Read [[f32; 4]],
+            tables: Read [TablePair],
+            sample_grads: Read [GradRecord],
             active_list: Read [u32],
             node_counts: Read [u32],
             node_offsets: Read [u32],
@@ -467,7 +477,7 @@ kernel! {
             /// 1 per block of ADAM_BLOCK parameters with a gradient
             touched: ReadWrite [u32],
             /// what field_forward stored (train.recompute_backward = false)
-            activations: Read [[f32; 4]],
+            activations: Read [ActRecord],
         }
     }
 }
@@ -487,6 +497,8 @@ kernel! {
             node_offsets: Read [u32],
             wg_first: Read [u32],
             params: ReadWrite [f32],
+            /// the hash tables' f16 copy, kept up to date (mixed precision)
+            tables: ReadWrite [TableEntry],
             m1: ReadWrite [f32],
             m2: ReadWrite [f32],
             /// the gradients, for entries only one invocation visits (plain loads are far cheaper
@@ -565,6 +577,7 @@ kernel! {
             adam: Uniform AdamUniforms,
             page: Uniform Page,
             params: ReadWrite [f32],
+            tables: ReadWrite [TableEntry],
             /// first moments
             m1: ReadWrite [f32],
             /// second moments
@@ -589,6 +602,7 @@ kernel! {
             page: Uniform Page,
             nodes: Read [Node],
             params: Read [f32],
+            tables: Read [TablePair],
             /// the grid's cells sorted by phase, then node
             occ_cells: Read [u32],
             /// (node, first index in occ_cells, cells, 0) per workgroup
@@ -597,6 +611,19 @@ kernel! {
             occ_group_base: Read [u32],
             occupancy: ReadWrite [f32],
             sanitized: Atomic [u32],
+        }
+    }
+}
+
+kernel! {
+    /// Mixed precision: the hash tables' f16 copy of one page made again from the f32 parameters.
+    pub struct TablesRefresh, TablesRefreshBindings = "tables_refresh" {
+        includes: [],
+        workgroup: |_| 256,
+        bindings: {
+            page: Uniform Page,
+            params: Read [f32],
+            tables: ReadWrite [TableEntry],
         }
     }
 }
@@ -688,5 +715,6 @@ kernel_set! {
     grad_guard: GradGuard,
     occupancy: Occupancy,
     occupancy_mean: OccupancyMean,
+    tables_refresh: TablesRefresh,
     loss_stats: LossStats,
 }

@@ -88,6 +88,12 @@ pub struct MetricsLine {
     pub chunk_rays: u32,
     /// Whether the backward recomputed the field or read stored activations.
     pub recompute_backward: bool,
+    /// The number formats: "f32", or "mixed" (f16 tables, gradients and stored activations).
+    pub precision: crate::config::Precision,
+    /// Mixed precision: the loss scale after the last step (1 in f32), and the steps since the last
+    /// line that overflowed f16 (skipped, the scale halved; also in `skipped_steps`).
+    pub loss_scale: f64,
+    pub overflow_steps: u32,
     /// Non-finite values the kernels replaced by 0 since the previous line, and by kind of pass.
     pub sanitized: u64,
     pub sanitized_by_pass: BTreeMap<String, u32>,
@@ -142,6 +148,9 @@ impl MetricsLine {
             peak_gpu_bytes: s.peak_gpu_bytes,
             chunk_rays: s.chunk_rays,
             recompute_backward: s.recompute_backward,
+            precision: s.precision,
+            loss_scale: s.loss.guard.loss_scale,
+            overflow_steps: s.loss.guard.overflows,
             sanitized: s.loss.sanitized_total(),
             sanitized_by_pass: s.loss.sanitized.iter().map(|(k, n)| (k.to_string(), *n)).collect(),
             dispatches_per_step: s.dispatches,

@@ -112,6 +112,9 @@ pub struct StepStats {
     /// Whether the backward recomputes the field (`train.recompute_backward`) or reads the
     /// activations the forward stored.
     pub recompute_backward: bool,
+    /// The number formats the trainer runs in: `train.precision`, or f32 where the adapter has no
+    /// SHADER_F16.
+    pub precision: crate::config::Precision,
     /// Dispatches of the last step.
     pub dispatches: u32,
     pub rays_per_step: u32,
@@ -361,6 +364,7 @@ impl Worker {
             peak_gpu_bytes: self.trainer.gpu.peak_bytes(),
             chunk_rays: self.trainer.chunk_patches * t.patch_size * t.patch_size,
             recompute_backward: t.recompute_backward,
+            precision: self.trainer.precision(),
             dispatches: self.trainer.last_dispatches,
             rays_per_step,
             samples_per_step: u64::from(rays_per_step) * u64::from(t.samples_per_ray_at(step)),

@@ -36,6 +36,9 @@ pub struct GuardReport {
     pub clipped: u32,
     /// The longest run of anomalies in a row.
     pub max_run: u32,
+    /// Mixed precision: the loss scale now, and the overflows (skipped steps that halved it).
+    pub loss_scale: f64,
+    pub overflows: u32,
 }
 
 impl GuardReport {
@@ -63,6 +66,8 @@ impl GuardReport {
             skipped: count(guard::SKIPPED),
             clipped: count(guard::CLIPPED),
             max_run: count(guard::MAX_RUN),
+            loss_scale: w(guard::LOSS_SCALE),
+            overflows: count(guard::OVERFLOWS),
         }
     }
 
@@ -72,10 +77,45 @@ impl GuardReport {
 }
 
 /// The words of the guard's state the host clears when it reads them ("since the read").
-pub const SINCE_READ: std::ops::RangeInclusive<u32> = guard::NORM_SUM..=guard::MAX_RUN;
+pub const SINCE_READ: std::ops::RangeInclusive<u32> = guard::NORM_SUM..=guard::OVERFLOWS;
 
 /// The words that restart the detector's history (FILLED, NEXT, RUN).
 pub const HISTORY_STATE: std::ops::RangeInclusive<u32> = guard::FILLED..=guard::RUN;
+
+/// Dynamic loss scaling (mixed precision, SPEC §4): the reference of what grad_guard.wgsl does
+/// on the device at every step. The per-sample gradients are stored in f16 times `scale`, so that
+/// small gradients keep their precision; a step whose scaled gradients overflowed (a non-finite
+/// gradient) is skipped and halves the scale; `growth_steps` steps in a row without an overflow
+/// double it (at most `config::MAX_LOSS_SCALE`). At scale 1 an overflow is no longer the scale's
+/// doing: the anomaly detector treats it as a non-finite gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    /// Steps in a row without an overflow since the scale last changed.
+    pub clean_steps: u32,
+    pub growth_steps: u32,
+}
+
+impl LossScaler {
+    pub fn new(scale: f32, growth_steps: u32) -> Self {
+        Self { scale, clean_steps: 0, growth_steps }
+    }
+
+    /// The scale's update after a step; true when the step is skipped as an overflow.
+    pub fn update(&mut self, overflow: bool) -> bool {
+        if overflow && self.scale > 1.0 {
+            self.scale = (self.scale * 0.5).max(1.0);
+            self.clean_steps = 0;
+            return true;
+        }
+        self.clean_steps += 1;
+        if self.clean_steps >= self.growth_steps {
+            self.scale = (self.scale * 2.0).min(crate::config::MAX_LOSS_SCALE);
+            self.clean_steps = 0;
+        }
+        false
+    }
+}
 
 /// What the host did about the training's stability at a statistics read (a routine snapshot is no
 /// event: `Trainer::snapshot` says which step it holds).

@@ -37,7 +37,8 @@ fn configs() -> Vec<(&'static str, Config)> {
     vec![("default", Config::default()), ("tiny", Config::tiny()), ("wide", wide)]
 }
 
-/// Every kernel shape the tests cover: each config with both atomic modes and both weight sources.
+/// Every kernel shape the tests cover: each config with both atomic modes and both weight sources,
+/// and in mixed precision.
 fn shapes() -> Vec<(String, KernelShape)> {
     let mut shapes = Vec::new();
     for (name, config) in configs() {
@@ -49,6 +50,13 @@ fn shapes() -> Vec<(String, KernelShape)> {
                 shapes.push((format!("{name}, float atomics {float_atomics}, weights {weights:?}"), shape));
             }
         }
+        // mixed precision, with stored activations and a step in chunks
+        let mut half =
+            KernelShape::new(FieldLayout::new(&config.field), true, WORKGROUP_STORAGE, WeightSource::Workgroup);
+        half.half = true;
+        half.store_activations = true;
+        half.flag_blocks = true;
+        shapes.push((format!("{name}, mixed precision, stored activations, chunks"), half));
     }
     shapes
 }

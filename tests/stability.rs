@@ -4,14 +4,17 @@
 mod common;
 
 use common::random_dataset;
-use infnerf::config::Config;
-use infnerf::stability::{Fault, StabilityEvent};
+use infnerf::config::{Config, Precision, MAX_LOSS_SCALE};
+use infnerf::stability::{Fault, LossScaler, StabilityEvent};
 use infnerf::trainer::{LossStats, Trainer};
 
 /// `steps` steps of the tiny settings with `fault`, the statistics read every 5 steps (a snapshot
 /// may be taken at each), the detector over 5 steps.
 fn train(fault: Option<&str>, steps: u32) -> (Trainer, Vec<LossStats>) {
-    let mut config = Config::tiny();
+    train_with(Config::tiny(), fault, steps)
+}
+
+fn train_with(mut config: Config, fault: Option<&str>, steps: u32) -> (Trainer, Vec<LossStats>) {
     config.stability.anomaly_window = 5;
     config.stability.snapshot_every = 5;
     let mut trainer = Trainer::new(common::gpu(), config, &random_dataset(4, 24, 8)).unwrap();
@@ -90,5 +93,76 @@ fn without_the_detector_nan_gradients_are_zeroed_entry_by_entry() {
     let stats = trainer.read_stats().unwrap();
     assert_eq!((stats.guard.anomalies(), stats.guard.skipped), (0, 0));
     assert!(stats.sanitized.iter().any(|&(pass, n)| pass == "adam" && n > 0), "{:?}", stats.sanitized);
+    assert_finite(&trainer);
+}
+
+/// The loss scaler's state machine (mixed precision), pinned: an overflow halves the scale and skips
+/// the step, `growth_steps` clean steps in a row double it, it stays within [1, 2^24], and at 1 an
+/// overflow is left to the anomaly detector.
+#[test]
+fn the_loss_scaler_halves_on_overflow_and_doubles_after_clean_steps() {
+    let mut scaler = LossScaler::new(8.0, 3);
+    // (overflow, scale after, skipped)
+    let steps = [
+        (true, 4.0, true),
+        (false, 4.0, false),
+        (false, 4.0, false),
+        (false, 8.0, false),
+        (true, 4.0, true),
+        (true, 2.0, true),
+        (true, 1.0, true),
+        (true, 1.0, false),
+        (false, 1.0, false),
+        (false, 2.0, false),
+    ];
+    for (i, (overflow, scale, skipped)) in steps.into_iter().enumerate() {
+        assert_eq!(scaler.update(overflow), skipped, "step {i}");
+        assert_eq!(scaler.scale, scale, "step {i}");
+    }
+    let mut top = LossScaler::new(MAX_LOSS_SCALE, 1);
+    top.update(false);
+    assert_eq!(top.scale, MAX_LOSS_SCALE);
+}
+
+/// Mixed precision trains (the loss falls, no parameter becomes NaN) and a NaN gradient counts as an
+/// overflow of the scaled f16 gradients: the step is skipped and the loss scale halved, with no
+/// anomaly and no restore; the scale doubles back after `loss_scale_growth_steps` clean steps.
+#[test]
+fn mixed_precision_trains_and_an_overflow_halves_the_loss_scale() {
+    let mut config = Config::tiny();
+    config.train.precision = Precision::Mixed;
+    config.train.loss_scale_growth_steps = 10;
+    let init = config.train.loss_scale_init;
+    let (trainer, reads) = train_with(config, Some("nan-grad@12"), 30);
+    assert_eq!(trainer.precision(), Precision::Mixed);
+    assert_eq!(total(&reads, |r| r.guard.overflows), 1);
+    assert_eq!(total(&reads, |r| r.guard.skipped), 1);
+    assert_eq!(total(&reads, |r| r.guard.anomalies()), 0);
+    assert!(restores(&reads).is_empty());
+    // doubled at steps 10 and 20, halved at 12 (its count restarts), doubled at 22
+    let scales: Vec<f64> = reads.iter().map(|r| r.guard.loss_scale).collect();
+    let s = f64::from(init);
+    assert_eq!(scales, [s, 2.0 * s, s, s, 2.0 * s, 2.0 * s], "read every 5 steps");
+    assert!(reads[5].mse < reads[0].mse, "the loss should fall: {} -> {}", reads[0].mse, reads[5].mse);
+    assert_finite(&trainer);
+    // Adam kept the f16 copy of the tables up to date
+    common::assert_tables_copy_params(&trainer);
+}
+
+/// Without SHADER_F16 a mixed-precision setting trains in f32 (a warning says so): no f16 copy, no
+/// loss scale.
+#[test]
+fn without_f16_mixed_precision_falls_back_to_f32() {
+    let mut config = Config::tiny();
+    config.train.precision = Precision::Mixed;
+    let mut trainer = Trainer::new(common::gpu_without_f16(), config, &random_dataset(4, 24, 8)).unwrap();
+    assert_eq!(trainer.precision(), Precision::F32);
+    assert!(!trainer.shape.half && !trainer.model.half);
+    for _ in 0..5 {
+        trainer.step().unwrap();
+    }
+    let stats = trainer.read_stats().unwrap();
+    assert_eq!(stats.guard.loss_scale, 1.0);
+    assert!(stats.mse.is_finite());
     assert_finite(&trainer);
 }

@@ -45,6 +45,31 @@ wgsl_builtin! {
     [[u32; 4]; 5] => "array<vec4<u32>, 5>",
 }
 
+/// The element types whose number format follows `train.precision`: WGSL aliases that the generated
+/// header defines as f16 types under mixed precision and as f32 types otherwise
+/// (`KernelShape::half`), so a pass is written once for both.
+pub mod precision {
+    /// An entry's two features in the hash tables' f16 copy (`vec2<f16>` / `vec2<f32>`).
+    pub struct TablePair;
+    /// One feature of that copy, as Adam writes it (`f16` / `f32`).
+    pub struct TableEntry;
+    /// A sample's gradient dLoss/d(rgb, sigma), times the loss scale (`vec4<f16>` / `vec4<f32>`).
+    pub struct GradRecord;
+    /// Four words of a sample's stored activations (`vec4<f16>` / `vec4<f32>`).
+    pub struct ActRecord;
+
+    macro_rules! alias {
+        ($($ty:ident),*) => {
+            $(impl super::WgslType for $ty {
+                fn wgsl_name() -> String {
+                    stringify!($ty).to_string()
+                }
+            })*
+        };
+    }
+    alias!(TablePair, TableEntry, GradRecord, ActRecord);
+}
+
 /// Declares a struct shared with the kernels: the Rust definition (`#[repr(C)]`, Pod) and its WGSL
 /// twin, with the doc comments of the fields as WGSL comments.
 #[macro_export]

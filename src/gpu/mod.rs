@@ -31,6 +31,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Use the compare-and-swap gradient path even where native float atomics exist (tests).
     pub force_cas_atomics: bool,
+    /// Treat the adapter as one without SHADER_F16 (tests of the f32 fallback of mixed precision).
+    pub without_f16: bool,
 }
 
 pub struct Gpu {
@@ -76,7 +78,10 @@ impl Gpu {
             }
         });
         let info = adapter.get_info();
-        let features = device.features() & WANTED_FEATURES;
+        let mut features = device.features() & WANTED_FEATURES;
+        if options.without_f16 {
+            features.remove(wgpu::Features::SHADER_F16);
+        }
         let limits = device.limits();
         let float_atomics = features.contains(wgpu::Features::SHADER_FLOAT32_ATOMIC) && !options.force_cas_atomics;
         log::info!(

@@ -94,9 +94,15 @@ pub mod guard {
     pub const SKIPPED: u32 = 13;
     pub const CLIPPED: u32 = 14;
     pub const MAX_RUN: u32 = 15;
+    /// Mixed precision (dynamic loss scaling): the scale the per-sample gradients are multiplied
+    /// by, the steps in a row without an overflow, and (since the host's last read) the overflows,
+    /// each a skipped step that halved the scale. The scale stays 1 in f32.
+    pub const OVERFLOWS: u32 = 16;
+    pub const LOSS_SCALE: u32 = 17;
+    pub const CLEAN_STEPS: u32 = 18;
     /// Per tensor (GRAD_TENSORS), the last step's norm, mean, standard deviation and largest
     /// magnitude over its entries with a gradient.
-    pub const TENSORS: u32 = 16;
+    pub const TENSORS: u32 = 19;
     /// The loss history, then the norm history (MAX_ANOMALY_WINDOW each).
     pub const HISTORY: u32 = TENSORS + 4 * super::GRAD_TENSORS.len() as u32;
     pub const WORDS: u32 = HISTORY + 2 * crate::config::MAX_ANOMALY_WINDOW;
@@ -205,6 +211,8 @@ gpu_struct! {
         pub window: u32,
         /// an anomaly is also at least this multiple of the mean
         pub min_ratio: f32,
+        /// mixed precision: the loss scale doubles after this many steps in a row without overflow
+        pub growth_steps: u32,
     }
 }
 

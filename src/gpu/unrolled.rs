@@ -189,7 +189,7 @@ impl Dense {
 /// binding, four words to a vec4: vec4 k at `k * capacity + p`, so that the lanes of a workgroup
 /// touch consecutive vec4s, with capacity = arrayLength / ACT_VEC4 (a workspace without room binds
 /// fewer than ACT_VEC4: capacity 0). The words, in the order of `FieldLayout::act_words`: in1, pre1,
-/// out1, pre3, out4, then zeros to a multiple of 4. Written out with constant offsets (private arrays
+/// out1, pre3, out4, then zeros to a multiple of 4 (f16 under mixed precision: `ActRecord`). Written out with constant offsets (private arrays
 /// indexed in a loop become select ladders on lavapipe). `store` gives `store_acts(p, a)` (nothing
 /// stored past the capacity), else `load_acts(p, dir)`.
 pub fn activations(layout: &crate::field::FieldLayout, store: bool) -> String {
@@ -210,9 +210,9 @@ pub fn activations(layout: &crate::field::FieldLayout, store: bool) -> String {
         if store {
             let mut v: Vec<&str> = quad.iter().map(String::as_str).collect();
             v.resize(4, "0.0");
-            let _ = writeln!(s, "    activations[{k}u * cap + p] = vec4<f32>({});", v.join(", "));
+            let _ = writeln!(s, "    activations[{k}u * cap + p] = to_act_record(vec4<f32>({}));", v.join(", "));
         } else {
-            let _ = writeln!(s, "    let v{k} = activations[{k}u * cap + p];");
+            let _ = writeln!(s, "    let v{k} = vec4<f32>(activations[{k}u * cap + p]);");
             for (c, word) in quad.iter().enumerate() {
                 let _ = writeln!(s, "    {word} = v{k}[{c}];");
             }

@@ -13,7 +13,7 @@ pub mod lpips;
 pub mod model;
 pub mod workspace;
 
-use crate::config::{Config, LrState};
+use crate::config::{Config, LrState, Precision};
 use crate::data::{pyramid, Camera, Dataset, Image};
 use crate::field::{FieldLayout, SplitMix64};
 use crate::gpu::kernel::{Compiled, Recorder};
@@ -216,7 +216,8 @@ impl Trainer {
         };
         // the per-sample buffers of one chunk of patches must fit one buffer
         let t = &config.train;
-        let record = Workspace::largest_sample_record(&config);
+        let half = half_precision(&gpu, &config);
+        let record = Workspace::largest_sample_record(&config, half);
         let per_patch = u64::from(t.patch_size * t.patch_size)
             * u64::from(1 + config.loss.coarse_cuts)
             * u64::from(t.max_samples_per_ray(1 + config.loss.coarse_cuts))
@@ -238,6 +239,7 @@ impl Trainer {
         // a memory budget may split the step later: compile the passes that can run in chunks
         shape.flag_blocks = chunk_patches < t.patches_per_step() || t.memory_budget_mb > 0;
         shape.store_activations = !t.recompute_backward;
+        shape.half = half;
         if !shape.fits(storage) {
             bail!(
                 "the decoders need more workgroup memory than this adapter has ({storage} bytes): lower \
@@ -263,6 +265,8 @@ impl Trainer {
             config.train.occupancy_resolution,
             shape.field_workgroup,
             max_buffer,
+            half,
+            config.train.loss_scale_init,
         )?;
 
         // the image pyramid of every training view stays on the host; a step uploads its pixels
@@ -368,6 +372,7 @@ impl Trainer {
             probe_groups: probe_groups(config, chunk_patches),
             proposal_samples: if t.hierarchical_from.is_some() { t.proposal_samples } else { 0 },
             act_words: config.stored_act_words(),
+            half: model.half,
         };
         let mut train = Workspace::new(gpu, kernels, model, "train", train_size)?;
         // the most structure patches a chunk holds
@@ -392,6 +397,7 @@ impl Trainer {
             probe_groups: 0,
             proposal_samples: 0,
             act_words: 0,
+            half: model.half,
         };
         let view = Workspace::new(gpu, kernels, model, "view", view_size)?;
         Ok((train, view))
@@ -979,6 +985,7 @@ impl Trainer {
             sigma: s.anomaly_sigma,
             window: s.anomaly_window,
             min_ratio: s.anomaly_min_ratio,
+            growth_steps: self.config.train.loss_scale_growth_steps,
         }
     }
 
@@ -1173,7 +1180,7 @@ impl Trainer {
         if st.restore_after > 0 && report.max_run >= st.restore_after {
             if let Some(snapshot) = &self.snapshot {
                 let paging = &self.model.paging;
-                Model::write_paged(&self.gpu, &self.model.params, paging, &snapshot.params)?;
+                self.model.write_params(&self.gpu, &self.kernels, &snapshot.params)?;
                 Model::write_paged(&self.gpu, &self.model.m1, paging, &snapshot.m1)?;
                 Model::write_paged(&self.gpu, &self.model.m2, paging, &snapshot.m2)?;
                 self.lr_state.restore_factor *= st.restore_lr_factor;
@@ -1278,13 +1285,35 @@ impl Trainer {
         Ok(job.finish())
     }
 
+    /// The number formats in use: mixed only where asked for and the adapter has SHADER_F16.
+    pub fn precision(&self) -> Precision {
+        if self.model.half {
+            Precision::Mixed
+        } else {
+            Precision::F32
+        }
+    }
+
     pub fn read_params(&self) -> Result<Vec<f32>> {
         Model::read_paged(&self.gpu, &self.model.params, &self.model.paging)
     }
 
     pub fn write_params(&self, params: &[f32]) -> Result<()> {
-        Model::write_paged(&self.gpu, &self.model.params, &self.model.paging, params)
+        self.model.write_params(&self.gpu, &self.kernels, params)
     }
+}
+
+/// Whether the trainer runs in mixed precision: asked for (`train.precision = "mixed"`) and the
+/// adapter has SHADER_F16 (else it says so and trains in f32).
+fn half_precision(gpu: &Gpu, config: &Config) -> bool {
+    if config.train.precision != Precision::Mixed {
+        return false;
+    }
+    let available = gpu.features.contains(wgpu::Features::SHADER_F16);
+    if !available {
+        log::warn!("train.precision = \"mixed\" needs SHADER_F16, which {} lacks: training in f32", gpu.info.name);
+    }
+    available
 }
 
 /// Decoder weights from workgroup memory on CPU adapters, read in place on GPUs (their caches

@@ -7,6 +7,7 @@
 //! touch parameters run once per page. The only limit left is device memory.
 
 use crate::field::FieldLayout;
+use crate::gpu::kernel::Recorder;
 use crate::gpu::records::{
     guard, AdamUniforms, GuardUniforms, Page, Sampling, Scene, GRAD_SLOTS, GRAD_SLOT_WORDS, GRAD_TENSORS,
     NORM_PARTIALS, OCC_PHASES, SANITIZED_SLOTS, STATS_WORDS,
@@ -15,7 +16,7 @@ use crate::gpu::shader::ADAM_BLOCK;
 use crate::gpu::Gpu;
 use crate::kernels::{
     AdamBlocksBindings, GradGuardBindings, GradNormBlocksBindings, Kernels, OccupancyBindings, OccupancyMeanBindings,
-    ParamNormBindings,
+    ParamNormBindings, TablesRefreshBindings,
 };
 use crate::octree::Octree;
 use anyhow::{bail, Result};
@@ -70,6 +71,14 @@ impl Paging {
 pub struct Model {
     pub paging: Paging,
     pub params: Vec<wgpu::Buffer>,
+    /// Per page, the f16 copy of its nodes' hash tables that the field passes read (mixed
+    /// precision: HASH_PARAMS halves per node), else a placeholder of 16 bytes.
+    pub tables: Vec<wgpu::Buffer>,
+    /// Whether `tables` holds the copy.
+    pub half: bool,
+    /// Hash-table floats per node (the copy's entries per node).
+    pub hash_params: u32,
+    pub tables_refresh_groups: Vec<wgpu::BindGroup>,
     pub grads: Vec<wgpu::Buffer>,
     /// Adam's first and second moments.
     pub m1: Vec<wgpu::Buffer>,
@@ -127,6 +136,8 @@ impl Model {
         occupancy_resolution: u32,
         field_workgroup: u32,
         max_buffer: u64,
+        half: bool,
+        loss_scale: f32,
     ) -> Result<Self> {
         let n_nodes = octree.nodes.len() as u32;
         let paging = Paging::new(n_nodes, layout.node_params, max_buffer)?;
@@ -158,6 +169,19 @@ impl Model {
         let (cells, groups, base, counts) = occupancy_groups(octree, &paging, res, field_workgroup);
         let scene = gpu.uniform_init("scene", &scene);
         let nodes = gpu.storage_init("octree nodes", bytemuck::cast_slice(&octree.nodes))?;
+        let tables = (0..paging.n_pages)
+            .map(|p| {
+                let bytes = if half { paging.nodes(p).len() as u64 * u64::from(layout.hash_params) * 2 } else { 16 };
+                gpu.storage(&format!("hash tables f16 {p}"), bytes.next_multiple_of(4))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tables_refresh_groups = (0..paging.n_pages as usize)
+            .map(|p| {
+                kernels
+                    .tables_refresh
+                    .bind(gpu, &TablesRefreshBindings { page: &pages[p], params: &param_pages[p], tables: &tables[p] })
+            })
+            .collect();
         let grads = zeroed("gradients")?;
         let m1 = zeroed("adam first moments")?;
         let m2 = zeroed("adam second moments")?;
@@ -192,6 +216,7 @@ impl Model {
         let guard_settings = gpu.uniform::<GuardUniforms>("guard settings");
         let mut guard_init = vec![0.0f32; guard::WORDS as usize];
         guard_init[guard::SCALE as usize] = 1.0;
+        guard_init[guard::LOSS_SCALE as usize] = if half { loss_scale } else { 1.0 };
         let guard = gpu.storage_init("guard", bytemuck::cast_slice(&guard_init))?;
         let grad_guard_group = kernels.grad_guard.bind(
             gpu,
@@ -224,6 +249,7 @@ impl Model {
                         adam: &adam,
                         page: &pages[p],
                         params: &param_pages[p],
+                        tables: &tables[p],
                         m1: &m1[p],
                         m2: &m2[p],
                         grads: &grads[p],
@@ -244,6 +270,7 @@ impl Model {
                         page: &pages[p],
                         nodes: &nodes,
                         params: &param_pages[p],
+                        tables: &tables[p],
                         occ_cells: &occ_cells,
                         occ_groups: &occ_groups,
                         occ_group_base: &occ_group_base,
@@ -257,9 +284,13 @@ impl Model {
             gpu,
             &OccupancyMeanBindings { sampling: &sampling, occupancy: &occupancy, occupancy_mean: &occupancy_mean },
         );
-        Ok(Self {
+        let model = Self {
             paging,
             params: param_pages,
+            tables,
+            half,
+            hash_params: layout.hash_params,
+            tables_refresh_groups,
             grads,
             m1,
             m2,
@@ -290,7 +321,30 @@ impl Model {
             param_norm_groups,
             occupancy_groups,
             occupancy_mean_group,
-        })
+        };
+        model.refresh_tables(gpu, kernels);
+        Ok(model)
+    }
+
+    /// Mixed precision: makes the hash tables' f16 copy again from the parameters (after the host
+    /// wrote them); nothing in f32.
+    pub fn refresh_tables(&self, gpu: &Gpu, kernels: &Kernels) {
+        if !self.half {
+            return;
+        }
+        let mut rec = Recorder::new(gpu, "hash tables f16");
+        for (p, group) in self.tables_refresh_groups.iter().enumerate() {
+            let entries = self.paging.nodes(p as u32).len() as u32 * self.hash_params;
+            rec.dispatch(&kernels.tables_refresh, group, entries);
+        }
+        rec.submit();
+    }
+
+    /// Writes every parameter (node after node) and the hash tables' f16 copy.
+    pub fn write_params(&self, gpu: &Gpu, kernels: &Kernels, values: &[f32]) -> Result<()> {
+        Self::write_paged(gpu, &self.params, &self.paging, values)?;
+        self.refresh_tables(gpu, kernels);
+        Ok(())
     }
 
     /// Flags every block of every page for Adam (as if each had a gradient; Adam still skips the

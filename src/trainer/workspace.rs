@@ -33,6 +33,8 @@ pub struct WorkspaceSize {
     /// Floats of the field's activations kept per sample for a backward that reads them (training
     /// with `train.recompute_backward = false`: `FieldLayout::act_words`), else 0.
     pub act_words: u32,
+    /// Mixed precision: the per-sample gradients and stored activations are f16.
+    pub half: bool,
 }
 
 impl WorkspaceSize {
@@ -144,8 +146,9 @@ impl Workspace {
         let outputs = sized("ray outputs", of(size.slots(), std::mem::size_of::<RayOutput>()))?;
         let ray_grads = sized("ray gradients", of(size.slots(), std::mem::size_of::<RayGrad>()))?;
         let losses = sized("ray losses", size.slots() * LOSS_TERMS as u64 * 4)?;
-        let sample_grads = sized("sample gradients", size.samples() * 16)?;
-        let activations = sized("activations", (size.samples() * u64::from(size.act_words) * 4).max(16))?;
+        let word = if size.half { 2 } else { 4 };
+        let sample_grads = sized("sample gradients", size.samples() * 4 * word)?;
+        let activations = sized("activations", (size.samples() * u64::from(size.act_words) * word).max(16))?;
         let pages = 0..model.paging.n_pages as usize;
         let ray_loss = RayLossBindings {
             batch: &batch,
@@ -211,6 +214,7 @@ impl Workspace {
                             nodes: &model.nodes,
                             samples: &samples,
                             params: &model.params[p],
+                            tables: &model.tables[p],
                             active_list: &active_list,
                             node_counts: &node_counts,
                             node_offsets: &node_offsets,
@@ -245,6 +249,7 @@ impl Workspace {
                     field_out: &field_out,
                     sample_grads: &sample_grads,
                     losses: &losses,
+                    guard: &model.guard,
                 },
             ),
             loss_probes: kernels.loss_probes.bind(
@@ -256,6 +261,7 @@ impl Workspace {
                     field_out: &field_out,
                     sample_grads: &sample_grads,
                     losses: &losses,
+                    guard: &model.guard,
                 },
             ),
             render_backward: kernels.render_backward.bind(
@@ -268,6 +274,7 @@ impl Workspace {
                     ray_grads: &ray_grads,
                     sample_grads: &sample_grads,
                     sanitized: &model.sanitized,
+                    guard: &model.guard,
                 },
             ),
             field_backward: pages
@@ -281,6 +288,7 @@ impl Workspace {
                             nodes: &model.nodes,
                             samples: &samples,
                             params: &model.params[p],
+                            tables: &model.tables[p],
                             sample_grads: &sample_grads,
                             active_list: &active_list,
                             node_counts: &node_counts,
@@ -307,6 +315,7 @@ impl Workspace {
                             node_offsets: &node_offsets,
                             wg_first: &wg_first,
                             params: &model.params[p],
+                            tables: &model.tables[p],
                             m1: &model.m1[p],
                             m2: &model.m2[p],
                             grad_values: &model.grads[p],
@@ -466,7 +475,8 @@ impl Workspace {
     }
 
     /// The largest per-sample record: bounds the samples a workspace can hold in one binding.
-    pub fn largest_sample_record(config: &crate::config::Config) -> u64 {
-        (u64::from(config.stored_act_words()) * 4).max(std::mem::size_of::<Sample>() as u64)
+    pub fn largest_sample_record(config: &crate::config::Config, half: bool) -> u64 {
+        let word = if half { 2 } else { 4 };
+        (u64::from(config.stored_act_words()) * word).max(std::mem::size_of::<Sample>() as u64)
     }
 }

@@ -378,7 +378,7 @@ impl App {
         ui.horizontal(|ui| {
             ui.strong(format!("step {}", s.step));
             ui.label(format!(
-                "{state} | {:.0} rays/s | {:.2} dB | {} sampling, {:.1} evaluations/ray | {:.0} s | {} | GPU {:.0} MiB | \
+                "{state} | {:.0} rays/s | {:.2} dB | {} sampling, {:.1} evaluations/ray | {:.0} s | {} | GPU {:.0} MiB{} | \
                  {:.0} fps",
                 s.rays_per_s,
                 s.psnr_train,
@@ -387,6 +387,7 @@ impl App {
                 s.elapsed_s,
                 self.adapter,
                 s.gpu_bytes as f64 / f64::from(1u32 << 20),
+                if s.precision == "mixed" { format!(", mixed f16, loss scale {}", s.loss_scale) } else { String::new() },
                 self.frames.fps()
             ));
         });
@@ -723,7 +724,14 @@ impl App {
             plot(ui, "largest gradient per tensor", lines(&labelled(h, "grad_max/"), log), log, &with_markers);
             let guard = names(&["skipped_steps", "clipped_steps"]);
             plot(ui, "steps skipped (anomalies) and clipped, per log line", lines(&guard, false), false, &|_| {});
-            ui.label("loss scale: no mixed precision yet (f32 throughout)");
+            if t.precision == crate::config::Precision::Mixed {
+                let scale = lines(&names(&["loss_scale"]), true);
+                plot(ui, "loss scale (mixed precision; log)", scale, true, &|_| {});
+                let overflows = lines(&names(&["overflow_steps"]), false);
+                plot(ui, "steps that overflowed f16 (skipped, scale halved), per log line", overflows, false, &|_| {});
+            } else {
+                ui.label("loss scale: none (train.precision = \"f32\")");
+            }
         });
     }
 

@@ -31,6 +31,9 @@ pub struct Status {
     /// How the last steps placed their samples, and the field's evaluations per ray (SPEC §5).
     pub sampling_phase: &'static str,
     pub evaluated_per_ray: f64,
+    /// The number formats in use, and the loss scale (mixed precision; 1 in f32).
+    pub precision: &'static str,
+    pub loss_scale: f64,
 }
 
 /// A render that arrived.
@@ -145,6 +148,8 @@ impl Controller {
                     self.status.unavailable.clone_from(&line.unavailable);
                     self.status.sampling_phase = line.sampling_phase.name();
                     self.status.evaluated_per_ray = line.evaluated_per_ray;
+                    self.status.precision = line.precision.name();
+                    self.status.loss_scale = line.loss_scale;
                 }
                 Event::SettingChanged { key, value, step } => {
                     let event = setting_event(&key, value, step);

@@ -22,7 +22,7 @@ pub struct History {
 }
 
 /// Top-level numbers of a metrics line that get a curve of their own.
-const SCALARS: [&str; 15] = [
+const SCALARS: [&str; 17] = [
     "loss_total",
     "loss_mse",
     "psnr_train",
@@ -38,6 +38,8 @@ const SCALARS: [&str; 15] = [
     "grad_norm_mean",
     "skipped_steps",
     "clipped_steps",
+    "loss_scale",
+    "overflow_steps",
 ];
 
 impl History {

@@ -12,10 +12,16 @@ use infnerf::config::Config;
 use infnerf::data::{Camera, Dataset, Image, View};
 use infnerf::field::SplitMix64;
 use infnerf::gpu::{Gpu, GpuOptions};
+use infnerf::trainer::Trainer;
 use std::sync::Arc;
 
 pub fn gpu() -> Arc<Gpu> {
     Arc::new(Gpu::new(&GpuOptions::default()).expect("a wgpu adapter (install mesa-vulkan-drivers)"))
+}
+
+/// An adapter taken for one without SHADER_F16: mixed precision falls back to f32.
+pub fn gpu_without_f16() -> Arc<Gpu> {
+    Arc::new(Gpu::new(&GpuOptions { without_f16: true, ..Default::default() }).expect("a wgpu adapter"))
 }
 
 pub fn gpu_cas() -> Arc<Gpu> {
@@ -86,4 +92,23 @@ pub fn max_diff(a: &[f64], b: &[f64]) -> (f64, f64) {
     let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
     (diff, scale)
+}
+
+/// Every page's f16 copy of the hash tables holds its nodes' table entries rounded to f16.
+pub fn assert_tables_copy_params(t: &Trainer) {
+    let params = t.read_params().unwrap();
+    let (node_params, hash) = (t.layout.node_params as usize, t.layout.hash_params as usize);
+    let mut checked = 0;
+    for p in 0..t.model.paging.n_pages {
+        let nodes = t.model.paging.nodes(p);
+        let copy: Vec<u16> = t.gpu.read(&t.model.tables[p as usize], nodes.len() * hash).unwrap();
+        for (k, node) in nodes.enumerate() {
+            for j in 0..hash {
+                let want = reference::round_f16(params[node as usize * node_params + j]);
+                assert_eq!(reference::f16_to_f32(copy[k * hash + j]), want, "node {node}, entry {j}");
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, t.octree.nodes.len() * hash);
 }

@@ -1746,3 +1746,37 @@ pub fn loss_adversarial(
     }
     (grads, gen, disc, disc_grad)
 }
+
+/// The f16 nearest to `x` (ties to even), as an f32: what a conversion to f16 stores. Values
+/// beyond the largest finite f16 are clamped to it first, as the kernels clamp them.
+pub fn round_f16(x: f32) -> f32 {
+    if !x.is_finite() || x == 0.0 {
+        return x;
+    }
+    let a = f64::from(x.abs()).min(65504.0);
+    // the spacing of f16 values around `a`: 2^-24 among the subnormals, else 2^(exponent - 10)
+    let quantum = if a < (-14f64).exp2() { (-24f64).exp2() } else { (a.log2().floor() - 10.0).exp2() };
+    let rounded = (a / quantum).round_ties_even() * quantum;
+    (rounded as f32).copysign(x)
+}
+
+/// The value of the f16 with bits `h`.
+pub fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((h >> 10) & 0x1f);
+    let mantissa = f64::from(h & 0x3ff);
+    let magnitude = match exponent {
+        0 => mantissa * (-24f64).exp2(),
+        31 if mantissa == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        e => (1.0 + mantissa / 1024.0) * f64::from(e - 15).exp2(),
+    };
+    (sign * magnitude) as f32
+}
+
+/// `params` (node after node) with every hash-table entry rounded to f16: what the field passes read
+/// under mixed precision.
+pub fn with_f16_tables(layout: &FieldLayout, params: &[f32]) -> Vec<f32> {
+    let (node, hash) = (layout.node_params as usize, layout.hash_params as usize);
+    params.iter().enumerate().map(|(i, &p)| if i % node < hash { round_f16(p) } else { p }).collect()
+}
