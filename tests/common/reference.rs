@@ -419,6 +419,17 @@ pub fn sh_encode(degree: u32, d: [f64; 3]) -> Vec<f64> {
     all[..(degree * degree) as usize].to_vec()
 }
 
+/// One level's two features at a point: the corners' weighted sum.
+fn interpolate(params: &[f64], base: usize, idx: &[usize; 8], w: &[f64; 8]) -> [f64; 2] {
+    let mut f = [0.0; 2];
+    for c in 0..8 {
+        for (k, feature) in f.iter_mut().enumerate() {
+            *feature += w[c] * params[base + idx[c] + k];
+        }
+    }
+    f
+}
+
 /// field.wgsl's field_eval for node `node` (its block at node * node_params of `params`).
 pub fn field_eval(
     layout: &FieldLayout,
@@ -432,12 +443,7 @@ pub fn field_eval(
     let p = |i: u32| params[base + i as usize];
     let mut a = Acts::default();
     for (idx, w) in corners(layout, local) {
-        let (mut f0, mut f1) = (0.0, 0.0);
-        for c in 0..8 {
-            f0 += w[c] * params[base + idx[c]];
-            f1 += w[c] * params[base + idx[c] + 1];
-        }
-        a.in1.extend([f0, f1]);
+        a.in1.extend(interpolate(params, base, &idx, &w));
     }
     let (h, in1, out1, in3) = (layout.hidden, layout.in1, layout.out1, layout.in3);
     a.pre1 = (0..h)
