@@ -527,6 +527,7 @@ pub fn save_trainer_checkpoint(trainer: &Trainer, path: &Path, elapsed_s: f64) -
         "node_params": trainer.layout.node_params,
         "tree": trainer.octree.to_layout_json(),
         "discriminator_updates": discriminator.as_ref().map(|d| d.3),
+        "loss_scale": trainer.loss_scale_state()?,
     });
     let shape = vec![paging.n_nodes as usize, paging.node_params as usize];
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![
@@ -566,6 +567,9 @@ pub struct CheckpointState {
     /// The adversarial term's discriminator: parameters, Adam moments, updates (absent without
     /// one, and in older checkpoints: a resumed run then starts a new one).
     pub discriminator: Option<([Vec<f32>; 3], u32)>,
+    /// Mixed precision: the loss scale's state (absent in f32 and in older checkpoints: a resumed
+    /// run starts from `train.loss_scale_init`).
+    pub loss_scale: Option<crate::trainer::LossScaleState>,
 }
 
 impl CheckpointState {
@@ -626,6 +630,17 @@ impl CheckpointState {
                     .with_context(|| format!("{name}: metadata field `lr_state` is malformed"))?,
             ),
         };
+        let loss_scale: Option<crate::trainer::LossScaleState> = match metadata.get("loss_scale") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => {
+                let state: crate::trainer::LossScaleState = serde_json::from_value(value.clone())
+                    .with_context(|| format!("{name}: metadata field `loss_scale` is malformed"))?;
+                if !(state.scale >= 1.0 && state.scale <= crate::config::MAX_LOSS_SCALE) {
+                    bail!("{name}: metadata field `loss_scale`: scale {} is outside [1, 2^24]", state.scale);
+                }
+                Some(state)
+            }
+        };
         let discriminator = match DISCRIMINATOR_TENSORS.map(find) {
             [Some(params), Some(m1), Some(m2)] => {
                 if m1.len() != params.len() || m2.len() != params.len() {
@@ -653,6 +668,7 @@ impl CheckpointState {
             balancer,
             lr_state,
             discriminator,
+            loss_scale,
         })
     }
 
@@ -677,6 +693,9 @@ impl CheckpointState {
         }
         if let Some(lr_state) = self.lr_state {
             trainer.lr_state = lr_state;
+        }
+        if let Some(state) = &self.loss_scale {
+            trainer.set_loss_scale_state(state);
         }
         if let (Some(disc), Some(([params, m1, m2], updates))) = (&trainer.discriminator, &self.discriminator) {
             if params.len() != disc.count as usize {

@@ -237,3 +237,45 @@ fn the_discriminator_is_checkpointed() {
     let (tensors, _) = load_checkpoint(&path).unwrap();
     assert!(tensors.iter().all(|(name, _, _)| !name.starts_with("discriminator")));
 }
+
+/// Mixed precision: the loss scale and its count of clean steps are checkpointed, and a resumed
+/// trainer continues from them (an f32 run's checkpoint has none).
+#[test]
+fn the_loss_scale_is_checkpointed() {
+    let tmp = TempDir::new("resume-loss-scale");
+    let scene = tmp.0.join("scene");
+    make_scene(&scene, &SceneOptions { width: 24, height: 24, train_views: 4, test_views: 1, seed: 3 }).unwrap();
+    let mut config = infnerf::config::Config::tiny();
+    config.train.precision = infnerf::config::Precision::Mixed;
+    config.train.loss_scale_growth_steps = 2;
+    let dataset = infnerf::run::load_data(&scene, &config).unwrap();
+    let gpu = std::sync::Arc::new(infnerf::gpu::Gpu::new(&Default::default()).unwrap());
+    let mut trainer = infnerf::trainer::Trainer::new(gpu.clone(), config.clone(), &dataset).unwrap();
+    for _ in 0..5 {
+        trainer.step().unwrap();
+    }
+    trainer.wait_all().unwrap();
+    let state = trainer.loss_scale_state().unwrap().expect("mixed precision on lavapipe");
+    // doubled after steps 2 and 4, one clean step since
+    assert_eq!((state.scale, state.clean_steps), (4.0 * config.train.loss_scale_init, 1));
+    let path = tmp.0.join("checkpoint.safetensors");
+    infnerf::run::save_trainer_checkpoint(&trainer, &path, 1.0).unwrap();
+    let read = CheckpointState::read(&path).unwrap();
+    assert_eq!(read.loss_scale, Some(state));
+    let resumed = read.into_trainer(gpu.clone(), &dataset).unwrap();
+    assert_eq!(resumed.loss_scale_state().unwrap(), Some(state));
+    // a scale that no run could have reached is refused, naming the field
+    let (tensors, mut metadata) = load_checkpoint(&path).unwrap();
+    metadata["loss_scale"]["scale"] = 0.25.into();
+    let tensors: Vec<(&str, Vec<usize>, &[f32])> =
+        tensors.iter().map(|(n, s, v)| (n.as_str(), s.clone(), v.as_slice())).collect();
+    let bad = tmp.0.join("bad.safetensors");
+    save_checkpoint(&bad, &tensors, &metadata).unwrap();
+    let error = CheckpointState::read(&bad).err().expect("refused").to_string();
+    assert!(error.contains("bad.safetensors") && error.contains("loss_scale"), "{error}");
+
+    config.train.precision = infnerf::config::Precision::F32;
+    let plain = infnerf::trainer::Trainer::new(gpu, config, &dataset).unwrap();
+    infnerf::run::save_trainer_checkpoint(&plain, &path, 1.0).unwrap();
+    assert_eq!(CheckpointState::read(&path).unwrap().loss_scale, None);
+}

@@ -1294,6 +1294,26 @@ impl Trainer {
         }
     }
 
+    /// Mixed precision: the loss scale and the steps in a row without an overflow (None in f32).
+    pub fn loss_scale_state(&self) -> Result<Option<LossScaleState>> {
+        if !self.model.half {
+            return Ok(None);
+        }
+        let words: Vec<f32> = self.gpu.read(&self.model.guard, guard::WORDS as usize)?;
+        Ok(Some(LossScaleState {
+            scale: words[guard::LOSS_SCALE as usize],
+            clean_steps: words[guard::CLEAN_STEPS as usize] as u32,
+        }))
+    }
+
+    /// Sets the loss scale's state (a resumed run's); nothing in f32.
+    pub fn set_loss_scale_state(&self, state: &LossScaleState) {
+        if self.model.half {
+            let words = [state.scale, state.clean_steps as f32];
+            self.gpu.write_at(&self.model.guard, u64::from(guard::LOSS_SCALE), &words);
+        }
+    }
+
     pub fn read_params(&self) -> Result<Vec<f32>> {
         Model::read_paged(&self.gpu, &self.model.params, &self.model.paging)
     }
@@ -1301,6 +1321,13 @@ impl Trainer {
     pub fn write_params(&self, params: &[f32]) -> Result<()> {
         self.model.write_params(&self.gpu, &self.kernels, params)
     }
+}
+
+/// The dynamic loss scaling's state (mixed precision), as a checkpoint keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaleState {
+    pub scale: f32,
+    pub clean_steps: u32,
 }
 
 /// Whether the trainer runs in mixed precision: asked for (`train.precision = "mixed"`) and the
