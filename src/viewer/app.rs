@@ -616,7 +616,19 @@ impl App {
                     log: bool,
                     extra: &dyn Fn(&mut egui_plot::PlotUi)| {
             ui.label(id);
-            Plot::new(id)
+            // a flat curve (a setting that stays put) or none at all would get a meaningless range
+            let (lo, hi) = series
+                .iter()
+                .flat_map(|(_, points)| points.iter().map(|p| p[1]))
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let mut frame = Plot::new(id);
+            if series.is_empty() {
+                frame = frame.include_x(0.0).include_x(now.max(1.0)).include_y(0.0).include_y(1.0);
+            } else if hi - lo <= 1e-9 * hi.abs().max(1.0) {
+                let pad = if log { 1.0 } else { 0.5 * hi.abs().max(1.0) };
+                frame = frame.include_y(lo - pad).include_y(hi + pad);
+            }
+            frame
                 .height(120.0)
                 .legend(Legend::default())
                 .y_axis_formatter(move |mark, _| {
