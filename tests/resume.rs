@@ -194,22 +194,34 @@ fn resume_from_the_command_line_and_what_it_refuses() {
 
 /// The adversarial term's discriminator (parameters, Adam moments, update count) goes into the
 /// checkpoint and comes back on resume; a run without one writes none.
+/// A trainer of `config` after `steps` steps on a generated scene in `tmp`, with its data and device.
+fn trained(
+    tmp: &TempDir,
+    options: &SceneOptions,
+    config: &infnerf::config::Config,
+    steps: u32,
+) -> (infnerf::data::Dataset, std::sync::Arc<infnerf::gpu::Gpu>, infnerf::trainer::Trainer) {
+    let scene = tmp.0.join("scene");
+    make_scene(&scene, options).unwrap();
+    let dataset = infnerf::run::load_data(&scene, config).unwrap();
+    let gpu = std::sync::Arc::new(infnerf::gpu::Gpu::new(&Default::default()).unwrap());
+    let mut trainer = infnerf::trainer::Trainer::new(gpu.clone(), config.clone(), &dataset).unwrap();
+    for _ in 0..steps {
+        trainer.step().unwrap();
+    }
+    trainer.wait_all().unwrap();
+    (dataset, gpu, trainer)
+}
+
 #[test]
 fn the_discriminator_is_checkpointed() {
     let tmp = TempDir::new("resume-discriminator");
-    let scene = tmp.0.join("scene");
-    make_scene(&scene, &SceneOptions { width: 40, height: 40, train_views: 8, test_views: 2, seed: 5 }).unwrap();
     let mut config = infnerf::config::Config::tiny();
     config.train.structure_patches = 1;
     config.train.structure_patch_size = 16;
     config.loss.lambda_adversarial = 0.1;
-    let dataset = infnerf::run::load_data(&scene, &config).unwrap();
-    let gpu = std::sync::Arc::new(infnerf::gpu::Gpu::new(&Default::default()).unwrap());
-    let mut trainer = infnerf::trainer::Trainer::new(gpu.clone(), config.clone(), &dataset).unwrap();
-    for _ in 0..6 {
-        trainer.step().unwrap();
-    }
-    trainer.wait_all().unwrap();
+    let options = SceneOptions { width: 40, height: 40, train_views: 8, test_views: 2, seed: 5 };
+    let (dataset, gpu, trainer) = trained(&tmp, &options, &config, 6);
     let disc = trainer.discriminator.as_ref().unwrap();
     let read = |t: &infnerf::trainer::Trainer,
                 pick: fn(&infnerf::trainer::adversarial::DiscriminatorParams) -> &wgpu::Buffer| {
@@ -243,18 +255,11 @@ fn the_discriminator_is_checkpointed() {
 #[test]
 fn the_loss_scale_is_checkpointed() {
     let tmp = TempDir::new("resume-loss-scale");
-    let scene = tmp.0.join("scene");
-    make_scene(&scene, &SceneOptions { width: 24, height: 24, train_views: 4, test_views: 1, seed: 3 }).unwrap();
     let mut config = infnerf::config::Config::tiny();
     config.train.precision = infnerf::config::Precision::Mixed;
     config.train.loss_scale_growth_steps = 2;
-    let dataset = infnerf::run::load_data(&scene, &config).unwrap();
-    let gpu = std::sync::Arc::new(infnerf::gpu::Gpu::new(&Default::default()).unwrap());
-    let mut trainer = infnerf::trainer::Trainer::new(gpu.clone(), config.clone(), &dataset).unwrap();
-    for _ in 0..5 {
-        trainer.step().unwrap();
-    }
-    trainer.wait_all().unwrap();
+    let options = SceneOptions { width: 24, height: 24, train_views: 4, test_views: 1, seed: 3 };
+    let (dataset, gpu, trainer) = trained(&tmp, &options, &config, 5);
     let state = trainer.loss_scale_state().unwrap().expect("mixed precision on lavapipe");
     // doubled after steps 2 and 4, one clean step since
     assert_eq!((state.scale, state.clean_steps), (4.0 * config.train.loss_scale_init, 1));
