@@ -1390,6 +1390,20 @@ fn mixed_precision_matches_reference() {
         }
         field_backward_within(&f, 2e-5, if store { 5e-3 } else { 1e-4 });
         let t = &f.trainer;
+        // render_backward's f16 records, the loss scale taken out, against its reference: within
+        // f16's rounding (2^-11 relative) of each gradient's scale
+        let cpu_sample_grads =
+            cpu::render_backward(&f.batch(), &f.samples(), &f.field_out(), &f.outputs(), &f.ray_grads());
+        let sample_grads = f.sample_grads();
+        let scale = |k: usize| cpu_sample_grads.iter().fold(0.0f64, |m, g| m.max(g[k].abs()));
+        let scales = [scale(0).max(scale(1)).max(scale(2)), scale(3)];
+        assert!(scales[0] > 0.0 && scales[1] > 0.0);
+        for (s, (g, c)) in sample_grads.iter().zip(&cpu_sample_grads).enumerate() {
+            for k in 0..4 {
+                let tolerance = 1e-3 * scales[usize::from(k == 3)];
+                assert!((g[k] - c[k]).abs() <= tolerance, "sample {s} gradient {k}: {:e} vs {:e}", g[k], c[k]);
+            }
+        }
         let params = to_f64(&t.read_params().unwrap());
         let (rays, samples) = (f.rays(), f.samples());
         let max_density = f64::from(t.config.field.max_density);
