@@ -93,7 +93,7 @@ impl KernelShape {
         };
         // a little below the limit: the compiler may add workgroup variables of its own
         let budget = workgroup_storage.saturating_sub(1024);
-        let mut field_workgroup = 64;
+        let mut field_workgroup = Self::field_lanes(weights);
         while field_workgroup > 8 && weight_bytes + field_workgroup * staging > budget {
             field_workgroup /= 2;
         }
@@ -105,6 +105,25 @@ impl KernelShape {
             flag_blocks: false,
             store_activations: false,
             half: false,
+        }
+    }
+
+    /// Invocations per field workgroup before workgroup memory bounds them: 64 on a GPU, 32 on a CPU
+    /// adapter (the one that reads the decoder weights from workgroup memory). lavapipe runs a
+    /// workgroup's invocations eight to a SIMD register, so a lane without a sample costs what one with
+    /// a sample costs, and a node's last workgroup is filled only to its sample count: a deep tree's
+    /// nodes, with a few dozen samples each, left half the lanes of 64-wide workgroups idle. Narrower
+    /// workgroups fill better but pay more often for what each workgroup does once (copying its node's
+    /// weights, one atomic per decoder weight in the backward, llvmpipe starting it). Measured with
+    /// `bench` (2026-11-26, gen800, equal samples per step): depth 3, 585 nodes: 0.50 of the lanes
+    /// filled and 195k evaluated samples/s at 64, 0.66 and 222k at 32, 0.80 and 221k at 16; depth 1 and
+    /// lego-200 (nodes of thousands of samples): 32 as fast as 64, 16 slower by 10%. Looping over
+    /// rounds of samples inside one 16-wide workgroup (the fill of 16 at the fixed costs of 64) made
+    /// the field forward 5 times slower: llvmpipe loads the weights uniformly only outside control flow.
+    fn field_lanes(weights: WeightSource) -> u32 {
+        match weights {
+            WeightSource::Workgroup => 32,
+            WeightSource::Storage => 64,
         }
     }
 
