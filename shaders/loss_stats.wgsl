@@ -1,7 +1,8 @@
 // Adds this step's numbers to a small statistics buffer the host reads now and then (STATS_WORDS
 // floats): [0] batches summed, [1] evaluated samples, [2] the weighted loss the optimiser saw (each
 // term's lambda times its cut's level weight, at this step's settings), then per loss term t and cut c,
-// at 3 + t * MAX_CUTS + c, the term's mean over that cut's rays. The weighted loss is also added to
+// at 3 + t * MAX_CUTS + c, the term's mean over that cut's rays, then per cut slot c, at
+// STATS_CUT_BATCHES + c, the batches that rendered it. The weighted loss is also added to
 // the guard's loss of this step (grad_guard.wgsl reads and clears it). One workgroup.
 
 var<workgroup> partial: array<array<f32, STATS_WORDS>, WORKGROUP>;
@@ -32,6 +33,9 @@ fn main(@builtin(local_invocation_index) local: u32) {
     }
     if local == 0u {
         stats[0] += 1.0;
+        for (var c = 0u; c < batch.n_cuts; c++) {
+            stats[STATS_CUT_BATCHES + c] += 1.0;
+        }
         guard[G_STEP_LOSS] += partial[0][2];
         for (var k = 1u; k < STATS_WORDS; k++) {
             stats[k] += partial[0][k];

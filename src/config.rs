@@ -322,6 +322,11 @@ pub struct LossConfig {
     pub level_gamma: f32,
     /// Coarser tree cuts rendered per step besides the finest (drawn at random), 0..=3.
     pub coarse_cuts: u32,
+    /// The coarser cuts are rendered on every `coarse_every`-th step only (>= 1); the other steps
+    /// render the finest cut alone, at the cost of a step without them. The terms between cuts
+    /// (depth consistency, the level-weighted reconstruction of the coarser cuts) then act on those
+    /// steps, and are logged as means over them.
+    pub coarse_every: u32,
 }
 
 impl Default for LossConfig {
@@ -346,6 +351,7 @@ impl Default for LossConfig {
             huber_delta: 0.05,
             level_gamma: 1.0,
             coarse_cuts: 0,
+            coarse_every: 1,
         }
     }
 }
@@ -714,7 +720,7 @@ impl Default for TrainConfig {
 /// Besides these, `schedule.balancer_override.<term>` for every term of `loss_weights::TERM_GROUPS`.
 /// The override keys take NaN for "auto" (the computed multiplier), and `live` reads "auto" as NaN;
 /// `schedule.balancer` takes 0 (off) or 1 (on).
-pub const LIVE_SETTINGS: [&str; 37] = [
+pub const LIVE_SETTINGS: [&str; 38] = [
     "loss.lambda_mse",
     "loss.lambda_tv",
     "loss.lambda_tv_depth",
@@ -728,6 +734,7 @@ pub const LIVE_SETTINGS: [&str; 37] = [
     "loss.lambda_lpips",
     "loss.lambda_adversarial",
     "loss.level_gamma",
+    "loss.coarse_every",
     "train.lr_hash",
     "train.lr_mlp",
     "train.lr_final_ratio",
@@ -1031,6 +1038,9 @@ impl Config {
         if l.coarse_cuts as usize >= crate::gpu::records::MAX_CUTS {
             return bad("loss.coarse_cuts", "must be at most 3");
         }
+        if l.coarse_every == 0 {
+            return bad("loss.coarse_every", "must be at least 1 (1: every step)");
+        }
         let st = &self.stability;
         if !(st.clip_grad_norm.is_finite() && st.clip_grad_norm >= 0.0) {
             return bad("stability.clip_grad_norm", "must be a number >= 0 (0: no clipping)");
@@ -1129,7 +1139,8 @@ impl Config {
             | "train.lr_decay_steps"
             | "train.log_every"
             | "train.lr_plateau_patience"
-            | "train.lr_restart_period" => {
+            | "train.lr_restart_period"
+            | "loss.coarse_every" => {
                 if !(value.is_finite() && value >= 0.0 && value <= f64::from(u32::MAX) && value.fract() == 0.0) {
                     return Err(invalid(format!("must be a whole number >= 0, got {value}")));
                 }
@@ -1139,6 +1150,7 @@ impl Config {
                     "train.lr_decay_steps" => changed.train.lr_decay_steps = v,
                     "train.lr_plateau_patience" => changed.train.lr_plateau_patience = v,
                     "train.lr_restart_period" => changed.train.lr_restart_period = v,
+                    "loss.coarse_every" => changed.loss.coarse_every = v,
                     _ => changed.train.log_every = v,
                 }
             }
@@ -1205,6 +1217,7 @@ impl Config {
             "loss.lambda_lpips" => f64::from(self.loss.lambda_lpips),
             "loss.lambda_adversarial" => f64::from(self.loss.lambda_adversarial),
             "loss.level_gamma" => f64::from(self.loss.level_gamma),
+            "loss.coarse_every" => f64::from(self.loss.coarse_every),
             "train.lr_hash" => f64::from(self.train.lr_hash),
             "train.lr_mlp" => f64::from(self.train.lr_mlp),
             "train.lr_final_ratio" => f64::from(self.train.lr_final_ratio),

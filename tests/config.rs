@@ -110,6 +110,7 @@ fn loss_and_paging_settings_validate() {
         ("[loss]\nlevel_gamma = inf\n", "loss.level_gamma"),
         ("[loss]\ncoarse_cuts = 4\n", "loss.coarse_cuts"),
         ("[loss]\ncoarse_cuts = -1\n", "loss.coarse_cuts"),
+        ("[loss]\ncoarse_every = 0\n", "loss.coarse_every"),
         ("[loss]\nlambda_rgb = 1.0\n", "lambda_rgb"),
         ("[train]\nmax_buffer_mb = -1\n", "train.max_buffer_mb"),
     ] {
@@ -133,7 +134,7 @@ fn every_live_setting_can_be_set_and_read_back() {
         let before = config.live(key).unwrap_or_else(|| panic!("{key} has no value"));
         // a valid value different from the default (whole numbers for the step counts)
         let value = match key {
-            "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" => before * 2.0,
+            "train.lr_decay_start" | "train.lr_decay_steps" | "train.log_every" | "loss.coarse_every" => before * 2.0,
             "train.lr_plateau_patience" | "train.lr_restart_period" => before * 2.0 + 100.0,
             k if k.starts_with("schedule.") && k.ends_with("_steps") || k == "schedule.balancer_window" => before * 2.0,
             "schedule.balancer" => 1.0 - before,
@@ -160,6 +161,8 @@ fn live_settings_refuse_other_keys_and_bad_values() {
         ("field.hidden_width", 64.0),
         ("train.steps", 10.0),
         ("loss.coarse_cuts", 1.0),
+        ("loss.coarse_every", 0.0),
+        ("loss.coarse_every", 1.5),
         ("lambda_mse", 1.0),
         ("", 1.0),
         ("loss.lambda_mse", -1.0),

@@ -1,6 +1,8 @@
 //! The loss-weight schedule, the dynamic balancer and their settings, pinned at chosen steps and
 //! histories (SPEC §3.6, §3.7 and its corrections of the seed).
 
+mod common;
+
 use infnerf::config::{Config, ScheduleConfig, BALANCER_OVERRIDE_KEY, LIVE_SETTINGS};
 use infnerf::gpu::records::LOSS_NAMES;
 use infnerf::loss_weights::{
@@ -477,4 +479,41 @@ fn each_cut_pairs_with_the_next_finer_rendered_cut() {
     assert_eq!(finer_cuts(&[3, 1, 0, 2]), [NO_CUT, 3, 1, 0]);
     assert_eq!(finer_cuts(&[3, 0]), [NO_CUT, 0, NO_CUT, NO_CUT]);
     assert_eq!(finer_cuts(&[2]), [NO_CUT; 4]);
+}
+
+/// `loss.coarse_every = 3` renders the coarser cut on steps 0, 3, 6, ... only, and the statistics
+/// average each coarser cut's terms over the steps that rendered it: three steps of which the first
+/// renders both cuts log the coarse cut's loss of that one step, as a run of that step alone does
+/// (averaged over all three steps it would be a third of it).
+#[test]
+fn coarser_cuts_every_few_steps_are_averaged_over_their_steps() {
+    use infnerf::trainer::Trainer;
+    let dataset = common::random_dataset(6, 24, 11);
+    let mut config = Config::tiny();
+    config.field.max_depth = 1;
+    config.loss.coarse_cuts = 1;
+    config.loss.lambda_depth_consistency = 0.1;
+    // at full weight from step 0 (a term that weighs 0 is not computed)
+    config.schedule.geometric_warmup_steps = 0;
+    let gpu = common::gpu();
+    let mut every = config.clone();
+    every.loss.coarse_every = 3;
+    let mut trainer = Trainer::new(gpu.clone(), every, &dataset).unwrap();
+    let mut rendered = Vec::new();
+    for _ in 0..3 {
+        let plan = trainer.plan_step();
+        rendered.push(plan.cuts.len());
+        trainer.run_step(&plan, None).unwrap();
+    }
+    assert_eq!(rendered, [2, 1, 1], "the coarser cut on step 0 only");
+    let three = trainer.read_stats().unwrap();
+    let mut alone = Trainer::new(gpu, config, &dataset).unwrap();
+    alone.step().unwrap();
+    let one = alone.read_stats().unwrap();
+    assert_eq!((three.steps, one.steps), (3, 1));
+    for name in ["mse", "depth_consistency"] {
+        let value = |s: &infnerf::trainer::LossStats| s.terms.iter().find(|t| t.0 == name).unwrap().1[1];
+        let (a, b) = (value(&three), value(&one));
+        assert!(b > 0.0 && (a - b).abs() <= 1e-4 * b, "{name} at the coarser cut: {a} after 3 steps, {b} after step 0");
+    }
 }

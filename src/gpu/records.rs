@@ -47,9 +47,13 @@ pub const NO_CUT: u32 = u32::MAX;
 pub const MAX_LOSS_TERMS: usize = 16;
 const _: () = assert!(LOSS_TERMS <= MAX_LOSS_TERMS);
 
+/// Where the statistics count, per cut slot, the batches that rendered it (a step renders its coarser
+/// cuts on every `loss.coarse_every`-th step only).
+pub const STATS_CUT_BATCHES: usize = 3 + LOSS_TERMS * MAX_CUTS;
 /// The statistics buffer: batches summed, evaluated samples, the weighted loss the optimiser saw,
-/// then per loss term and cut the term's mean (at 3 + term * MAX_CUTS + cut).
-pub const STATS_WORDS: usize = 3 + LOSS_TERMS * MAX_CUTS;
+/// then per loss term and cut the term's mean (at 3 + term * MAX_CUTS + cut), then per cut the
+/// batches that rendered it (at STATS_CUT_BATCHES + cut).
+pub const STATS_WORDS: usize = STATS_CUT_BATCHES + MAX_CUTS;
 
 /// Counters of non-finite values that kernels replaced by 0, one per kind of pass (WGSL constants
 /// `SANITIZED_FIELD`, ...).

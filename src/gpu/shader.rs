@@ -284,6 +284,7 @@ impl KernelShape {
             ("MAX_CUTS", crate::gpu::records::MAX_CUTS as u32),
             ("LOSS_TERMS", crate::gpu::records::LOSS_TERMS as u32),
             ("STATS_WORDS", crate::gpu::records::STATS_WORDS as u32),
+            ("STATS_CUT_BATCHES", crate::gpu::records::STATS_CUT_BATCHES as u32),
             ("OCC_PHASES", crate::gpu::records::OCC_PHASES),
             ("NO_CUT", crate::gpu::records::NO_CUT),
             ("NO_TERM", crate::gpu::records::NO_TERM),

@@ -20,7 +20,7 @@ use crate::gpu::kernel::{Compiled, Recorder};
 use crate::gpu::records::{
     guard, AdamUniforms, Batch, GpuCamera, GuardUniforms, LossUniforms, Patch, RayOutput, Sampling, LOSS_NAMES,
     LOSS_PER_CUT, LOSS_TERMS, MAX_CUTS, NORM_PARTIALS, NO_CUT, OCC_PHASES, PROBES_PER_GROUP, SANITIZED_SLOTS,
-    STATS_WORDS,
+    STATS_CUT_BATCHES, STATS_WORDS,
 };
 use crate::gpu::shader::KernelShape;
 use crate::gpu::unrolled::WeightSource;
@@ -618,10 +618,14 @@ impl Trainer {
         raw.iter().map(|w| (w / sum) as f32).collect()
     }
 
-    /// The cuts a step renders: the finest, then `loss.coarse_cuts` distinct coarser ones at random.
+    /// The cuts step `self.step` renders: the finest, then `loss.coarse_cuts` distinct coarser ones at
+    /// random (on every `loss.coarse_every`-th step; the others render the finest alone).
     pub fn draw_cuts(&mut self) -> Vec<u32> {
         let finest = self.octree.max_depth();
         let mut cuts = vec![finest];
+        if !self.step.is_multiple_of(self.config.loss.coarse_every.max(1)) {
+            return cuts;
+        }
         let coarser = finest.min(self.config.loss.coarse_cuts);
         while (cuts.len() as u32) < 1 + coarser {
             let k = self.rng.below(finest);
@@ -1108,9 +1112,11 @@ impl Trainer {
         let steps = (f64::from(stats[0]) / chunks).round() as u32;
         let per_step = f64::from(steps.max(1));
         let cuts = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
+        // a cut's sums are over the steps that rendered it (the coarser ones: loss.coarse_every)
+        let steps_of = |c: usize| (f64::from(stats[STATS_CUT_BATCHES + c]) / chunks).round().max(1.0);
         let mut terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)
             .map(|t| {
-                let per_cut = (0..cuts).map(|c| f64::from(stats[3 + t * MAX_CUTS + c]) / per_step).collect();
+                let per_cut = (0..cuts).map(|c| f64::from(stats[3 + t * MAX_CUTS + c]) / steps_of(c)).collect();
                 (LOSS_NAMES[t], per_cut)
             })
             .collect();

@@ -8,7 +8,7 @@
 use infnerf::field::FieldLayout;
 use infnerf::gpu::records::{
     AdamUniforms, Batch, GpuCamera, LossUniforms, Patch, Ray, Sample, Sampling, LOSS_TERMS, MAX_CUTS, OCC_PHASES,
-    STATS_WORDS,
+    STATS_CUT_BATCHES, STATS_WORDS,
 };
 use infnerf::octree::Octree;
 use std::ops::Range;
@@ -890,6 +890,9 @@ pub fn loss_stats(batch: &Batch, loss: &LossUniforms, outputs: &[Output], losses
     assert_eq!(out.len(), STATS_WORDS);
     let n_slots = slots(batch);
     out[0] += 1.0;
+    for c in 0..batch.n_cuts as usize {
+        out[STATS_CUT_BATCHES + c] += 1.0;
+    }
     for slot in 0..n_slots {
         let c = slot / batch.n_rays as usize;
         out[1] += f64::from(outputs[slot].evaluated);
