@@ -505,6 +505,11 @@ impl App {
                     let r = ui.checkbox(&mut on, "");
                     value = f64::from(u8::from(on));
                     r
+                } else if key == "loss.coarse_every" {
+                    // every Nth step: a whole number of at least 1
+                    let r = ui.add(egui::DragValue::new(&mut value).speed(0.05).range(1.0..=1000.0).fixed_decimals(0));
+                    value = value.round();
+                    r
                 } else if is_count(key) {
                     ui.add(egui::DragValue::new(&mut value).speed(10.0).range(0.0..=1e9))
                 } else {
