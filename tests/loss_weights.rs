@@ -511,6 +511,9 @@ fn coarser_cuts_every_few_steps_are_averaged_over_their_steps() {
     alone.step().unwrap();
     let one = alone.read_stats().unwrap();
     assert_eq!((three.steps, one.steps), (3, 1));
+    // the level weights logged are step 0's, the last step that rendered both cuts
+    assert_eq!(three.level_weights, one.level_weights);
+    assert_eq!(three.level_weights.len(), 2);
     for name in ["mse", "depth_consistency"] {
         let value = |s: &infnerf::trainer::LossStats| s.terms.iter().find(|t| t.0 == name).unwrap().1[1];
         let (a, b) = (value(&three), value(&one));

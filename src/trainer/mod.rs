@@ -822,7 +822,12 @@ impl Trainer {
         }
         let chunks = self.chunks();
         let mut dispatches = 0;
-        self.last_cut_weights.clone_from(&plan.cut_weights);
+        // the level weights logged beside the per-cut values: those of the last step that rendered
+        // every cut slot (the steps between two loss.coarse_every render the finest alone, weight 1)
+        let slots = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
+        if plan.cuts.len() == slots || self.last_cut_weights.is_empty() {
+            self.last_cut_weights.clone_from(&plan.cut_weights);
+        }
         for chunk in 0..chunks {
             let rays = self.upload_chunk(step, plan, chunk);
             let mut rec = match profile {
