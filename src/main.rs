@@ -103,6 +103,10 @@ struct ViewArgs {
     /// Open with training paused.
     #[arg(long)]
     paused: bool,
+    /// Redraws per second while nothing but training changes (default: 1 on a CPU device, 30 on a
+    /// GPU; input always redraws at once). Also a View-panel setting.
+    #[arg(long, value_name = "N")]
+    fps: Option<f32>,
 }
 
 #[derive(Args)]
@@ -201,6 +205,12 @@ fn execute(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Some(Command::View(a)) => {
+            if let Some(fps) = a.fps {
+                anyhow::ensure!(
+                    fps.is_finite() && (0.5..=60.0).contains(&fps),
+                    "--fps must be a number in [0.5, 60], not {fps}"
+                );
+            }
             if !viewer::has_display() {
                 anyhow::bail!(
                     "no display (DISPLAY and WAYLAND_DISPLAY are unset): the viewer needs one; `infnerf train` trains headless"
@@ -218,7 +228,13 @@ fn execute(cli: Cli) -> Result<()> {
                 gpu,
                 ..Default::default()
             };
-            viewer::run(ViewRequest { train, screenshots: a.screenshot_after, exit: a.exit, start_paused: a.paused })?;
+            viewer::run(ViewRequest {
+                train,
+                screenshots: a.screenshot_after,
+                exit: a.exit,
+                start_paused: a.paused,
+                fps: a.fps,
+            })?;
         }
         Some(Command::Train(a)) => {
             let out = run::out_dir(a.out, a.resume.as_deref(), "runs/latest");

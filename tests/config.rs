@@ -49,6 +49,23 @@ fn gpu_toml_loads() {
     assert_eq!(Config::from_toml(&gpu.to_toml(), "round trip").unwrap(), gpu);
 }
 
+/// The every-term config turns on every term that needs nothing but the data, and keeps the
+/// default's 2048 rays a step.
+#[test]
+fn every_term_toml_turns_every_term_on() {
+    use infnerf::gpu::records::LOSS_NAMES;
+    let config = Config::load(&asset("every_term.toml")).unwrap();
+    for name in LOSS_NAMES {
+        let off = matches!(name, "lpips" | "adversarial" | "discriminator");
+        assert_eq!(config.lambda(name) > 0.0, !off, "{name}: {}", config.lambda(name));
+    }
+    assert!(config.loss.coarse_cuts >= 1 && config.loss.probes > 0);
+    let t = &config.train;
+    let rays = t.patches_per_batch * t.patch_size * t.patch_size + t.structure_patches * t.structure_patch_size.pow(2);
+    let default = Config::default().train;
+    assert_eq!(rays, default.patches_per_batch * default.patch_size * default.patch_size);
+}
+
 #[test]
 fn invalid_settings_name_file_and_field() {
     for (text, field) in [

@@ -184,6 +184,12 @@ fn bad_input_is_a_one_line_error_naming_file_and_field() {
         assert!(error.contains(name) && error.contains(field), "{error}");
     }
 
+    // an absurd redraw rate for the viewer, refused before any window opens
+    for fps in ["0", "nan", "1000"] {
+        let (ok, error) = infnerf(&["view", "--data", scene_arg, "--out", out_arg, "--fps", fps]);
+        assert!(!ok && error.lines().count() == 1 && error.contains("--fps"), "{error}");
+    }
+
     // an output folder where a file should be
     let blocked = tmp.0.join("blocked");
     std::fs::create_dir_all(blocked.join("metrics.jsonl")).unwrap();

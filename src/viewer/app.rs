@@ -78,6 +78,8 @@ struct Shown {
 struct FrameCounter {
     times: std::collections::VecDeque<f64>,
     total: u64,
+    /// Seconds spent building the frames (the app's update: layout and plots, not the raster).
+    building: f64,
 }
 
 impl FrameCounter {
@@ -182,7 +184,7 @@ impl App {
             screenshots_requested: 0,
             exit_after_screenshots: request.exit,
             steps_at_open,
-            idle_fps: idle_fps(control.gpu.info.device_type),
+            idle_fps: request.fps.unwrap_or_else(|| idle_fps(control.gpu.info.device_type)).clamp(0.5, 60.0),
             control,
         }
     }
@@ -905,6 +907,7 @@ impl App {
                 "frames": self.frames.total,
                 "seconds": now,
                 "fps_mean": self.frames.total as f64 / now.max(1e-9),
+                "build_ms_mean": 1e3 * self.frames.building / self.frames.total.max(1) as f64,
                 "step_at_open": self.steps_at_open,
                 "step_at_exit": self.control.status.step,
                 "rays_per_s": self.control.status.rays_per_s,
@@ -996,6 +999,7 @@ impl eframe::App for App {
         });
         egui::Panel::right("plots").default_size(430.0).resizable(true).show(ui, |ui| self.plots(ui));
         egui::CentralPanel::default().show(ui, |ui| self.central(ui));
+        self.frames.building += self.now() - now;
         self.script(&ctx);
         let busy = self.control.status.training || self.refresh.pending();
         let fps = if busy { self.idle_fps.max(0.5) } else { self.idle_fps.clamp(0.5, 4.0) };

@@ -27,6 +27,8 @@ pub struct ViewRequest {
     /// Close the window after the last scripted screenshot.
     pub exit: bool,
     pub start_paused: bool,
+    /// Redraws per second while only training changes (None: the device type's default).
+    pub fps: Option<f32>,
 }
 
 /// Whether a window can open: on Linux and the BSDs an X11 or Wayland display must be named.
