@@ -5,6 +5,7 @@
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    adam_guard_load();
     let block = flat_index(wg, nwg, local, WORKGROUP);
     let first = block * ADAM_BLOCK;
     if first >= page.n_params || touched[block] == 0u {

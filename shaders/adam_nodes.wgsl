@@ -14,6 +14,7 @@
 
 @compute @workgroup_size(WORKGROUP)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) local: u32) {
+    adam_guard_load();
     let group = node_group(wg, nwg);
     let node = group.x;
     let base = (node - page.first_node) * NODE_PARAMS;

@@ -9,8 +9,18 @@
 // its f32 master weight. The guard's SCALE also takes the loss scale out of the gradient.
 // Needs the `adam`, `params`, `tables`, `m1`, `m2`, `guard` and `sanitized` bindings.
 
+// The guard's verdict for the step, read once per invocation by `adam_guard_load` (the passes' first
+// statement): read per entry, the compiler reloads it, as `guard` may alias the parameters.
+var<private> adam_skip: bool;
+var<private> adam_scale: f32;
+
+fn adam_guard_load() {
+    adam_skip = guard[G_SKIP] != 0.0;
+    adam_scale = guard[G_SCALE];
+}
+
 fn adam_update(i: u32, raw: f32) {
-    if guard[G_SKIP] != 0.0 {
+    if adam_skip {
         return;
     }
     if nonfinite(raw) {
@@ -19,7 +29,7 @@ fn adam_update(i: u32, raw: f32) {
     }
     // a page starts at a node's block, so the offset inside the block is i % NODE_PARAMS
     let lr = select(adam.lr_mlp, adam.lr_hash, i % NODE_PARAMS < HASH_PARAMS);
-    let g = raw * guard[G_SCALE] + adam.l2 * params[i];
+    let g = raw * adam_scale + adam.l2 * params[i];
     let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * g;
     let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * g * g;
     m1[i] = m;
