@@ -20,12 +20,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             }
         }
         if node_dense(node) {
+            // without branches (the sweep reads every entry of the node's tables): a zero gradient
+            // adds nothing but to the count, which it skips; a non-finite one is counted at the end
             let share = dense_share(node, index);
+            var sums = vec4<f32>(0.0);
+            var bad = 0u;
             for (var i = share.x + local; i < share.y; i += WORKGROUP) {
                 let g = grads[base + i];
-                if bitcast<u32>(g) != 0u {
-                    grad_acc_hash(&acc, g);
-                }
+                let finite = !nonfinite(g);
+                let v = select(0.0, g, finite);
+                let counted = select(0.0, 1.0, finite && bitcast<u32>(g) != 0u);
+                sums = vec4<f32>(sums.x + v * v, sums.y + v, sums.z + counted, max(sums.w, abs(v)));
+                bad += select(1u, 0u, finite);
+            }
+            acc.hash = merge4(acc.hash, sums);
+            if bad > 0u {
+                atomicAdd(&grad_max[GRAD_TENSORS], bad);
             }
         } else if local < group.z {
             let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
