@@ -207,8 +207,10 @@ fn execute(cli: Cli) -> Result<()> {
         Some(Command::View(a)) => {
             if let Some(fps) = a.fps {
                 anyhow::ensure!(
-                    fps.is_finite() && (0.5..=60.0).contains(&fps),
-                    "--fps must be a number in [0.5, 60], not {fps}"
+                    viewer::REDRAW_RANGE.contains(&fps),
+                    "--fps must be a number in [{}, {}], not {fps}",
+                    viewer::REDRAW_RANGE.start(),
+                    viewer::REDRAW_RANGE.end()
                 );
             }
             if !viewer::has_display() {

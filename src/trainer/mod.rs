@@ -618,6 +618,12 @@ impl Trainer {
         raw.iter().map(|w| (w / sum) as f32).collect()
     }
 
+    /// Cut slots a step that renders its coarser cuts fills: the finest and `loss.coarse_cuts` more,
+    /// as many as the tree has.
+    pub fn cut_slots(&self) -> usize {
+        1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize
+    }
+
     /// The cuts step `self.step` renders: the finest, then `loss.coarse_cuts` distinct coarser ones at
     /// random (on every `loss.coarse_every`-th step; the others render the finest alone).
     pub fn draw_cuts(&mut self) -> Vec<u32> {
@@ -824,8 +830,7 @@ impl Trainer {
         let mut dispatches = 0;
         // the level weights logged beside the per-cut values: those of the last step that rendered
         // every cut slot (the steps between two loss.coarse_every render the finest alone, weight 1)
-        let slots = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
-        if plan.cuts.len() == slots || self.last_cut_weights.is_empty() {
+        if plan.cuts.len() == self.cut_slots() || self.last_cut_weights.is_empty() {
             self.last_cut_weights.clone_from(&plan.cut_weights);
         }
         for chunk in 0..chunks {
@@ -1116,7 +1121,7 @@ impl Trainer {
         let chunks = f64::from(self.chunks());
         let steps = (f64::from(stats[0]) / chunks).round() as u32;
         let per_step = f64::from(steps.max(1));
-        let cuts = 1 + self.config.loss.coarse_cuts.min(self.octree.max_depth()) as usize;
+        let cuts = self.cut_slots();
         // a cut's sums are over the steps that rendered it (the coarser ones: loss.coarse_every)
         let steps_of = |c: usize| (f64::from(stats[STATS_CUT_BATCHES + c]) / chunks).round().max(1.0);
         let mut terms: Vec<(&'static str, Vec<f64>)> = (0..LOSS_TERMS)

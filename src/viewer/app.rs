@@ -184,7 +184,10 @@ impl App {
             screenshots_requested: 0,
             exit_after_screenshots: request.exit,
             steps_at_open,
-            idle_fps: request.fps.unwrap_or_else(|| idle_fps(control.gpu.info.device_type)).clamp(0.5, 60.0),
+            idle_fps: request
+                .fps
+                .unwrap_or_else(|| idle_fps(control.gpu.info.device_type))
+                .clamp(*super::REDRAW_RANGE.start(), *super::REDRAW_RANGE.end()),
             control,
         }
     }
@@ -467,7 +470,7 @@ impl App {
         });
         ui.horizontal(|ui| {
             ui.label("redraws/s");
-            ui.add(egui::Slider::new(&mut self.idle_fps, 0.5..=60.0).logarithmic(true))
+            ui.add(egui::Slider::new(&mut self.idle_fps, super::REDRAW_RANGE).logarithmic(true))
                 .on_hover_text("frames per second while only training moves (input always redraws at once)");
         });
         ui.horizontal(|ui| {

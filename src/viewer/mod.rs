@@ -31,6 +31,9 @@ pub struct ViewRequest {
     pub fps: Option<f32>,
 }
 
+/// Redraws per second the window accepts (`--fps`, the View panel's "redraws/s").
+pub const REDRAW_RANGE: std::ops::RangeInclusive<f32> = 0.5..=60.0;
+
 /// Whether a window can open: on Linux and the BSDs an X11 or Wayland display must be named.
 pub fn has_display() -> bool {
     if cfg!(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd", target_os = "netbsd")) {
