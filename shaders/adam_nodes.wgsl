@@ -2,8 +2,9 @@
 // the field passes (a node per workgroup): the work follows the samples, not the size of the tree.
 // Each workgroup of a node takes a part of it:
 // - the node's first workgroup updates its decoders;
-// - in a node whose samples touch about as many hash entries as its tables hold ("dense": a shallow
-//   tree's nodes), the workgroups split the tables and update every entry with a gradient;
+// - in a dense node (node_groups.wgsl: its samples touch at least as many entries as its tables hold
+//   vec4s; a shallow tree's nodes), the workgroups split the tables and update every entry with a
+//   gradient, a vec4 at a time;
 // - in a sparse node (a deep tree has many nodes, each with few samples per step, whose entries are
 //   scattered over its tables), each invocation recomputes its sample's corners as field_backward did
 //   and claims each entry's gradient by swapping in 0: the first to reach an entry applies the whole
@@ -30,8 +31,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
     if node_dense(node) {
         let share = dense_share(node, index);
-        for (var i = share.x + local; i < share.y; i += WORKGROUP) {
-            take(base + i);
+        for (var q = (share.x >> 2u) + local; q < (share.y >> 2u); q += WORKGROUP) {
+            take4((base >> 2u) + q);
         }
     } else if local < group.z {
         let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
@@ -46,12 +47,22 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-// An entry only this invocation visits: a plain read and clear (`grad_values` is `grads` unsynchronised).
+// An entry only this invocation visits: a plain read and clear (`grad_values` is `grads` unsynchronised,
+// four entries per element).
 fn take(i: u32) {
-    let raw = grad_values[i];
+    let raw = grad_values[i >> 2u][i & 3u];
     if bitcast<u32>(raw) != 0u {
-        grad_values[i] = 0.0;
+        grad_values[i >> 2u][i & 3u] = 0.0;
         adam_update(i, raw);
+    }
+}
+
+// The four hash-table entries of element q, only this invocation visits.
+fn take4(q: u32) {
+    let raw = grad_values[q];
+    if any(bitcast<vec4<u32>>(raw) != vec4<u32>(0u)) {
+        grad_values[q] = vec4<f32>(0.0);
+        adam_update4(q, raw);
     }
 }
 

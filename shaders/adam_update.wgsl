@@ -7,7 +7,10 @@
 // skip the step (the gradient is dropped) or scale the gradient down (clipping by the global norm).
 // Under mixed precision a hash-table entry's f16 copy (`tables`, read by the field passes) follows
 // its f32 master weight. The guard's SCALE also takes the loss scale out of the gradient.
-// Needs the `adam`, `params`, `tables`, `m1`, `m2`, `guard` and `sanitized` bindings.
+// Needs the `adam`, `params`, `tables`, `m1`, `m2`, `guard` and `sanitized` bindings; `params`, `m1` and
+// `m2` hold four parameters per element (a node's block and its tables start on a whole element), so
+// that a sweep over dense tables moves a vec4 per load (`adam_update4`): on a CPU device each load is
+// a loop over the lanes, whatever its width.
 
 // The guard's verdict for the step, read once per invocation by `adam_guard_load` (the passes' first
 // statement): read per entry, the compiler reloads it, as `guard` may alias the parameters.
@@ -27,17 +30,53 @@ fn adam_update(i: u32, raw: f32) {
         atomicAdd(&sanitized[SANITIZED_ADAM], 1u);
         return;
     }
+    let q = i >> 2u;
+    let c = i & 3u;
     // a page starts at a node's block, so the offset inside the block is i % NODE_PARAMS
-    let lr = select(adam.lr_mlp, adam.lr_hash, i % NODE_PARAMS < HASH_PARAMS);
-    let g = raw * adam_scale + adam.l2 * params[i];
-    let m = adam.beta1 * m1[i] + (1.0 - adam.beta1) * g;
-    let v = adam.beta2 * m2[i] + (1.0 - adam.beta2) * g * g;
-    m1[i] = m;
-    m2[i] = v;
-    let p = params[i] - lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);
-    params[i] = p;
     let offset = i % NODE_PARAMS;
+    let lr = select(adam.lr_mlp, adam.lr_hash, offset < HASH_PARAMS);
+    let p0 = params[q][c];
+    let g = raw * adam_scale + adam.l2 * p0;
+    let m = adam.beta1 * m1[q][c] + (1.0 - adam.beta1) * g;
+    let v = adam.beta2 * m2[q][c] + (1.0 - adam.beta2) * g * g;
+    m1[q][c] = m;
+    m2[q][c] = v;
+    let p = p0 - lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps);
+    params[q][c] = p;
     if HALF && offset < HASH_PARAMS {
         tables[(i / NODE_PARAMS) * HASH_PARAMS + offset] = to_table_entry(p);
+    }
+}
+
+// adam_update for the four hash-table entries of element q, with their gradients `raw` (0: no
+// gradient, the entry is left as it is), the same arithmetic per entry.
+fn adam_update4(q: u32, raw: vec4<f32>) {
+    if adam_skip {
+        return;
+    }
+    let bits = bitcast<vec4<u32>>(raw);
+    let bad = (bits & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u);
+    if any(bad) {
+        atomicAdd(&sanitized[SANITIZED_ADAM], dot(select(vec4<u32>(0u), vec4<u32>(1u), bad), vec4<u32>(1u)));
+    }
+    let live = (bits != vec4<u32>(0u)) & !bad;
+    let p0 = params[q];
+    let g = raw * adam_scale + adam.l2 * p0;
+    let m0 = m1[q];
+    let v0 = m2[q];
+    let m = select(m0, adam.beta1 * m0 + (1.0 - adam.beta1) * g, live);
+    let v = select(v0, adam.beta2 * v0 + (1.0 - adam.beta2) * g * g, live);
+    m1[q] = m;
+    m2[q] = v;
+    let p = select(p0, p0 - adam.lr_hash * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps), live);
+    params[q] = p;
+    if HALF {
+        let offset = (q * 4u) % NODE_PARAMS;
+        let first = (q * 4u / NODE_PARAMS) * HASH_PARAMS + offset;
+        for (var c = 0u; c < 4u; c++) {
+            if live[c] {
+                tables[first + c] = to_table_entry(p[c]);
+            }
+        }
     }
 }

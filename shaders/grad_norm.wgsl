@@ -25,13 +25,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
             let share = dense_share(node, index);
             var sums = vec4<f32>(0.0);
             var bad = 0u;
-            for (var i = share.x + local; i < share.y; i += WORKGROUP) {
-                let g = grads[base + i];
-                let finite = !nonfinite(g);
-                let v = select(0.0, g, finite);
-                let counted = select(0.0, 1.0, finite && bitcast<u32>(g) != 0u);
-                sums = vec4<f32>(sums.x + v * v, sums.y + v, sums.z + counted, max(sums.w, abs(v)));
-                bad += select(1u, 0u, finite);
+            for (var q = (share.x >> 2u) + local; q < (share.y >> 2u); q += WORKGROUP) {
+                let g = grads[(base >> 2u) + q];
+                let bits = bitcast<vec4<u32>>(g);
+                let finite = (bits & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+                let v = select(vec4<f32>(0.0), g, finite);
+                let counted = select(vec4<f32>(0.0), vec4<f32>(1.0), finite & (bits != vec4<u32>(0u)));
+                let a = abs(v);
+                sums = vec4<f32>(sums.x + dot(v, v), sums.y + v.x + v.y + v.z + v.w, sums.z + dot(counted, vec4<f32>(1.0)), max(sums.w, max(max(a.x, a.y), max(a.z, a.w))));
+                bad += dot(select(vec4<u32>(1u), vec4<u32>(0u), finite), vec4<u32>(1u));
             }
             acc.hash = merge4(acc.hash, sums);
             if bad > 0u {
@@ -54,7 +56,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 
 // An entry only this invocation visits.
 fn add_entry(acc: ptr<function, GradAcc>, i: u32) {
-    let g = grads[i];
+    let g = grads[i >> 2u][i & 3u];
     if bitcast<u32>(g) != 0u {
         grad_acc_add(acc, tensor_of(i % NODE_PARAMS), g);
     }
@@ -64,7 +66,7 @@ fn add_entry(acc: ptr<function, GradAcc>, i: u32) {
 fn visit(acc: ptr<function, GradAcc>, i: u32) {
     let bit = 1u << (i & 31u);
     if (atomicOr(&visited[i >> 5u], bit) & bit) == 0u {
-        let g = grads[i];
+        let g = grads[i >> 2u][i & 3u];
         if bitcast<u32>(g) != 0u {
             grad_acc_hash(acc, g);
         }

@@ -28,11 +28,11 @@ fn node_group(wg: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
 
 // Which entries of a node the workgroups that take its samples own, for the passes that visit each
 // entry with a gradient once (adam_nodes, grad_norm): the node's first workgroup owns the decoders; a
-// node whose samples touch about as many hash entries as its tables hold ("dense": a shallow tree's
-// nodes) has its tables shared out among its workgroups (`dense_share`); in a sparse node each
-// invocation takes its sample's corners.
+// node whose samples touch at least as many hash entries as its tables hold vec4s ("dense": a shallow
+// tree's nodes; FieldLayout::dense_samples) has its tables shared out among its workgroups
+// (`dense_share`), a vec4 at a time; in a sparse node each invocation takes its sample's corners.
 fn node_dense(node: u32) -> bool {
-    return node_counts[node] * HASH_LEVELS * 16u >= HASH_PARAMS;
+    return node_counts[node] >= DENSE_SAMPLES;
 }
 
 // The workgroup's place among those of its node (`group` from node_group).
@@ -43,6 +43,7 @@ fn group_index(group: vec3<u32>) -> u32 {
 // The range [x, y) of a dense node's table entries that its workgroup `index` sweeps.
 fn dense_share(node: u32, index: u32) -> vec2<u32> {
     let groups = wg_first[node + 1u] - wg_first[node];
-    let share = (HASH_PARAMS + groups - 1u) / groups;
+    // in whole quads (HASH_PARAMS and a node's block start are multiples of 4): the sweeps read vec4s
+    let share = ((HASH_PARAMS / 4u + groups - 1u) / groups) * 4u;
     return vec2<u32>(min(index * share, HASH_PARAMS), min((index + 1u) * share, HASH_PARAMS));
 }

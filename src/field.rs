@@ -52,7 +52,8 @@ impl FieldLayout {
         let off_b3 = off_w3 + hidden * in3;
         let off_w4 = off_b3 + hidden;
         let off_b4 = off_w4 + 3 * hidden;
-        let node_params = off_b4 + 3;
+        // padded to whole quads, so a node's block starts 16-byte aligned (the sweeps read vec4s)
+        let node_params = (off_b4 + 3).next_multiple_of(4);
         Self {
             hash_levels,
             table_size,
@@ -89,6 +90,14 @@ impl FieldLayout {
     /// decoder's input is rebuilt from the density outputs and the direction), padded to whole vec4s.
     pub fn act_words(&self) -> u32 {
         (self.in1 + 2 * self.hidden + self.out1 + 3).next_multiple_of(4)
+    }
+
+    /// The samples from which a node is "dense" for the passes that visit each entry with a gradient
+    /// once (grad_norm, adam_nodes): its samples touch at least as many table entries (a sample: 8
+    /// corners x 2 features per level) as its tables hold vec4s, so its tables are swept a vec4 at a
+    /// time; with fewer, each sample's corners are visited (an atomic each, a vec4 load costs less).
+    pub fn dense_samples(&self) -> u32 {
+        (self.hash_params / 4).div_ceil(self.hash_levels * 16)
     }
 
     /// Decoder parameters per node (everything after the hash tables).

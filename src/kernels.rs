@@ -496,14 +496,14 @@ kernel! {
             node_counts: Read [u32],
             node_offsets: Read [u32],
             wg_first: Read [u32],
-            params: ReadWrite [f32],
+            params: ReadWrite [[f32; 4]],
             /// the hash tables' f16 copy, kept up to date (mixed precision)
             tables: ReadWrite [TableEntry],
-            m1: ReadWrite [f32],
-            m2: ReadWrite [f32],
+            m1: ReadWrite [[f32; 4]],
+            m2: ReadWrite [[f32; 4]],
             /// the gradients, for entries only one invocation visits (plain loads are far cheaper
             /// than atomics on a CPU)
-            grad_values: ReadWrite [f32],
+            grad_values: ReadWrite [[f32; 4]],
             /// the same buffer, for entries several invocations may reach
             grads: Atomic [u32],
             /// the sparse nodes' entries grad_norm counted (a bit each), cleared as they are claimed
@@ -528,7 +528,8 @@ kernel! {
             node_counts: Read [u32],
             node_offsets: Read [u32],
             wg_first: Read [u32],
-            grads: Read [f32],
+            /// four gradients per element
+            grads: Read [[f32; 4]],
             visited: Atomic [u32],
             /// GRAD_SLOTS x GRAD_SLOT_WORDS partial sums
             grad_partials: FloatAtomic [f32],
@@ -576,12 +577,12 @@ kernel! {
         bindings: {
             adam: Uniform AdamUniforms,
             page: Uniform Page,
-            params: ReadWrite [f32],
+            params: ReadWrite [[f32; 4]],
             tables: ReadWrite [TableEntry],
             /// first moments
-            m1: ReadWrite [f32],
+            m1: ReadWrite [[f32; 4]],
             /// second moments
-            m2: ReadWrite [f32],
+            m2: ReadWrite [[f32; 4]],
             grads: ReadWrite [f32],
             /// the blocks to update (cleared here)
             touched: ReadWrite [u32],

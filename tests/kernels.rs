@@ -1088,8 +1088,8 @@ fn paging_gives_the_results_of_one_page() {
         // swept) and some sparse (their samples' corners claimed)
         let l = &t.layout;
         let counts: Vec<u32> = f.read(&f.trainer.train.node_counts, t.octree.nodes.len());
-        let dense = counts.iter().filter(|&&c| c * l.hash_levels * 16 >= l.hash_params).count();
-        let sparse = counts.iter().filter(|&&c| c > 0 && c * l.hash_levels * 16 < l.hash_params).count();
+        let dense = counts.iter().filter(|&&c| c >= l.dense_samples()).count();
+        let sparse = counts.iter().filter(|&&c| c > 0 && c < l.dense_samples()).count();
         assert!(dense > 0 && sparse > 0, "{dense} dense and {sparse} sparse nodes");
         f.trainer.gpu.write(&f.trainer.model.adam, &[u]);
         f.run(|t, rec| t.record_adam(rec, &t.train));
@@ -1748,9 +1748,9 @@ fn gradient_statistics_and_clipping_match_reference() {
     let (stats, nonfinite) = cpu::grad_stats(&t.layout, &grads);
     assert_eq!(nonfinite, 0);
     let counts: Vec<u32> = f.read(&t.train.node_counts, t.octree.nodes.len());
-    let hash_params = t.layout.hash_params;
-    let dense = counts.iter().filter(|&&c| c * t.layout.hash_levels * 16 >= hash_params).count();
-    let sparse = counts.iter().filter(|&&c| c > 0 && c * t.layout.hash_levels * 16 < hash_params).count();
+    let dense_samples = t.layout.dense_samples();
+    let dense = counts.iter().filter(|&&c| c >= dense_samples).count();
+    let sparse = counts.iter().filter(|&&c| c > 0 && c < dense_samples).count();
     assert!(dense > 0 && sparse > 0, "{dense} dense and {sparse} sparse nodes: both paths must run");
 
     t.gpu.write(&t.model.guard_settings, &[t.guard_uniforms()]);

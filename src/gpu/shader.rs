@@ -274,6 +274,7 @@ impl KernelShape {
             ("HASH_PARAMS", l.hash_params),
             ("NODE_PARAMS", l.node_params),
             ("MLP_PARAMS", l.mlp_params()),
+            ("DENSE_SAMPLES", l.dense_samples()),
             ("ACT_VEC4", l.act_words() / 4),
             ("MAX_IN", max_in),
             ("MAX_OUT4", max_out.div_ceil(4)),
