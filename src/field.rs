@@ -2,7 +2,8 @@
 //!
 //! A node's parameters are one contiguous block of `node_params` floats: the hash tables first
 //! (levels x table x 2 features), then the density decoder (W1, b1, W2, b2) and the colour decoder
-//! (W3, b3, W4, b4), each weight matrix row-major [out][in]. Node n's block starts at n * node_params.
+//! (W3, b3, W4, b4), each weight matrix row-major [out][in], then zeros to a whole number of vec4s
+//! (never trained). Node n's block starts at n * node_params.
 
 use crate::config::FieldConfig;
 
@@ -98,6 +99,23 @@ impl FieldLayout {
     /// time; with fewer, each sample's corners are visited (an atomic each, a vec4 load costs less).
     pub fn dense_samples(&self) -> u32 {
         (self.hash_params / 4).div_ceil(self.hash_levels * 16)
+    }
+
+    /// Floats of a node's block without the padding to whole vec4s: the layout of checkpoints
+    /// written before the padding.
+    pub fn packed_params(&self) -> u32 {
+        self.off_b4 + 3
+    }
+
+    /// Node blocks of `packed_params` floats each (an older checkpoint's), padded to `node_params`.
+    pub fn pad_blocks(&self, packed: &[f32]) -> Vec<f32> {
+        let (from, to) = (self.packed_params() as usize, self.node_params as usize);
+        let mut out = Vec::with_capacity(packed.len() / from * to);
+        for block in packed.chunks(from) {
+            out.extend_from_slice(block);
+            out.resize(out.len() + to - from, 0.0);
+        }
+        out
     }
 
     /// Decoder parameters per node (everything after the hash tables).

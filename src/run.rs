@@ -595,12 +595,16 @@ impl CheckpointState {
                     .with_context(|| format!("{name}: metadata field `rng` is not a number in a string"))?,
             ),
         };
-        let n = octree.nodes.len() * crate::field::FieldLayout::new(&config.field).node_params as usize;
+        let layout = crate::field::FieldLayout::new(&config.field);
+        let n = octree.nodes.len() * layout.node_params as usize;
+        let packed = octree.nodes.len() * layout.packed_params() as usize;
         let find = |wanted: &str| tensors.iter().find(|(t, _, _)| t == wanted).map(|(_, _, v)| v);
         let tensor = |wanted: &str, len: usize| -> Result<Option<Vec<f32>>> {
             match find(wanted) {
                 None => Ok(None),
                 Some(values) if values.len() == len => Ok(Some(values.clone())),
+                // parameters or moments from before the node blocks were padded to whole vec4s
+                Some(values) if len == n && values.len() == packed => Ok(Some(layout.pad_blocks(values))),
                 Some(values) => {
                     bail!("{name}: tensor `{wanted}` holds {} values, the tree and config need {len}", values.len())
                 }

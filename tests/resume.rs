@@ -4,6 +4,7 @@
 #[path = "common/temp_dir.rs"]
 mod temp_dir;
 
+use infnerf::field::FieldLayout;
 use infnerf::io::{load_checkpoint, save_checkpoint};
 use infnerf::run::{train, CheckpointState, EvalReport, TrainRequest};
 use infnerf::scene_gen::{make_scene, SceneOptions};
@@ -177,6 +178,30 @@ fn resume_from_the_command_line_and_what_it_refuses() {
         let tolerance = if keep.len() == 3 { 1e-6 } else { 0.1 };
         assert!((report.psnr - first.psnr).abs() < tolerance, "{name}: PSNR {} vs {}", report.psnr, first.psnr);
     }
+
+    // a checkpoint from before the node blocks were padded to whole vec4s reads as the padded one
+    let state = CheckpointState::read(&checkpoint).unwrap();
+    let layout = FieldLayout::new(&state.config.field);
+    let (packed, padded) = (layout.packed_params() as usize, layout.node_params as usize);
+    assert!(packed < padded, "the test's layout must have padding");
+    let (tensors, metadata) = load_checkpoint(&checkpoint).unwrap();
+    let unpadded: Vec<(String, Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| match name.as_str() {
+            "params" | "adam_m1" | "adam_m2" => {
+                let values: Vec<f32> = values.chunks(padded).flat_map(|block| block[..packed].to_vec()).collect();
+                (name, vec![values.len() / packed, packed], values)
+            }
+            _ => (name, shape, values),
+        })
+        .collect();
+    let old = tmp.0.join("unpadded.safetensors");
+    let views: Vec<(&str, Vec<usize>, &[f32])> =
+        unpadded.iter().map(|(n, s, v)| (n.as_str(), s.clone(), v.as_slice())).collect();
+    save_checkpoint(&old, &views, &metadata).unwrap();
+    let read = CheckpointState::read(&old).unwrap();
+    assert!(read.params == state.params && read.moments == state.moments, "padded differently");
+    assert!(state.moments.is_some());
 
     // `--resume` alone continues in the checkpoint's folder (here on images at half size: the
     // settings it writes and its checkpoint's say so alike)
