@@ -25,14 +25,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         return;
     }
     if index == 0u {
-        for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {
-            take(base + HASH_PARAMS + i);
+        // the decoders, a vec4 at a time (HASH_PARAMS and MLP_PARAMS are whole vec4s)
+        for (var q = local; q < MLP_PARAMS / 4u; q += WORKGROUP) {
+            take4((base + HASH_PARAMS) / 4u + q, false);
         }
     }
     if node_dense(node) {
         let share = dense_share(node, index);
         for (var q = (share.x >> 2u) + local; q < (share.y >> 2u); q += WORKGROUP) {
-            take4((base >> 2u) + q);
+            take4((base >> 2u) + q, true);
         }
     } else if local < group.z {
         let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
@@ -47,22 +48,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     }
 }
 
-// An entry only this invocation visits: a plain read and clear (`grad_values` is `grads` unsynchronised,
-// four entries per element).
-fn take(i: u32) {
-    let raw = grad_values[i >> 2u][i & 3u];
-    if bitcast<u32>(raw) != 0u {
-        grad_values[i >> 2u][i & 3u] = 0.0;
-        adam_update(i, raw);
-    }
-}
-
-// The four hash-table entries of element q, only this invocation visits.
-fn take4(q: u32) {
+// The four entries of element q (hash-table entries when `hash`, else decoder parameters), which
+// only this invocation visits: a plain read and clear (`grad_values` is `grads` unsynchronised, four
+// entries per element).
+fn take4(q: u32, hash: bool) {
     let raw = grad_values[q];
     if any(bitcast<vec4<u32>>(raw) != vec4<u32>(0u)) {
         grad_values[q] = vec4<f32>(0.0);
-        adam_update4(q, raw);
+        adam_update4(q, raw, hash);
     }
 }
 

@@ -48,9 +48,10 @@ fn adam_update(i: u32, raw: f32) {
     }
 }
 
-// adam_update for the four hash-table entries of element q, with their gradients `raw` (0: no
-// gradient, the entry is left as it is), the same arithmetic per entry.
-fn adam_update4(q: u32, raw: vec4<f32>) {
+// adam_update for the four entries of element q (all hash-table entries when `hash`, else all
+// decoder parameters), with their gradients `raw` (0: no gradient, the entry is left as it is), the
+// same arithmetic per entry.
+fn adam_update4(q: u32, raw: vec4<f32>, hash: bool) {
     if adam_skip {
         return;
     }
@@ -68,9 +69,10 @@ fn adam_update4(q: u32, raw: vec4<f32>) {
     let v = select(v0, adam.beta2 * v0 + (1.0 - adam.beta2) * g * g, live);
     m1[q] = m;
     m2[q] = v;
-    let p = select(p0, p0 - adam.lr_hash * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps), live);
+    let lr = select(adam.lr_mlp, adam.lr_hash, hash);
+    let p = select(p0, p0 - lr * (m / adam.bias1) / (sqrt(v / adam.bias2) + adam.eps), live);
     params[q] = p;
-    if HALF {
+    if HALF && hash {
         let offset = (q * 4u) % NODE_PARAMS;
         let first = (q * 4u / NODE_PARAMS) * HASH_PARAMS + offset;
         for (var c = 0u; c < 4u; c++) {

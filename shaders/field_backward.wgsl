@@ -50,9 +50,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     if used {
         wg_active = 1u;
     }
-    // workgroups of samples without gradient only: nothing to reduce
-    if workgroupUniformLoad(&wg_active) == 0u {
-        return;
+    // workgroups of samples without gradient only: nothing to reduce (the written-out sums of a CPU
+    // adapter must follow no branch, see src/gpu/unrolled.rs: they add zeros there)
+    if !SUMS_WRITTEN_OUT {
+        if workgroupUniformLoad(&wg_active) == 0u {
+            return;
+        }
     }
 
     // each layer's weight gradients: inputs and output gradients staged in workgroup memory, then summed

@@ -15,8 +15,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     // workgroups past the page's last one take nothing (group.z == 0)
     if group.z > 0u {
         if index == 0u {
-            for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {
-                add_entry(&acc, base + HASH_PARAMS + i);
+            // the decoders, a vec4 at a time (HASH_PARAMS and MLP_PARAMS are whole vec4s)
+            for (var q = local; q < MLP_PARAMS / 4u; q += WORKGROUP) {
+                let g = grads[(base + HASH_PARAMS) / 4u + q];
+                for (var c = 0u; c < 4u; c++) {
+                    if bitcast<u32>(g[c]) != 0u {
+                        grad_acc_add(&acc, tensor_of(HASH_PARAMS + 4u * q + c), g[c]);
+                    }
+                }
             }
         }
         if node_dense(node) {
@@ -52,14 +58,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     grad_acc_flush(acc, local, (wg.y * nwg.x + wg.x) % GRAD_SLOTS);
-}
-
-// An entry only this invocation visits.
-fn add_entry(acc: ptr<function, GradAcc>, i: u32) {
-    let g = grads[i >> 2u][i & 3u];
-    if bitcast<u32>(g) != 0u {
-        grad_acc_add(acc, tensor_of(i % NODE_PARAMS), g);
-    }
 }
 
 // A hash entry other invocations may reach too: counted by the first to mark it.

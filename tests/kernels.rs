@@ -818,8 +818,13 @@ fn field_backward_matches_reference() {
 
 #[test]
 fn field_backward_cas_fallback_matches_reference() {
-    let f = Fixture::new(common::gpu_cas(), paged_config(), 4);
+    // decoders wider than a field workgroup: a CPU adapter's written-out weight-gradient sums then
+    // take each layer's inputs in several rounds
+    let mut config = paged_config();
+    config.field.hidden_width = 40;
+    let f = Fixture::new(common::gpu_cas(), config, 4);
     assert!(!f.trainer.shape.float_atomics && !f.trainer.gpu.float_atomics);
+    assert!(f.trainer.shape.field_workgroup < f.trainer.layout.hidden, "one round per layer");
     field_backward_matches(&f);
 }
 

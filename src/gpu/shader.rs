@@ -127,6 +127,13 @@ impl KernelShape {
         }
     }
 
+    /// Whether field_backward's weight-gradient sums are written out sample by sample
+    /// (`Dense::reduce_unrolled`: a CPU adapter, which reads the weights from workgroup memory too)
+    /// rather than looped over the samples (`Dense::reduce`).
+    pub fn sums_written_out(&self) -> bool {
+        self.weights == WeightSource::Workgroup
+    }
+
     /// Whether the field passes' workgroup memory fits `workgroup_storage` bytes.
     pub fn fits(&self, workgroup_storage: u32) -> bool {
         let (max_in, max_out) = max_widths(&self.layout);
@@ -141,6 +148,7 @@ impl KernelShape {
         let _ = writeln!(source, "const WORKGROUP: u32 = {workgroup}u;");
         let _ = writeln!(source, "const FLAG_BLOCKS: bool = {};", self.flag_blocks);
         let _ = writeln!(source, "const STORE_ACTS: bool = {};", self.store_activations);
+        let _ = writeln!(source, "const SUMS_WRITTEN_OUT: bool = {};", self.sums_written_out());
         source.push_str(&self.precision());
         source.push_str(COMMON);
         let mut defined: Vec<&str> = Vec::new();
@@ -195,7 +203,11 @@ impl KernelShape {
         source.push_str(&density_hidden.input_gradient(self.layout.in1, "IN1"));
         for layer in [density_hidden, density_out, colour_hidden, colour_out] {
             source.push_str(&layer.stage());
-            source.push_str(&layer.reduce());
+            if self.sums_written_out() {
+                source.push_str(&layer.reduce_unrolled(self.field_workgroup));
+            } else {
+                source.push_str(&layer.reduce());
+            }
         }
         source.push_str(&unrolled::activations(&self.layout, false));
     }

@@ -185,6 +185,58 @@ impl Dense {
     }
 }
 
+impl Dense {
+    /// `reduce_NAME` for a CPU adapter: the same sums written out over the `lanes` samples of a
+    /// workgroup, with no control flow before the atomics (there llvmpipe loads a uniform address
+    /// once; in control flow every load is a gather). Samples without a gradient staged zero
+    /// gradients, so they add nothing. Invocation `local` sums the weights of inputs local,
+    /// local + lanes, ...; every invocation sums the biases and the first adds them.
+    pub fn reduce_unrolled(&self, lanes: u32) -> String {
+        let (name, n_in, out_const) = (self.name, self.n_in, self.out_const);
+        let rounds = n_in.div_ceil(lanes);
+        let mut s = format!("fn reduce_{name}(local: u32, wb: u32, n: u32) {{\n");
+        for r in 0..rounds {
+            let _ = writeln!(
+                s,
+                "    let column{r} = min(local + {}u, {}u);\n    var acc{r}: array<f32, {out_const}>;",
+                r * lanes,
+                n_in - 1
+            );
+        }
+        let _ = writeln!(s, "    var bias: array<f32, {out_const}>;");
+        for k in 0..lanes {
+            s.push_str("    {\n");
+            for r in 0..rounds {
+                let _ = writeln!(s, "        let x{r} = wg_in[{k}u * MAX_IN + column{r}];");
+            }
+            for q in 0..self.n_out.div_ceil(4) {
+                let _ = writeln!(s, "        let d{q} = wg_delta[{k}u * MAX_OUT4 + {q}u];");
+                for o in 4 * q..(4 * q + 4).min(self.n_out) {
+                    let d = format!("d{q}[{}]", o % 4);
+                    for r in 0..rounds {
+                        let _ = writeln!(s, "        acc{r}[{o}] += {d} * x{r};");
+                    }
+                    let _ = writeln!(s, "        bias[{o}] += {d};");
+                }
+            }
+            s.push_str("    }\n");
+        }
+        for r in 0..rounds {
+            let _ = writeln!(s, "    if local + {}u < {n_in}u {{", r * lanes);
+            for o in 0..self.n_out {
+                let _ = writeln!(s, "        grads_add(wb + {}u + column{r}, acc{r}[{o}]);", self.off_w + o * n_in);
+            }
+            s.push_str("    }\n");
+        }
+        s.push_str("    if local == 0u {\n");
+        for o in 0..self.n_out {
+            let _ = writeln!(s, "        grads_add(wb + {}u, bias[{o}]);", self.off_b + o);
+        }
+        s.push_str("    }\n}\n");
+        s
+    }
+}
+
 /// The activations of active sample `p` (its place in the node-sorted list) in the `activations`
 /// binding, four words to a vec4: vec4 k at `k * capacity + p`, so that the lanes of a workgroup
 /// touch consecutive vec4s, with capacity = arrayLength / ACT_VEC4 (a workspace without room binds
