@@ -62,7 +62,8 @@ fn sigmoid(x: f32) -> f32 {
 // node of the page, which Adam refreshes as it updates the f32 master weights).
 fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
     var out: array<f32, IN1>;
-    let first_pair = (base / NODE_PARAMS) * (HASH_PARAMS / 2u);
+    // f32: the tables are the parameters (a node's block starts on a whole vec4)
+    let first_pair = select(base / 2u, (base / NODE_PARAMS) * (HASH_PARAMS / 2u), HALF);
     for (var l = 0u; l < HASH_LEVELS; l++) {
         let cell = grid_cell(l, local);
         let f = clamp(local, vec3<f32>(0.0), vec3<f32>(1.0)) * f32(cell.w) - vec3<f32>(cell.xyz);
@@ -71,15 +72,9 @@ fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
         for (var c = 0u; c < 8u; c++) {
             let w = corner_weight(c, f);
             let entry = hash_entry(l, cell.xyz + corner_offset(c));
-            if HALF {
-                let pair = vec2<f32>(tables[first_pair + entry]);
-                f0 += w * pair.x;
-                f1 += w * pair.y;
-            } else {
-                let idx = base + 2u * entry;
-                f0 += w * params[idx];
-                f1 += w * params[idx + 1u];
-            }
+            let pair = vec2<f32>(tables[first_pair + entry]);
+            f0 += w * pair.x;
+            f1 += w * pair.y;
         }
         out[2u * l] = f0;
         out[2u * l + 1u] = f1;

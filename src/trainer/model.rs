@@ -169,13 +169,17 @@ impl Model {
         let (cells, groups, base, counts) = occupancy_groups(octree, &paging, res, field_workgroup);
         let scene = gpu.uniform_init("scene", &scene);
         let nodes = gpu.storage_init("octree nodes", bytemuck::cast_slice(&octree.nodes))?;
+        // in f32 the field passes read the hash tables' pairs from the parameters themselves
         let tables = (0..paging.n_pages)
             .map(|p| {
-                let bytes = if half { paging.nodes(p).len() as u64 * u64::from(layout.hash_params) * 2 } else { 16 };
+                if !half {
+                    return Ok(param_pages[p as usize].clone());
+                }
+                let bytes = paging.nodes(p).len() as u64 * u64::from(layout.hash_params) * 2;
                 gpu.storage(&format!("hash tables f16 {p}"), bytes.next_multiple_of(4))
             })
             .collect::<Result<Vec<_>>>()?;
-        let tables_refresh_groups = (0..paging.n_pages as usize)
+        let tables_refresh_groups = (0..if half { paging.n_pages as usize } else { 0 })
             .map(|p| {
                 kernels
                     .tables_refresh
