@@ -57,9 +57,9 @@ fn sigmoid(x: f32) -> f32 {
     return 1.0 / (1.0 + exp(-x));
 }
 
-// The hash encoding: trilinear interpolation of each level's 8 corner features, read from the f32
-// parameters or, under mixed precision, from the tables' f16 copy (`tables`: HASH_PARAMS / 2 pairs per
-// node of the page, which Adam refreshes as it updates the f32 master weights).
+// The hash encoding: trilinear interpolation of each level's 8 corner features, a pair per load from
+// `tables`: in f32 the parameters themselves, under mixed precision their f16 copy (HASH_PARAMS / 2
+// pairs per node of the page, which Adam refreshes as it updates the f32 master weights).
 fn encode(base: u32, local: vec3<f32>) -> array<f32, IN1> {
     var out: array<f32, IN1>;
     // f32: the tables are the parameters (a node's block starts on a whole vec4)

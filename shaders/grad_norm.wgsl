@@ -14,36 +14,31 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     var acc: GradAcc;
     // workgroups past the page's last one take nothing (group.z == 0)
     if group.z > 0u {
+        // without branches (the sweeps read every entry): a zero gradient adds nothing but to the
+        // count, which skips it; a non-finite one is counted at the end
+        var bad = 0u;
         if index == 0u {
             // the decoders, a vec4 at a time (HASH_PARAMS and MLP_PARAMS are whole vec4s)
             for (var q = local; q < MLP_PARAMS / 4u; q += WORKGROUP) {
                 let g = grads[(base + HASH_PARAMS) / 4u + q];
-                for (var c = 0u; c < 4u; c++) {
-                    if bitcast<u32>(g[c]) != 0u {
-                        grad_acc_add(&acc, tensor_of(HASH_PARAMS + 4u * q + c), g[c]);
-                    }
-                }
+                let bits = bitcast<vec4<u32>>(g);
+                let finite = finite_quad(bits);
+                let v = select(vec4<f32>(0.0), g, finite);
+                let counted = finite & (bits != vec4<u32>(0u));
+                let colour = vec4<u32>(HASH_PARAMS + 4u * q) + vec4<u32>(0u, 1u, 2u, 3u) >= vec4<u32>(COLOUR_START);
+                acc.density = grad_add_quad(acc.density, select(v, vec4<f32>(0.0), colour), counted & !colour);
+                acc.colour = grad_add_quad(acc.colour, select(vec4<f32>(0.0), v, colour), counted & colour);
+                bad += dot(select(vec4<u32>(1u), vec4<u32>(0u), finite), vec4<u32>(1u));
             }
         }
         if node_dense(node) {
-            // without branches (the sweep reads every entry of the node's tables): a zero gradient
-            // adds nothing but to the count, which it skips; a non-finite one is counted at the end
             let share = dense_share(node, index);
-            var sums = vec4<f32>(0.0);
-            var bad = 0u;
             for (var q = (share.x >> 2u) + local; q < (share.y >> 2u); q += WORKGROUP) {
                 let g = grads[(base >> 2u) + q];
                 let bits = bitcast<vec4<u32>>(g);
-                let finite = (bits & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
-                let v = select(vec4<f32>(0.0), g, finite);
-                let counted = select(vec4<f32>(0.0), vec4<f32>(1.0), finite & (bits != vec4<u32>(0u)));
-                let a = abs(v);
-                sums = vec4<f32>(sums.x + dot(v, v), sums.y + v.x + v.y + v.z + v.w, sums.z + dot(counted, vec4<f32>(1.0)), max(sums.w, max(max(a.x, a.y), max(a.z, a.w))));
+                let finite = finite_quad(bits);
+                acc.hash = grad_add_quad(acc.hash, select(vec4<f32>(0.0), g, finite), finite & (bits != vec4<u32>(0u)));
                 bad += dot(select(vec4<u32>(1u), vec4<u32>(0u), finite), vec4<u32>(1u));
-            }
-            acc.hash = merge4(acc.hash, sums);
-            if bad > 0u {
-                atomicAdd(&grad_max[GRAD_TENSORS], bad);
             }
         } else if local < group.z {
             let local_pos = node_local(nodes[node], samples[active_list[group.y + local]].pos);
@@ -55,6 +50,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
                     visit(&acc, idx + 1u);
                 }
             }
+        }
+        if bad > 0u {
+            atomicAdd(&grad_max[GRAD_TENSORS], bad);
         }
     }
     grad_acc_flush(acc, local, (wg.y * nwg.x + wg.x) % GRAD_SLOTS);

@@ -30,6 +30,19 @@ fn grad_add4(sums: vec4<f32>, g: f32) -> vec4<f32> {
     return vec4<f32>(sums.x + g * g, sums.y + g, sums.z + 1.0, max(sums.w, abs(g)));
 }
 
+// `sums` with four gradients added without branches: `v` finite (0 where not), `counted` where
+// they count (non-zero and finite).
+fn grad_add_quad(sums: vec4<f32>, v: vec4<f32>, counted: vec4<bool>) -> vec4<f32> {
+    let a = abs(v);
+    let n = dot(select(vec4<f32>(0.0), vec4<f32>(1.0), counted), vec4<f32>(1.0));
+    return vec4<f32>(sums.x + dot(v, v), sums.y + dot(v, vec4<f32>(1.0)), sums.z + n, max(sums.w, max(max(a.x, a.y), max(a.z, a.w))));
+}
+
+// Which of four gradients (as bits) are finite.
+fn finite_quad(bits: vec4<u32>) -> vec4<bool> {
+    return (bits & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+}
+
 fn merge4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     return vec4<f32>(a.xyz + b.xyz, max(a.w, b.w));
 }

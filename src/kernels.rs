@@ -151,7 +151,7 @@ kernel! {
             nodes: Read [Node],
             samples: Read [Sample],
             params: Read [f32],
-            /// the hash tables' f16 copy (mixed precision)
+            /// the hash tables' pairs: their f16 copy (mixed precision) or the parameters (f32)
             tables: Read [TablePair],
             active_list: Read [u32],
             node_counts: Read [u32],

@@ -147,8 +147,9 @@ impl Dense {
         s
     }
 
-    /// `fn reduce_NAME(local, wb, n)`: this layer's weight and bias gradients summed over the first
-    /// `n` samples of the workgroup in workgroup memory (`wg_use` = the sample has a gradient, `wg_in`
+    /// `fn reduce_NAME(local, wb, n)` on a GPU (a CPU adapter writes it out: `reduce_unrolled`): this
+    /// layer's weight and bias gradients summed over the first `n` samples of the workgroup in
+    /// workgroup memory (`wg_use` = the sample has a gradient, `wg_in`
     /// = the layer's input f(x), `wg_delta` = dL/dy), one lane per input (lane n_in is the bias), each
     /// holding all outputs; then one `grads_add` per weight of the workgroup's node (its block at `wb`).
     pub fn reduce(&self) -> String {

@@ -71,8 +71,9 @@ impl Paging {
 pub struct Model {
     pub paging: Paging,
     pub params: Vec<wgpu::Buffer>,
-    /// Per page, the f16 copy of its nodes' hash tables that the field passes read (mixed
-    /// precision: HASH_PARAMS halves per node), else a placeholder of 16 bytes.
+    /// Per page, the hash tables' feature pairs that the field passes read: under mixed precision an
+    /// f16 copy (HASH_PARAMS halves per node), in f32 the page's parameters themselves (the same
+    /// buffer, read as vec2s: a node's block starts on a whole vec4).
     pub tables: Vec<wgpu::Buffer>,
     /// Whether `tables` holds the copy.
     pub half: bool,
