@@ -1,11 +1,12 @@
 // Pass 6: gradients of the loss with respect to the parameters, over the active samples. Dispatched
 // like the forward (one dispatch per parameter page, a node per workgroup). The forward is recomputed
 // per sample, or with STORE_ACTS read from what field_forward stored (train.recompute_backward =
-// false). Decoder weight gradients are summed over the workgroup's
-// samples in workgroup memory first (the generated reduce_* functions: loops on a GPU, written out
-// sample by sample on a CPU adapter, see src/gpu/unrolled.rs), one atomic per weight per workgroup; hash-table gradients are scattered with one atomic per corner and feature. Adam finds the
-// entries with a gradient again from the samples (adam_nodes.wgsl); when a step runs in several
-// chunks, every block of ADAM_BLOCK parameters with a gradient is flagged in `touched` instead.
+// false). Decoder weight gradients are summed over the workgroup's samples in workgroup memory first
+// (the generated reduce_* functions: loops on a GPU, written out sample by sample on a CPU adapter,
+// see src/gpu/unrolled.rs), one atomic per weight per workgroup; hash-table gradients are scattered
+// with one atomic per corner and feature. Adam finds the entries with a gradient again from the
+// samples (adam_nodes.wgsl); when a step runs in several chunks, every block of ADAM_BLOCK parameters
+// with a gradient is flagged in `touched` instead.
 
 // 1 where the workgroup's sample has a gradient
 var<workgroup> wg_use: array<u32, WORKGROUP>;
