@@ -150,7 +150,8 @@ kernel! {
             rays: Read [Ray],
             nodes: Read [Node],
             samples: Read [Sample],
-            params: Read [f32],
+            /// the parameters, four to an element (the decoders are copied or read from here)
+            params: Read [[f32; 4]],
             /// the hash tables' pairs: their f16 copy (mixed precision) or the parameters (f32)
             tables: Read [TablePair],
             active_list: Read [u32],
@@ -466,7 +467,8 @@ kernel! {
             rays: Read [Ray],
             nodes: Read [Node],
             samples: Read [Sample],
-            params: Read [f32],
+            /// the parameters, four to an element (the decoders are copied or read from here)
+            params: Read [[f32; 4]],
             tables: Read [TablePair],
             sample_grads: Read [GradRecord],
             active_list: Read [u32],
@@ -602,7 +604,8 @@ kernel! {
             sampling: Uniform Sampling,
             page: Uniform Page,
             nodes: Read [Node],
-            params: Read [f32],
+            /// the parameters, four to an element (the decoders are copied or read from here)
+            params: Read [[f32; 4]],
             tables: Read [TablePair],
             /// the grid's cells sorted by phase, then node
             occ_cells: Read [u32],

@@ -28,10 +28,10 @@ impl WeightSource {
     pub fn declarations(self) -> String {
         match self {
             WeightSource::Workgroup => concat!(
-                "var<workgroup> wgt: array<f32, MLP_PARAMS>;\n",
+                "var<workgroup> wgt: array<vec4<f32>, MLP_PARAMS / 4u>;\n",
                 "fn load_weights(local: u32, wm: u32) {\n",
-                "    for (var i = local; i < MLP_PARAMS; i += WORKGROUP) {\n",
-                "        wgt[i] = params[wm + i];\n",
+                "    for (var i = local; i < MLP_PARAMS / 4u; i += WORKGROUP) {\n",
+                "        wgt[i] = params[wm / 4u + i];\n",
                 "    }\n",
                 "    workgroupBarrier();\n",
                 "}\n"
@@ -74,9 +74,10 @@ impl Dense {
     /// The WGSL expression of parameter `offset` of the node's block.
     fn param(&self, offset: u32) -> String {
         let k = offset - self.mlp_start;
+        // four to an element; `wm` (a node's decoders) starts on a whole element
         match self.weights {
-            WeightSource::Workgroup => format!("wgt[{k}]"),
-            WeightSource::Storage => format!("params[wm + {k}u]"),
+            WeightSource::Workgroup => format!("wgt[{}][{}]", k / 4, k % 4),
+            WeightSource::Storage => format!("params[wm / 4u + {}u][{}]", k / 4, k % 4),
         }
     }
 
