@@ -185,9 +185,7 @@ impl Dense {
         s.push_str("}\n");
         s
     }
-}
 
-impl Dense {
     /// `reduce_NAME` for a CPU adapter: the same sums written out over the `lanes` samples of a
     /// workgroup, with no control flow before the atomics (there llvmpipe loads a uniform address
     /// once; in control flow every load is a gather). Samples without a gradient staged zero
